@@ -1,0 +1,37 @@
+"""Read this pipeline's checkpoints: the model's settings, class names and extractor record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, foreign, or does not fit the data or extractor."""
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict, after checking it is one of ours (hyper-parameters with classes and extractor)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})") from None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hp or "extractor" not in hp or "class_names" not in hp:
+        raise CheckpointError(f"{path}: not a checkpoint of this pipeline (no class names or extractor record)")
+    return ckpt
+
+
+def check_extractor(record: dict, identity, feature_dim: int, source: str = "the checkpoint") -> None:
+    """Refuse features that differ from training: other weights, or another feature size."""
+    if record.get("weights_sha256") and record["weights_sha256"] != identity.sha256:
+        raise CheckpointError(
+            f"{source} was trained with weights {record.get('weights_name')} (sha256 {record['weights_sha256'][:12]}...), "
+            f"but {identity.name} here has sha256 {identity.sha256[:12]}...; use the same weights file"
+        )
+    if record.get("feature_dim") != feature_dim:
+        raise CheckpointError(f"{source} expects {record.get('feature_dim')} features per frame but the extractor gives {feature_dim}")

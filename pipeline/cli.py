@@ -1,0 +1,102 @@
+"""The training command line: LightningCLI wired for this pipeline.
+
+* data -> model links: feature size, class names and the extractor record come from the data module;
+* before ``fit`` / ``validate`` / ``test``: fetch what is missing and fill the feature cache through
+  ``Trainer.predict`` on the run's own devices and strategy;
+* ``test`` / ``validate`` with ``--ckpt_path``: the extractor settings come from the checkpoint, so the
+  features always match what the model was trained on;
+* after ``fit``: test the best checkpoint and say where the run lives and how it did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
+from pipeline.classifier import ActionClassifier
+from pipeline.data import ActionDataModule
+from pipeline.evaluate import ReportWriter
+from pipeline.features import ExtractorConfig
+
+LINKS = (("data.feature_dim", "model.input_dim"), ("data.class_names", "model.class_names"), ("data.extractor_info", "model.extractor"))
+
+
+class ActionCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for source, target in LINKS:
+            parser.link_arguments(source, target, apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Take the model's settings and the extractor from ``--ckpt_path`` (links are re-derived from the data)."""
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not ckpt_path:
+            return
+        if not Path(ckpt_path).is_file():
+            if sub != "fit" and ckpt_path not in ("best", "last"):
+                raise CheckpointError(f"checkpoint {ckpt_path} not found")
+            return
+        hp = read_checkpoint(ckpt_path)["hyper_parameters"]
+        extractor = {k: v for k, v in hp["extractor"].items() if k in ExtractorConfig.__dataclass_fields__}
+        model = {k: v for k, v in hp.items() if k not in ("input_dim", "class_names", "extractor", "_instantiator", "_class_path")}
+        self.config = self.parser.parse_object({sub: {"model": model, "data": {"extractor": extractor}}}, self.config)
+        self._checkpoint_hparams = hp
+
+    def after_instantiate_classes(self) -> None:
+        hp = getattr(self, "_checkpoint_hparams", None)
+        if hp is None:
+            return
+        dm = self.datamodule
+        check_extractor(hp["extractor"], dm.extractor.identity, dm.feature_dim)
+        if list(hp["class_names"]) != list(dm.class_names):
+            raise CheckpointError(f"the checkpoint's classes {hp['class_names']} differ from the dataset's {dm.class_names}")
+
+    def _trainer_kwargs(self) -> dict:
+        t = self.config[self.subcommand].trainer
+        strategy = t.strategy if isinstance(t.strategy, str) else "auto"
+        return {"accelerator": t.accelerator, "devices": t.devices, "strategy": strategy, "num_nodes": t.num_nodes}
+
+    def before_fit(self) -> None:
+        self.datamodule.prepare_features("fit", self._trainer_kwargs())
+
+    def before_validate(self) -> None:
+        self.datamodule.prepare_features("validate", self._trainer_kwargs())
+
+    def before_test(self) -> None:
+        self.datamodule.prepare_features("test", self._trainer_kwargs())
+
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        if trainer.interrupted or trainer.checkpoint_callback is None:
+            return
+        best = trainer.checkpoint_callback.best_model_path or None
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+        self._summary(best)
+
+    def after_test(self) -> None:
+        self._summary(self.config_init[self.subcommand].get("ckpt_path"))
+
+    def _summary(self, ckpt: str | None) -> None:
+        m = self.trainer.callback_metrics
+        report = next((c.last_report for c in self.trainer.callbacks if isinstance(c, ReportWriter)), None)
+        lines = [
+            f"run:          {self.trainer.log_dir}",
+            f"checkpoint:   {ckpt}",
+            "test:         "
+            + ", ".join(f"{k.split('/')[1]} {float(m[k]):.4f}" for k in sorted(m) if k.startswith("test/") and not k.endswith("loss")),
+            f"report:       {report}",
+        ]
+        rank_zero_info("\n".join(lines))
+
+
+def main(args: list[str] | None = None) -> ActionCLI:
+    return ActionCLI(
+        ActionClassifier,
+        ActionDataModule,
+        trainer_defaults={"callbacks": [ReportWriter()]},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )

@@ -1,0 +1,244 @@
+"""Cached sequences -> batches: the LightningDataModule.
+
+It lists and splits the videos (``pipeline.videoset``), fetches a missing dataset, has the cache filled
+(``pipeline.extract``), then serves random temporal crops for training and, for evaluation, whole videos
+(video level) and fixed windows (clip level). Videos that could not be decoded are left out and listed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.cache import FeatureCache
+from pipeline.download import download_dataset
+from pipeline.extract import extract_features, extractor_record
+from pipeline.features import ExtractorConfig, FeatureExtractor, mirror_features
+from pipeline.videoset import DATASETS_DIR, DatasetDefinition, DatasetError, Video, list_videos, make_splits
+
+log = logging.getLogger(__name__)
+STAGE_SPLITS = {"fit": ("train", "val", "test"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+class CropDataset(Dataset):
+    """Random temporal crops of ``clip_len`` frames (whole video if shorter), mirrored with probability ``flip``."""
+
+    def __init__(self, seqs: list[torch.Tensor], labels: list[int], clip_len: int, flip: float, noise: float, std: torch.Tensor):
+        self.seqs, self.labels, self.clip_len, self.flip, self.noise, self.std = seqs, labels, clip_len, flip, noise, std
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i: int):
+        x = self.seqs[i]
+        n = min(self.clip_len, len(x))
+        start = int(torch.randint(0, len(x) - n + 1, ()))
+        x = x[start : start + n]
+        if self.flip and torch.rand(()) < self.flip:
+            x = mirror_features(x)
+        if self.noise:
+            x = x + self.noise * self.std * torch.randn_like(x)
+        return x, self.labels[i], i
+
+
+class WindowDataset(Dataset):
+    """Evaluation items: whole videos (``window=None``) or windows of ``window`` frames every ``stride``."""
+
+    def __init__(self, seqs: list[torch.Tensor], labels: list[int], window: int | None = None, stride: int = 1):
+        self.items = []
+        for v, x in enumerate(seqs):
+            if window is None or len(x) <= window:
+                self.items.append((v, 0, len(x)))
+            else:
+                self.items += [(v, s, s + window) for s in range(0, len(x) - window + 1, stride)]
+        self.seqs, self.labels = seqs, labels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        v, s, e = self.items[i]
+        return self.seqs[v][s:e], self.labels[v], v
+
+
+def collate(batch) -> dict[str, torch.Tensor]:
+    xs, ys, vs = zip(*batch)
+    return {
+        "x": pad_sequence(list(xs), batch_first=True),
+        "lengths": torch.tensor([len(x) for x in xs]),
+        "y": torch.tensor(ys),
+        "video": torch.tensor(vs),
+    }
+
+
+class ActionDataModule(L.LightningDataModule):
+    """Videos of a dataset, split, featurised once and served as sequences.
+
+    Args:
+        dataset: definition YAML, a name in ``datasets/`` (``weizmann``), a folder of class folders, or a CSV.
+        root: folder holding the videos. Default: ``$ACTIONS_DATA_DIR/<name>`` if that variable is set,
+            else ``datasets/<name>``; a missing default root is downloaded when the definition says how.
+        split: ``group`` (folds by actor), ``stratified`` (seeded random) or ``official`` (dataset lists).
+        fold: test fold for ``group`` splits (validation is the next fold); ``num_folds`` None = one per group.
+        split_id: which official split list (UCF101 / HMDB51: 1..3).
+        extractor: feature settings; the checkpoint keeps them so inference extracts the same features.
+        cache_dir: where features are cached. Default: ``datasets/cache/<name>``.
+        download: fetch the dataset into the default root when missing.
+        clip_len: training crop length in frames; ``eval_window`` / ``eval_stride``: clip-level evaluation.
+        flip: probability of mirroring a training crop (pose mirrored, left/right keypoints swapped).
+        noise: Gaussian feature noise, in units of each feature's standard deviation.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "weizmann",
+        root: str | None = None,
+        split: str = "group",
+        fold: int = 0,
+        num_folds: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        split_id: int = 1,
+        extractor: ExtractorConfig = ExtractorConfig(),
+        cache_dir: str | None = None,
+        download: bool = True,
+        clip_len: int = 32,
+        eval_window: int = 32,
+        eval_stride: int = 16,
+        flip: float = 0.5,
+        noise: float = 0.0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        extract_batch_size: int = 32,
+    ):
+        super().__init__()
+        self.definition = DatasetDefinition.load(dataset)
+        self.explicit_root = root is not None
+        if root is not None:
+            self.root = Path(root)
+        elif self.definition.layout == "csv" and self.definition.csv and Path(self.definition.csv).is_absolute():
+            self.root = Path(self.definition.csv).parent
+        else:
+            self.root = self.definition.default_root()
+        if self.explicit_root and not self.root.is_dir():
+            raise DatasetError(f"--data.root {self.root} does not exist")
+        self.split, self.fold, self.num_folds = split, fold, num_folds
+        self.val_fraction, self.test_fraction, self.split_seed, self.split_id = val_fraction, test_fraction, split_seed, split_id
+        self.download = download
+        self.clip_len, self.eval_window, self.eval_stride = clip_len, eval_window, eval_stride
+        self.flip, self.noise = flip, noise
+        self.batch_size, self.num_workers, self.extract_batch_size = batch_size, num_workers, extract_batch_size
+        self.extractor = FeatureExtractor(extractor)  # resolves the weights now: a bad name fails before any work
+        self.cache = FeatureCache(
+            Path(cache_dir) if cache_dir else DATASETS_DIR / "cache" / self.definition.name,
+            extractor.key(self.extractor.identity),
+            extractor_record(self.extractor),
+        )
+        self.class_names = self.definition.classes or (list_videos(self.definition, self.root, split_id)[1] if self.root.is_dir() else None)
+        if not self.class_names:
+            raise DatasetError(f"data root {self.root} does not exist and the dataset defines no classes; pass --data.root")
+        self.splits: dict[str, list[Video]] = {}
+        self.skipped: list[tuple[str, str]] = []
+        self.data: dict[str, tuple[list[torch.Tensor], list[int], list[Video]]] = {}
+        self.mean = self.std = None
+
+    @property
+    def feature_dim(self) -> int:
+        return self.extractor.feature_dim
+
+    @property
+    def extractor_info(self) -> dict:
+        return extractor_record(self.extractor)
+
+    def _list(self) -> dict[str, list[Video]]:
+        if not self.splits:
+            if self.download and not self.explicit_root and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+                if not self.root.is_dir() or not any(self.root.iterdir()):
+                    download_dataset(self.definition, self.root)
+            videos, classes = list_videos(self.definition, self.root, self.split_id)
+            if list(classes) != list(self.class_names):
+                raise DatasetError(f"classes {classes} under {self.root} differ from {self.class_names}")
+            self.splits = make_splits(
+                videos, self.split, self.fold, self.num_folds, self.val_fraction, self.test_fraction, self.split_seed
+            )
+        return self.splits
+
+    def prepare_features(self, stage: str = "fit", trainer_kwargs: dict | None = None) -> None:
+        """Extract what the stage needs and is not cached yet, with the run's devices and strategy."""
+        splits = self._list()
+        videos = [v.path for s in STAGE_SPLITS[stage] for v in splits[s]]
+        failed = extract_features(
+            videos, self.cache, self.extractor.config, self.root, self.extract_batch_size, trainer_kwargs, self.extractor
+        )
+        self.skipped = sorted(set(self.skipped) | set(failed))
+
+    def prepare_data(self) -> None:
+        # Programmatic use (trainer.fit(model, dm)): fill the cache on this process. The CLI has done it already.
+        self.prepare_features("fit", {"accelerator": "auto", "devices": 1})
+
+    def setup(self, stage: str) -> None:
+        splits = self._list()
+        for name in STAGE_SPLITS.get(stage, ()):
+            if name in self.data:
+                continue
+            seqs, labels, kept = [], [], []
+            for v in splits[name]:
+                try:
+                    entry = self.cache.entry(v.path, self.root)
+                except OSError:
+                    entry = None
+                if entry is None or not entry.is_file():
+                    if not any(p == str(v.path) for p, _ in self.skipped):
+                        self.skipped.append((str(v.path), "no features (not extracted)"))
+                    continue
+                seqs.append(torch.from_numpy(self.cache.load(entry).features))
+                labels.append(v.label)
+                kept.append(v)
+            if not seqs:
+                raise DatasetError(f"no usable videos in the {name} split ({len(splits[name])} listed)")
+            self.data[name] = (seqs, labels, kept)
+        if "train" in self.data and self.mean is None:
+            frames = torch.cat(self.data["train"][0])
+            self.mean, self.std = frames.mean(0), frames.std(0)
+        if self.skipped:
+            rank_zero_warn(
+                f"skipped {len(self.skipped)} video(s):\n" + "\n".join(f"  {p}: {why}" for p, why in self.skipped)
+            )
+        rank_zero_info(
+            "videos: " + ", ".join(f"{k} {len(v[0])}" for k, v in self.data.items()) + f" | features cached in {self.cache.dir}"
+        )
+
+    def _loader(self, ds: Dataset, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        seqs, labels, _ = self.data["train"]
+        return self._loader(CropDataset(seqs, labels, self.clip_len, self.flip, self.noise, self.std), shuffle=True)
+
+    def _eval_loaders(self, name: str) -> list[DataLoader]:
+        seqs, labels, _ = self.data[name]
+        return [
+            self._loader(WindowDataset(seqs, labels)),
+            self._loader(WindowDataset(seqs, labels, self.eval_window, self.eval_stride)),
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def videos(self, name: str) -> list[Video]:
+        return self.data[name][2]

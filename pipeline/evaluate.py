@@ -1,0 +1,93 @@
+"""Labels -> report: ``report.json`` and a confusion-matrix PNG beside the evaluated checkpoint.
+
+Metrics themselves are torchmetrics inside the LightningModule (synchronised across processes); this
+callback gathers the per-video predictions and writes what a person reads after a run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from pipeline.classifier import LEVELS
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n), dpi=110)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class ReportWriter(Callback):
+    """After ``test``: report.json (metrics, per-class accuracy, confusion matrices, per-video predictions,
+    skipped videos) and confusion_matrix.png, beside the checkpoint that was tested."""
+
+    def __init__(self) -> None:
+        self.last_report: Path | None = None
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        confusion = {lv: pl_module.confusion[lv].compute().cpu().numpy().astype(int) for lv in LEVELS}
+        predictions = pl_module.test_predictions
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            gathered: list = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, predictions)
+            predictions = sorted({p[0]: p for part in gathered for p in part}.values())
+        if not trainer.is_global_zero:
+            return
+        ckpt = Path(trainer.ckpt_path) if trainer.ckpt_path else None
+        out_dir = ckpt.parent if ckpt else Path(trainer.log_dir or ".")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = pl_module.class_names
+        dm = trainer.datamodule
+        videos = dm.videos("test") if dm is not None else []
+        metrics = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        report = {
+            "checkpoint": str(ckpt) if ckpt else None,
+            "classes": names,
+            "metrics": metrics,
+            "per_class_accuracy": {
+                lv: {n: (float(c[i, i] / c[i].sum()) if c[i].sum() else None) for i, n in enumerate(names)} for lv, c in confusion.items()
+            },
+            "confusion_matrix": {lv: c.tolist() for lv, c in confusion.items()},
+            "videos": [
+                {
+                    "path": str(videos[v].path) if v < len(videos) else v,
+                    "label": names[y],
+                    "predicted": names[int(np.argmax(p))],
+                    "score": round(float(max(p)), 4),
+                }
+                for v, y, p in predictions
+            ],
+            "skipped": [{"path": p, "reason": r} for p, r in (getattr(dm, "skipped", None) or [])],
+        }
+        if dm is not None:
+            report["split"] = {"dataset": dm.definition.name, "split": dm.split, "fold": dm.fold, "root": str(dm.root)}
+        path = out_dir / "report.json"
+        path.write_text(json.dumps(report, indent=2))
+        top1 = metrics.get("test/video_top1")
+        title = "video level" + (f", top-1 {top1:.1%}" if top1 is not None else "")
+        plot_confusion(confusion["video"], names, out_dir / "confusion_matrix.png", title)
+        self.last_report = path

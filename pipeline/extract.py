@@ -1,0 +1,144 @@
+"""Extract features for a list of videos into the cache, through ``Trainer.predict``.
+
+Running extraction as a Lightning predict loop means ``--trainer.devices N --trainer.strategy ddp``
+spreads the videos over GPUs and nodes (Lightning's unrepeated distributed sampler) with no other change.
+Each ``predict_step`` extracts one whole video, with decoding in a background thread; the writer callback
+commits each video's entry atomically as soon as it is done, so an interrupted run resumes where it stopped.
+Bad videos are reported and skipped; they never stop the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
+from torch.utils.data import DataLoader
+
+from pipeline.cache import FeatureCache, Sequence
+from pipeline.features import ExtractorConfig, FeatureExtractor
+from pipeline.video import VideoError, VideoReader, prefetch
+
+log = logging.getLogger(__name__)
+
+
+def extract_video(extractor: FeatureExtractor, source: str | Path, batch_size: int = 32) -> Sequence:
+    """Features of one video at the extractor's fps and frame cap (decoding overlapped in a thread)."""
+    cfg = extractor.config
+    reader = VideoReader(str(source), fps=cfg.fps, max_frames=cfg.max_frames)
+    feats, index = [], []
+    for idx, frames in prefetch(reader.batches(batch_size)):
+        feats.append(extractor(frames).features.cpu())
+        index.append(idx)
+    return Sequence(torch.cat(feats).numpy(), np.concatenate(index), reader.fps, reader.info.fps)
+
+
+class ExtractionModule(L.LightningModule):
+    """Holds the extractor; one predict step = one video. Not trained."""
+
+    def __init__(self, extractor: FeatureExtractor, videos: list[str], batch_size: int = 32, half: bool = True):
+        super().__init__()
+        self.extractor = extractor
+        self.videos = videos
+        self.batch_size = batch_size
+        self.half_precision = half
+
+    def on_predict_start(self) -> None:
+        self.extractor.place(self.device, half=self.half_precision)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.videos, batch_size=None, shuffle=False)
+
+    def predict_step(self, path: str, batch_idx: int) -> dict[str, Any]:
+        try:
+            return {"path": path, "sequence": extract_video(self.extractor, path, self.batch_size)}
+        except VideoError as e:
+            return {"path": path, "error": str(e)}
+
+
+class CacheWriter(BasePredictionWriter):
+    """Writes each finished video into the cache; records failures per rank for the final report."""
+
+    def __init__(self, cache: FeatureCache, data_root: Path | None):
+        super().__init__(write_interval="batch")
+        self.cache = cache
+        self.data_root = data_root
+        self.failed: list[tuple[str, str]] = []
+        self.done = 0
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if "error" in prediction:
+            self.failed.append((prediction["path"], prediction["error"]))
+            return
+        self.cache.save(self.cache.entry(prediction["path"], self.data_root), prediction["sequence"])
+        self.done += 1
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        # every rank leaves its failures beside the cache so rank 0 can report all of them
+        out = self.cache.dir / f"failed.rank{trainer.global_rank}.json"
+        out.write_text(json.dumps(self.failed))
+
+
+class ExtractionProgress(TQDMProgressBar):
+    @property
+    def predict_description(self) -> str:
+        return "Extracting features (videos)"
+
+
+def extract_features(
+    videos: list[Path],
+    cache: FeatureCache,
+    extractor_config: ExtractorConfig,
+    data_root: Path | None = None,
+    batch_size: int = 32,
+    trainer_kwargs: dict | None = None,
+    extractor: FeatureExtractor | None = None,
+) -> list[tuple[str, str]]:
+    """Extract every video that has no cache entry; return ``(path, reason)`` for those that failed.
+
+    ``trainer_kwargs`` (accelerator, devices, strategy, num_nodes) are those of the training run, so
+    extraction is spread over the same processes. A video that cannot be stat'ed (missing) fails here.
+    """
+    failed: list[tuple[str, str]] = []
+    todo: list[str] = []
+    for v in videos:
+        try:
+            if not cache.has(v, data_root):
+                todo.append(str(v))
+        except OSError as e:
+            failed.append((str(v), f"{v}: {e.strerror or e}"))
+    for stale in cache.dir.glob("failed.rank*.json"):
+        stale.unlink(missing_ok=True)
+    if todo:
+        log.info("extracting features of %d videos into %s", len(todo), cache.dir)
+        extractor = extractor or FeatureExtractor(extractor_config)
+        writer = CacheWriter(cache, data_root)
+        trainer = L.Trainer(
+            **(trainer_kwargs or {}),
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            callbacks=[writer, ExtractionProgress()],
+        )
+        trainer.predict(ExtractionModule(extractor, todo, batch_size), return_predictions=False)
+        trainer.strategy.barrier()
+        for f in sorted(cache.dir.glob("failed.rank*.json")):
+            failed += [tuple(x) for x in json.loads(f.read_text())]
+    return failed
+
+
+def extractor_record(extractor: FeatureExtractor) -> dict:
+    """What a checkpoint and the cache folder keep about the extractor."""
+    return {
+        **asdict(extractor.config),
+        "layers": list(extractor.config.layers),
+        "weights_name": extractor.identity.name,
+        "weights_sha256": extractor.identity.sha256,
+        "feature_dim": extractor.feature_dim,
+    }

@@ -1,0 +1,81 @@
+"""Cached sequences -> per-frame class scores: the temporal classifier.
+
+``normalise -> project -> recurrent cell -> head`` gives a score for every frame, from what the cell has
+seen so far. The cell is unidirectional, so the same model streams: ``step`` on one frame with the hidden
+state carried equals the full-sequence ``forward`` at that frame. Normalisation statistics are buffers,
+so they travel inside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CELLS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # LSTM carries (h, c)
+
+
+class ActionRNN(nn.Module):
+    """Input normalisation and projection, dropout, a GRU (or LSTM / plain RNN), a classification head.
+
+    ``pooled_dim``: size of the leading pooled-backbone block of the input; ``pooled_dropout``: chance of
+    zeroing that whole block for a training sequence.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        proj_dim: int = 128,
+        dropout: float = 0.3,
+        input_dropout: float = 0.1,
+        cell: str = "gru",
+        pooled_dim: int = 0,
+        pooled_dropout: float = 0.0,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell '{cell}' is not one of {sorted(CELLS)}")
+        self.pooled_dim, self.pooled_dropout = pooled_dim, pooled_dropout
+        self.register_buffer("mean", torch.zeros(input_dim))
+        self.register_buffer("std", torch.ones(input_dim))
+        self.proj = nn.Sequential(
+            nn.Dropout(input_dropout), nn.Linear(input_dim, proj_dim), nn.LayerNorm(proj_dim), nn.GELU(), nn.Dropout(dropout)
+        )
+        self.rnn = CELLS[cell](proj_dim, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
+
+    @torch.no_grad()
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp(min=1e-4))
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: Hidden | None = None
+    ) -> tuple[torch.Tensor, Hidden]:
+        """``x`` (B, T, D) -> per-frame logits (B, T, C) and the final hidden state.
+
+        With ``lengths``, padded frames are skipped (packed sequence) and the hidden state returned is
+        each sequence's state at its own last frame; logits at padded positions are meaningless.
+        """
+        x = (x - self.mean) / self.std
+        if self.training and self.pooled_dropout and self.pooled_dim:
+            # drop the appearance block of whole sequences so the model cannot lean on it alone
+            keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= self.pooled_dropout).to(x.dtype)
+            x = torch.cat([x[..., : self.pooled_dim] * keep, x[..., self.pooled_dim :]], dim=-1)
+        z = self.proj(x)
+        if lengths is not None:
+            packed = pack_padded_sequence(z, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, hidden = self.rnn(packed, hidden)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        else:
+            out, hidden = self.rnn(z, hidden)
+        return self.head(out), hidden
+
+    def step(self, x_t: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """One frame (B, D) -> logits (B, C) and the next hidden state: the streaming form of ``forward``."""
+        logits, hidden = self.forward(x_t[:, None], hidden=hidden)
+        return logits[:, 0], hidden

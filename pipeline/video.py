@@ -1,0 +1,203 @@
+"""Video -> frames: OpenCV decoding with temporal subsampling and a frame cap.
+
+Frames stay uint8 BGR (H, W, 3) numpy arrays here; conversion to float happens on the model's device.
+Each frame carries its source frame index so results map back to the source's timestamps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # silence OpenCV's own warnings on corrupt files
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # and FFmpeg's (AV_LOG_QUIET)
+import cv2  # noqa: E402
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+FALLBACK_FPS = 30.0  # for sources that report no frame rate (some streams and webcams)
+
+
+class VideoError(RuntimeError):
+    """A source that cannot be opened or yields no frames. The message names the source."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    source: str
+    fps: float  # the source's frame rate
+    frame_count: int  # as reported by the container; 0 when unknown (streams, cameras)
+    width: int
+    height: int
+
+
+def is_stream(source: str | int) -> bool:
+    s = str(source)
+    return s.isdigit() or "://" in s
+
+
+def open_capture(source: str | int) -> cv2.VideoCapture:
+    """Open a file, URL or camera index, or raise VideoError saying why not."""
+    s = str(source)
+    if not is_stream(s):
+        path = Path(s)
+        if not path.exists():
+            raise VideoError(f"{s}: no such file")
+        if path.is_dir():
+            raise VideoError(f"{s}: is a folder, not a video file")
+        if not os.access(path, os.R_OK):
+            raise VideoError(f"{s}: permission denied")
+        if path.stat().st_size == 0:
+            raise VideoError(f"{s}: empty file")
+    cap = cv2.VideoCapture(int(s) if s.isdigit() else s)
+    if not cap.isOpened():
+        cap.release()
+        what = "camera" if s.isdigit() else "stream" if "://" in s else "file"
+        raise VideoError(f"{s}: cannot open {what} (not a video, corrupt, unreachable or unsupported codec)")
+    return cap
+
+
+def probe(cap: cv2.VideoCapture, source: str | int) -> VideoInfo:
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
+        fps = FALLBACK_FPS
+    return VideoInfo(
+        source=str(source),
+        fps=float(fps),
+        frame_count=max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0),
+        width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
+
+
+class FrameSampler:
+    """Decide which source frames to keep so that the kept ones run at ``target_fps``.
+
+    Frame i is kept when it is the first at or after the next slot of the target clock; with no
+    target (or a target at or above the source rate) every frame is kept.
+    """
+
+    def __init__(self, source_fps: float, target_fps: float | None):
+        self.step = 1.0 if not target_fps or target_fps >= source_fps else source_fps / target_fps
+        self._next = 0.0
+
+    def keep(self, index: int) -> bool:
+        if index + 1e-6 >= self._next:
+            self._next += self.step
+            # a source frame can only fill one slot; skip slots it already passed (dropped input)
+            while self._next <= index:
+                self._next += self.step
+            return True
+        return False
+
+
+class VideoReader:
+    """Iterate ``(source_index, frame)`` of a video, subsampled to ``fps`` and capped at ``max_frames``."""
+
+    def __init__(self, source: str | int, fps: float | None = None, max_frames: int | None = None):
+        self.source = source
+        self.target_fps = fps
+        self.max_frames = max_frames
+        self._cap = open_capture(source)
+        self.info = probe(self._cap, source)
+
+    @property
+    def fps(self) -> float:
+        """Frame rate of the frames this reader yields."""
+        return min(self.target_fps or self.info.fps, self.info.fps)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        sampler = FrameSampler(self.info.fps, self.target_fps)
+        kept, index = 0, 0
+        try:
+            while self.max_frames is None or kept < self.max_frames:
+                if not self._cap.grab():
+                    break
+                if sampler.keep(index):
+                    ok, frame = self._cap.retrieve()
+                    if not ok or frame is None:
+                        break
+                    yield index, frame
+                    kept += 1
+                index += 1
+        finally:
+            self.close()
+        if kept == 0:
+            raise VideoError(f"{self.source}: no frames could be decoded (empty or corrupt video)")
+
+    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(source_indices (B,), frames (B, H, W, 3) uint8)`` in chunks of at most ``size``."""
+        idx: list[int] = []
+        frames: list[np.ndarray] = []
+        for i, frame in self:
+            idx.append(i)
+            frames.append(frame)
+            if len(frames) == size:
+                yield np.asarray(idx), np.stack(frames)
+                idx, frames = [], []
+        if frames:
+            yield np.asarray(idx), np.stack(frames)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def list_videos(folder: str | Path) -> list[Path]:
+    """Video files under ``folder`` (recursively), sorted, by extension."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Run ``items`` (e.g. a decoder) in a background thread, ``depth`` items ahead of the consumer.
+
+    The bounded queue overlaps decoding with inference without letting memory grow; an exception in the
+    producer is re-raised in the consumer, and closing the consumer early stops the producer.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put((done, e))
+
+    thread = threading.Thread(target=produce, daemon=True, name="decode")
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)

@@ -1,0 +1,71 @@
+"""Shared fixtures: small synthetic clips made on the fly, a random-init model, and the real inputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REAL_WEIGHTS = SHARED / "weights" / "yolo11n-pose.pt"
+WEIZMANN = SHARED / "data" / "weizmann"
+TINY_MODEL = "yolo11n-pose.yaml"  # random init: fast, no file needed; never used for accuracy
+
+needs_shared = pytest.mark.skipif(
+    not (REAL_WEIGHTS.is_file() and WEIZMANN.is_dir()),
+    reason=f"real weights and Weizmann clips not found under {SHARED} (see ../shared/README.md)",
+)
+
+
+def write_clip(path: Path, frames: int = 16, size: tuple[int, int] = (80, 64), fps: float = 25.0, seed: int = 0, speed: float = 2.0) -> Path:
+    """A clip of a stick figure walking across a textured background (MJPG .avi)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(60, 200, (h, w, 3), dtype=np.uint8)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert out.isOpened()
+    for t in range(frames):
+        img = bg.copy()
+        x = int(10 + speed * t) % (w - 10)
+        cv2.circle(img, (x, h // 4), 4, (30, 30, 30), -1)
+        cv2.line(img, (x, h // 4), (x, h // 2 + 6), (30, 30, 30), 2)
+        swing = int(6 * np.sin(t * 0.8 + seed))
+        cv2.line(img, (x, h // 2 + 6), (x + swing, h - 6), (30, 30, 30), 2)
+        cv2.line(img, (x, h // 2 + 6), (x - swing, h - 6), (30, 30, 30), 2)
+        out.write(img)
+    out.release()
+    return path
+
+
+def make_dataset(root: Path, classes=("wave", "walk"), actors=("ann", "bob", "cid", "dan"), frames: int = 14) -> Path:
+    """Folder per class, files ``<actor>_<class>.avi``: the Weizmann layout in miniature."""
+    for ci, c in enumerate(classes):
+        for ai, a in enumerate(actors):
+            write_clip(root / c / f"{a}_{c}.avi", frames=frames + ai, seed=ci * 10 + ai, speed=1.0 + 2 * ci)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "toy")
+
+
+@pytest.fixture
+def toy_definition(tmp_path) -> Path:
+    """A dataset definition YAML for the toy layout (actor before '_')."""
+    p = tmp_path / "toy.yaml"
+    p.write_text("name: toy\nlayout: folders\nclasses: [wave, walk]\ngroup_pattern: '^([^_]+)_'\n")
+    return p
+
+
+def run_script(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a repo script as a user would, capturing its output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

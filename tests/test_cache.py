@@ -1,0 +1,48 @@
+import os
+import time
+
+import numpy as np
+
+from pipeline.cache import FeatureCache, Sequence
+
+
+def seq(t=5, d=3):
+    return Sequence(np.arange(t * d, dtype=np.float32).reshape(t, d), np.arange(t) * 2, 12.5, 25.0)
+
+
+def test_save_load_round_trip(tmp_path):
+    video = tmp_path / "data" / "walk" / "ann_walk.avi"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"x" * 100)
+    cache = FeatureCache(tmp_path / "cache", "key1", {"imgsz": 64})
+    entry = cache.entry(video, tmp_path / "data")
+    assert entry.name.startswith("walk__ann_walk.") and not cache.has(video, tmp_path / "data")
+    cache.save(entry, seq())
+    got = FeatureCache.load(entry)
+    assert cache.has(video, tmp_path / "data")
+    np.testing.assert_array_equal(got.features, seq().features)
+    assert got.frame_index.tolist() == [0, 2, 4, 6, 8] and got.fps == 12.5 and got.source_fps == 25.0
+    assert (cache.dir / "extractor.json").is_file()
+
+
+def test_an_edited_video_gets_a_new_entry(tmp_path):
+    video = tmp_path / "a.avi"
+    video.write_bytes(b"x" * 100)
+    cache = FeatureCache(tmp_path / "cache", "k")
+    before = cache.entry(video)
+    video.write_bytes(b"y" * 101)
+    assert cache.entry(video) != before
+
+
+def test_half_written_entries_are_never_valid_and_stale_ones_are_swept(tmp_path):
+    video = tmp_path / "a.avi"
+    video.write_bytes(b"x")
+    cache = FeatureCache(tmp_path / "cache", "k")
+    entry = cache.entry(video)
+    tmp = entry.with_name(f".{entry.name}.999.tmp")
+    tmp.write_bytes(b"partial")  # what a kill -9 in the middle of a write leaves
+    assert not cache.has(video)
+    old = time.time() - 7200
+    os.utime(tmp, (old, old))
+    FeatureCache(tmp_path / "cache", "k")
+    assert not tmp.exists()

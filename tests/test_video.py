@@ -1,0 +1,99 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import write_clip
+from pipeline.video import FrameSampler, VideoError, VideoReader, prefetch
+
+
+def test_reads_every_frame_as_uint8_bgr(tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=12, size=(80, 64))
+    reader = VideoReader(clip)
+    frames = list(reader)
+    assert [i for i, _ in frames] == list(range(12))
+    assert frames[0][1].dtype == np.uint8 and frames[0][1].shape == (64, 80, 3)
+    assert reader.info.fps == 25 and reader.info.frame_count == 12
+
+
+def test_subsamples_to_target_fps_and_caps_frames(tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=30, fps=30)
+    idx = [i for i, _ in VideoReader(clip, fps=10)]
+    assert idx == list(range(0, 30, 3))
+    assert [i for i, _ in VideoReader(clip, fps=10, max_frames=4)] == [0, 3, 6, 9]
+    # a target above the source rate keeps every frame and reports the source rate
+    r = VideoReader(clip, fps=60)
+    assert len(list(r)) == 30 and r.fps == 30
+
+
+def test_sampler_keeps_the_target_rate_for_uneven_ratios():
+    s = FrameSampler(30, 25)
+    kept = [i for i in range(300) if s.keep(i)]
+    assert len(kept) == 250  # 10 s at 25 fps
+    assert max(np.diff(kept)) == 2
+
+
+def test_batches_carry_source_indices(tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=10)
+    chunks = list(VideoReader(clip).batches(4))
+    assert [len(i) for i, _ in chunks] == [4, 4, 2]
+    assert chunks[1][0].tolist() == [4, 5, 6, 7] and chunks[1][1].shape[0] == 4
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.avi", "no such file"),
+        (lambda p: (p / "empty.avi").write_bytes(b"") or p / "empty.avi", "empty file"),
+        (lambda p: (p / "notes.avi").write_text("not a video at all\n" * 50) or p / "notes.avi", "cannot open"),
+        (lambda p: p, "is a folder"),
+    ],
+)
+def test_bad_sources_raise_a_clear_error_naming_the_file(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(VideoError, match=message) as e:
+        list(VideoReader(path))
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_truncated_video_is_an_error_when_no_frame_decodes(tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=10)
+    data = clip.read_bytes()
+    bad = tmp_path / "cut.avi"
+    bad.write_bytes(data[:200])  # header only
+    with pytest.raises(VideoError, match="cut.avi"):
+        list(VideoReader(bad))
+
+
+def test_prefetch_yields_in_order_and_reraises_producer_errors():
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise VideoError("decoder died")
+
+    it = prefetch(broken())
+    assert next(it) == 1
+    with pytest.raises(VideoError, match="decoder died"):
+        next(it)
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops():
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = prefetch(endless(), depth=2)
+    assert next(it) == 0
+    it.close()
+    time.sleep(0.3)
+    n = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == n  # nothing more is decoded
+    assert not any(t.name == "decode" and t.is_alive() for t in threading.enumerate())

@@ -1,0 +1,10 @@
+"""Train, validate or test an action classifier: ``python train.py fit --config configs/weizmann.yaml``.
+
+A LightningCLI (see ``python train.py fit --help``); the wiring lives in ``pipeline/cli.py``.
+"""
+
+from pipeline.errors import run_cli
+from pipeline.cli import main
+
+if __name__ == "__main__":
+    run_cli(main)
