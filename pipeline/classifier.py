@@ -99,7 +99,7 @@ class ActionClassifier(L.LightningModule):
         probs = masked_mean(self(batch["x"], batch["lengths"]).softmax(-1), batch["lengths"])
         loss = F.nll_loss(probs.clamp(min=1e-8).log(), batch["y"])
         self.metrics[f"{stage}_{level}"].update(probs, batch["y"])
-        self.log(f"{stage}/{level}_loss", loss, batch_size=len(batch["y"]), add_dataloader_idx=False)
+        self.log(f"{stage}/{level}_loss", loss, batch_size=len(batch["y"]), add_dataloader_idx=False, sync_dist=True)
         if stage == "test":
             self.confusion[level].update(probs, batch["y"])
             if level == "video":
@@ -115,7 +115,7 @@ class ActionClassifier(L.LightningModule):
     def _log_metrics(self, stage: str) -> None:
         for level in LEVELS:
             m = self.metrics[f"{stage}_{level}"]
-            self.log_dict(m.compute(), prog_bar=level == "video", add_dataloader_idx=False)
+            self.log_dict(m.compute(), prog_bar=level == "video", add_dataloader_idx=False, sync_dist=True)
             m.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -22,6 +24,7 @@ from pipeline.evaluate import ReportWriter
 from pipeline.features import ExtractorConfig
 
 LINKS = (("data.feature_dim", "model.input_dim"), ("data.class_names", "model.class_names"), ("data.extractor_info", "model.extractor"))
+LINKED_HPARAMS = ("input_dim", "class_names", "extractor", "_instantiator", "_class_path")
 
 
 class ActionCLI(LightningCLI):
@@ -30,19 +33,17 @@ class ActionCLI(LightningCLI):
             parser.link_arguments(source, target, apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
-        """Take the model's settings and the extractor from ``--ckpt_path`` (links are re-derived from the data)."""
+        """Build the model the checkpoint holds. To evaluate, extract features exactly as it was trained;
+        to resume a fit, keep the configured extractor (checked against the checkpoint once built)."""
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-        if not ckpt_path:
-            return
-        if not Path(ckpt_path).is_file():
-            if sub != "fit" and ckpt_path not in ("best", "last"):
-                raise CheckpointError(f"checkpoint {ckpt_path} not found")
+        if not ckpt_path or (sub == "fit" and ckpt_path in ("last", "hpc")):
             return
         hp = read_checkpoint(ckpt_path)["hyper_parameters"]
-        extractor = {k: v for k, v in hp["extractor"].items() if k in ExtractorConfig.__dataclass_fields__}
-        model = {k: v for k, v in hp.items() if k not in ("input_dim", "class_names", "extractor", "_instantiator", "_class_path")}
-        self.config = self.parser.parse_object({sub: {"model": model, "data": {"extractor": extractor}}}, self.config)
+        update: dict = {"model": {k: v for k, v in hp.items() if k not in LINKED_HPARAMS}}
+        if sub != "fit":
+            update["data"] = {"extractor": {k: v for k, v in hp["extractor"].items() if k in ExtractorConfig.__dataclass_fields__}}
+        self.config = self.parser.parse_object({sub: update}, self.config)
         self._checkpoint_hparams = hp
 
     def after_instantiate_classes(self) -> None:
@@ -92,7 +93,16 @@ class ActionCLI(LightningCLI):
         rank_zero_info("\n".join(lines))
 
 
+def quiet_third_party() -> None:
+    """Keep the console for what matters: drop advertising and warnings that are not the user's to fix."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")  # one predict step = one video
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # features are in memory
+
+
 def main(args: list[str] | None = None) -> ActionCLI:
+    quiet_third_party()
     return ActionCLI(
         ActionClassifier,
         ActionDataModule,

@@ -25,7 +25,7 @@ from pipeline.cache import FeatureCache, Sequence
 from pipeline.features import ExtractorConfig, FeatureExtractor
 from pipeline.video import VideoError, VideoReader, prefetch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lightning.pytorch")  # shown by Lightning's console handler, on every rank
 
 
 def extract_video(extractor: FeatureExtractor, source: str | Path, batch_size: int = 32) -> Sequence:
@@ -83,6 +83,7 @@ class CacheWriter(BasePredictionWriter):
         # every rank leaves its failures beside the cache so rank 0 can report all of them
         out = self.cache.dir / f"failed.rank{trainer.global_rank}.json"
         out.write_text(json.dumps(self.failed))
+        log.info("rank %d/%d: extracted %d videos, %d failed", trainer.global_rank, trainer.world_size, self.done, len(self.failed))
 
 
 class ExtractionProgress(TQDMProgressBar):

@@ -2,8 +2,8 @@
 
 The vector is ``[pooled backbone features | pose block]``:
 
-* pooled features: global average of the outputs of ``layers`` (multi-scale, e.g. the C2PSA block and
-  the three neck outputs that feed the pose head), captured by forward hooks during the same pass;
+* pooled features: average of the outputs of ``layers`` (multi-scale, e.g. the three neck outputs that
+  feed the pose head) over the frame or the person's box, taken from the same pass;
 * pose block (``POSE_DIM`` = 57) for the main person (highest detection score; the best-scoring
   anchor is what NMS would keep first, so no NMS is needed): ``present`` flag, detection score, box
   centre / size relative to the frame (4), 17 keypoints normalised to the person box (34) and their
@@ -106,7 +106,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class FeatureExtractor(nn.Module):
-    """YOLO pose model wrapped to give per-frame feature vectors and the main person's pose."""
+    """YOLO pose model wrapped to give per-frame feature vectors and the main person's pose in one pass."""
 
     def __init__(self, config: ExtractorConfig):
         super().__init__()
@@ -123,15 +123,71 @@ class FeatureExtractor(nn.Module):
         first = model.model[0].conv
         first.weight.data = first.weight.data[:, [2, 1, 0]].contiguous()
         self.model = model
-        self._kpt_row = 4 + model.model[-1].nc  # rows: box (4), class scores (nc, person first), keypoints
-        self._maps: list[torch.Tensor] = []
-        for i in layers:  # hooks fire in layer order, so the pooled blocks follow ``layers``
-            model.model[i].register_forward_hook(lambda module, inputs, output: self._maps.append(output))
+        self.head = model.model[-1]
+        self.layers = layers
+        self._keep = set(model.save) | set(layers) | set(self.head.f)  # layer outputs needed later in the pass
+        # The fast head (box and keypoints at the best anchor only) is for the classic Pose head; any other
+        # pose head runs whole and is read from its decoded output.
+        self._fast_head = type(self.head).__name__ == "Pose" and not getattr(self.head, "end2end", False)
         with torch.inference_mode():
-            self.model(torch.zeros(1, 3, STRIDE * 2, STRIDE * 2))
-        self.pooled_dim = sum(t.shape[1] for t in self._maps)
-        self._maps = []
+            maps, _ = self._body(torch.zeros(1, 3, STRIDE * 2, STRIDE * 2))
+        self.pooled_dim = sum(maps[i].shape[1] for i in layers)
         self.feature_dim = self.pooled_dim + POSE_DIM
+
+    def _body(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], list[torch.Tensor]]:
+        """Run every layer but the head (as Ultralytics' ``_predict_once``); return kept outputs and head inputs."""
+        y: dict[int, torch.Tensor] = {}
+        for m in self.model.model[:-1]:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            if m.i in self._keep:
+                y[m.i] = x
+        return y, [y[j] for j in self.head.f]
+
+    def _detect(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Main person per image: score (B,), box xyxy (B, 4) and keypoints (B, 17, 3) in input pixels.
+
+        Person scores are computed at every anchor; the box and keypoint branches only at the best one, on
+        the 5x5 cell patch their two 3x3 convolutions see (zero-padded like the full map). This is what the
+        full head gives at that anchor, for a third of its cost.
+        """
+        head = self.head
+        if not self._fast_head:
+            out = head(feats)
+            preds = (out[0] if isinstance(out, (tuple, list)) else out).float()  # (B, 4 + nc + 51, anchors), xywh
+            score, best = preds[:, 4].max(dim=1)
+            det = preds.gather(2, best.view(-1, 1, 1).expand(-1, preds.shape[1], 1)).squeeze(2)
+            xy, wh = det[:, 0:2], det[:, 2:4]
+            return score, torch.cat([xy - wh / 2, xy + wh / 2], 1), det[:, 4 + head.nc :].reshape(-1, NUM_KEYPOINTS, 3)
+        logits = torch.cat([head.cv3[i](f)[:, 0].flatten(1) for i, f in enumerate(feats)], 1)  # class 0: person
+        best_logit, best = logits.float().max(dim=1)
+        b = best.shape[0]
+        box = feats[0].new_empty(b, 4 * head.reg_max)
+        kpt = feats[0].new_empty(b, head.nk)
+        anchor = torch.empty(b, 2, device=best.device)
+        stride = torch.empty(b, 1, device=best.device)
+        start = 0
+        for i, f in enumerate(feats):
+            h, w = f.shape[2:]
+            sel = ((best >= start) & (best < start + h * w)).nonzero().squeeze(1)
+            if len(sel):
+                cell = best[sel] - start
+                gy, gx = cell // w, cell % w
+                k = torch.arange(5, device=f.device)
+                padded = F.pad(f[sel], (2, 2, 2, 2))
+                rows, cols = (gy[:, None] + k)[:, :, None], (gx[:, None] + k)[:, None, :]
+                patch = padded[torch.arange(len(sel), device=f.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+                box[sel] = head.cv2[i](patch)[:, :, 2, 2]
+                kpt[sel] = head.cv4[i](patch)[:, :, 2, 2]
+                anchor[sel] = torch.stack([gx, gy], 1).float() + 0.5
+                stride[sel] = float(head.stride[i])
+            start += h * w
+        dist = head.dfl(box.float()[:, :, None])[:, :, 0]  # (B, 4): left, top, right, bottom in cells
+        boxes = torch.cat([anchor - dist[:, :2], anchor + dist[:, 2:]], 1) * stride
+        k = kpt.float().view(b, NUM_KEYPOINTS, 3)
+        xy = (k[..., :2] * 2.0 + (anchor[:, None] - 0.5)) * stride[:, None]
+        return best_logit.sigmoid(), boxes, torch.cat([xy, k[..., 2:].sigmoid()], -1)
 
     def _pool(self, maps: list[torch.Tensor], box: torch.Tensor, present: torch.Tensor, height: int) -> list[torch.Tensor]:
         """Average each map globally, or over the cells whose centres lie in ``box`` (input pixels, xyxy)."""
@@ -182,22 +238,15 @@ class FeatureExtractor(nn.Module):
         """uint8 BGR frames (B, H, W, 3), on any device -> FrameFeatures on the extractor's device."""
         height, width = frames.shape[1:3]
         x, r, left, top = self.preprocess(frames)
-        self._maps = []
-        out = self.model(x)
-        maps, self._maps = self._maps, []
-        preds = (out[0] if isinstance(out, (tuple, list)) else out).float()  # (B, 4 + nc + 51, anchors)
-        score, best = preds[:, 4].max(dim=1)
-        det = preds.gather(2, best.view(-1, 1, 1).expand(-1, preds.shape[1], 1)).squeeze(2)  # (B, 56)
-        offset = det.new_tensor([left, top])
-        cxcy = (det[:, 0:2] - offset) / r
-        wh = det[:, 2:4] / r
-        boxes = torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=1)
-        kpts = det[:, self._kpt_row :].reshape(-1, NUM_KEYPOINTS, 3).clone()
-        kpts[..., :2] = (kpts[..., :2] - offset) / r
+        maps, feats = self._body(x)
+        score, box, kpts = self._detect(feats)
         present = score >= self.config.conf
-        xywh = det[:, :4]
-        pooled = self._pool(maps, torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1), present, x.shape[2])
-        frame_wh = det.new_tensor([width, height])
+        pooled = self._pool([maps[i] for i in self.layers], box, present, x.shape[2])
+        offset = box.new_tensor([left, top])
+        boxes = (box.view(-1, 2, 2) - offset).flatten(1) / r
+        kpts = torch.cat([(kpts[..., :2] - offset) / r, kpts[..., 2:]], -1)
+        cxcy, wh = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+        frame_wh = box.new_tensor([width, height])
         box_wh = wh.clamp(min=1.0)
         pose = torch.cat(
             [

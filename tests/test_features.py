@@ -39,6 +39,22 @@ def test_frames_are_batch_independent(tiny, tmp_path):
     assert (together - alone).abs().max() < 1e-4
 
 
+def test_fast_head_equals_the_full_pose_head(tiny, tmp_path):
+    """Box and keypoints computed at the best anchor only equal what Ultralytics' whole head gives there."""
+    frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=6, size=(96, 64)))])
+    with torch.inference_mode():
+        x, *_ = tiny.preprocess(frames)
+        _, feats = tiny._body(x)
+        fast = tiny._detect(feats)
+        tiny._fast_head = False
+        try:
+            full = tiny._detect(feats)
+        finally:
+            tiny._fast_head = True
+    for a, b in zip(fast, full):
+        assert (a - b).abs().max() < 1e-3
+
+
 def test_letterbox_matches_ultralytics_shapes():
     assert letterbox_shape(144, 180, 320) == (256, 320, 256, 320, 320 / 180)
     h, w, ph, pw, _ = letterbox_shape(144, 180, 256)
@@ -48,7 +64,7 @@ def test_letterbox_matches_ultralytics_shapes():
 def test_cache_key_depends_on_everything_that_changes_features(tiny):
     base = ExtractorConfig(weights=TINY_MODEL)
     keys = {base.key(tiny.identity)}
-    for change in ({"imgsz": 256}, {"layers": (22,)}, {"fps": 10.0}, {"pool": "person"}, {"conf": 0.5}, {"max_frames": 9}):
+    for change in ({"imgsz": 256}, {"layers": (22,)}, {"fps": 10.0}, {"pool": "global"}, {"conf": 0.5}, {"max_frames": 9}):
         keys.add(ExtractorConfig(**{**base.__dict__, **change}).key(tiny.identity))
     assert len(keys) == 7
 
@@ -81,7 +97,7 @@ def test_matches_ultralytics_predict_and_embed_on_a_real_clip():
     """Our single batched pass gives what a user gets from YOLO.predict (main person) and YOLO.embed."""
     from ultralytics import YOLO
 
-    ex = FeatureExtractor(ExtractorConfig(weights=str(REAL_WEIGHTS), imgsz=320, layers=(16, 19, 22)))
+    ex = FeatureExtractor(ExtractorConfig(weights=str(REAL_WEIGHTS), imgsz=320, layers=(16, 19, 22), pool="global"))
     frames = np.stack([f for _, f in VideoReader(WEIZMANN / "walk" / "daria_walk.avi", max_frames=40)])[::8]
     out = ex(frames)
     yolo = YOLO(str(REAL_WEIGHTS))
