@@ -34,4 +34,7 @@ def check_extractor(record: dict, identity, feature_dim: int, source: str = "the
             f"but {identity.name} here has sha256 {identity.sha256[:12]}...; use the same weights file"
         )
     if record.get("feature_dim") != feature_dim:
-        raise CheckpointError(f"{source} expects {record.get('feature_dim')} features per frame but the extractor gives {feature_dim}")
+        raise CheckpointError(
+            f"{source} expects {record.get('feature_dim')} features per frame but the extractor gives {feature_dim}; "
+            f"use the extractor it was trained with (layers {record.get('layers')}, imgsz {record.get('imgsz')})"
+        )

@@ -90,7 +90,8 @@ class ActionCLI(LightningCLI):
             + ", ".join(f"{k.split('/')[1]} {float(m[k]):.4f}" for k in sorted(m) if k.startswith("test/") and not k.endswith("loss")),
             f"report:       {report}",
         ]
-        rank_zero_info("\n".join(lines))
+        if self.trainer.is_global_zero:
+            print("\n".join(lines), flush=True)  # the result: stdout, while logs and progress go to stderr
 
 
 def quiet_third_party() -> None:

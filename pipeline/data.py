@@ -148,6 +148,7 @@ class ActionDataModule(L.LightningDataModule):
             raise DatasetError(f"data root {self.root} does not exist and the dataset defines no classes; pass --data.root")
         self.splits: dict[str, list[Video]] = {}
         self.skipped: list[tuple[str, str]] = []
+        self._reported: set[tuple[str, str]] = set()
         self.data: dict[str, tuple[list[torch.Tensor], list[int], list[Video]]] = {}
         self.mean = self.std = None
 
@@ -162,8 +163,8 @@ class ActionDataModule(L.LightningDataModule):
     def _list(self) -> dict[str, list[Video]]:
         if not self.splits:
             if self.download and not self.explicit_root and int(os.environ.get("LOCAL_RANK", 0)) == 0:
-                if not self.root.is_dir() or not any(self.root.iterdir()):
-                    download_dataset(self.definition, self.root)
+                if self.definition.download or not self.root.is_dir():
+                    download_dataset(self.definition, self.root)  # fetches only the missing archives
             videos, classes = list_videos(self.definition, self.root, self.split_id)
             if list(classes) != list(self.class_names):
                 raise DatasetError(f"classes {classes} under {self.root} differ from {self.class_names}")
@@ -209,10 +210,10 @@ class ActionDataModule(L.LightningDataModule):
         if "train" in self.data and self.mean is None:
             frames = torch.cat(self.data["train"][0])
             self.mean, self.std = frames.mean(0), frames.std(0)
-        if self.skipped:
-            rank_zero_warn(
-                f"skipped {len(self.skipped)} video(s):\n" + "\n".join(f"  {p}: {why}" for p, why in self.skipped)
-            )
+        new = [s for s in self.skipped if s not in self._reported]
+        if new:  # once per video, not once per stage
+            self._reported.update(new)
+            rank_zero_warn(f"skipped {len(new)} video(s):\n" + "\n".join(f"  {p}: {why}" for p, why in new))
         rank_zero_info(
             "videos: " + ", ".join(f"{k} {len(v[0])}" for k, v in self.data.items()) + f" | features cached in {self.cache.dir}"
         )

@@ -2,7 +2,8 @@
 
 Each entry ``{url, into}`` is downloaded to ``<root>/.downloads/`` (to a ``.part`` file renamed when
 complete, so an interrupted download is never mistaken for a finished one) and its video files are
-unpacked into ``<root>/<into>/``. Entries whose folder already holds videos are skipped.
+unpacked into ``<root>/<into>/`` through a staging folder. Entries whose folder already holds videos are
+skipped, so a rerun fetches only what is missing.
 """
 
 from __future__ import annotations
@@ -80,14 +81,27 @@ def download_dataset(definition: DatasetDefinition, root: Path) -> None:
             f"data root {root} has no videos and dataset '{definition.name}' defines no download; "
             "pass --data.root DIR with the videos"
         )
-    for entry in tqdm(definition.download, desc=f"Fetching {definition.name}", unit="archive"):
+    def missing(entry: dict) -> bool:
+        target = root / entry.get("into", "")
+        return not (target.is_dir() and any(p.suffix.lower() in VIDEO_EXTENSIONS for p in target.iterdir()))
+
+    todo = [e for e in definition.download if missing(e)]
+    for entry in tqdm(todo, desc=f"Fetching {definition.name}", unit="archive", disable=not todo):
         url, target = entry["url"], root / entry.get("into", "")
-        if target.is_dir() and any(p.suffix.lower() in VIDEO_EXTENSIONS for p in target.iterdir()):
-            continue
         archive = root / ".downloads" / PurePosixPath(urllib.request.urlparse(url).path).name
         if not archive.is_file():
             download_file(url, archive)
-        n = unpack_videos(archive, target)
+        staging = root / ".downloads" / f"{archive.name}.unpacking"
+        shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
+        n = unpack_videos(archive, staging)
         if n == 0:
+            shutil.rmtree(staging, ignore_errors=True)
             raise DatasetError(f"{archive} holds no video files")
+        if target.exists():
+            for f in staging.iterdir():
+                f.replace(target / f.name)
+            staging.rmdir()
+        else:  # one rename: a killed run never leaves a half-filled class folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging.replace(target)
         log.info("unpacked %d videos from %s into %s", n, archive.name, target)

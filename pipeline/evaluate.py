@@ -43,7 +43,8 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title
 
 class ReportWriter(Callback):
     """After ``test``: report.json (metrics, per-class accuracy, confusion matrices, per-video predictions,
-    skipped videos) and confusion_matrix.png, beside the checkpoint that was tested."""
+    skipped videos) and confusion_matrix.png: beside the best checkpoint after a fit, in the test run's own
+    folder when an existing checkpoint is tested."""
 
     def __init__(self) -> None:
         self.last_report: Path | None = None
@@ -55,10 +56,13 @@ class ReportWriter(Callback):
             gathered: list = [None] * trainer.world_size
             torch.distributed.all_gather_object(gathered, predictions)
             predictions = sorted({p[0]: p for part in gathered for p in part}.values())
+        run_dir = Path(trainer.log_dir or ".").resolve()  # a collective under DDP: every rank asks
         if not trainer.is_global_zero:
             return
         ckpt = Path(trainer.ckpt_path) if trainer.ckpt_path else None
-        out_dir = ckpt.parent if ckpt else Path(trainer.log_dir or ".")
+        # beside the checkpoint when this run made it (fit, then test); else in this test run's own folder,
+        # so testing an old checkpoint on another split never overwrites its report
+        out_dir = ckpt.parent if ckpt and ckpt.resolve().is_relative_to(run_dir) else run_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         names = pl_module.class_names
         dm = trainer.datamodule

@@ -33,7 +33,7 @@ def extract_video(extractor: FeatureExtractor, source: str | Path, batch_size: i
     cfg = extractor.config
     reader = VideoReader(str(source), fps=cfg.fps, max_frames=cfg.max_frames)
     feats, index = [], []
-    for idx, frames in prefetch(reader.batches(batch_size)):
+    for idx, frames, _ in prefetch(reader.batches(batch_size)):
         feats.append(extractor(frames).features.cpu())
         index.append(idx)
     return Sequence(torch.cat(feats).numpy(), np.concatenate(index), reader.fps, reader.info.fps)

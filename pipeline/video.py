@@ -6,6 +6,7 @@ Each frame carries its source frame index so results map back to the source's ti
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import queue
@@ -113,36 +114,46 @@ class VideoReader:
         return min(self.target_fps or self.info.fps, self.info.fps)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        for index, frame, _ in self._decode(every_frame=False):
+            yield index, frame
+
+    def _decode(self, every_frame: bool) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """``(source_index, frame, kept)``; skipped frames are only grabbed, never decoded, unless
+        ``every_frame`` (an annotated copy of the video needs them all)."""
         sampler = FrameSampler(self.info.fps, self.target_fps)
         kept, index = 0, 0
         try:
             while self.max_frames is None or kept < self.max_frames:
                 if not self._cap.grab():
                     break
-                if sampler.keep(index):
+                keep = sampler.keep(index)
+                if keep or every_frame:
                     ok, frame = self._cap.retrieve()
                     if not ok or frame is None:
                         break
-                    yield index, frame
-                    kept += 1
+                    yield index, frame, keep
+                    kept += keep
                 index += 1
         finally:
             self.close()
         if kept == 0:
             raise VideoError(f"{self.source}: no frames could be decoded (empty or corrupt video)")
 
-    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(source_indices (B,), frames (B, H, W, 3) uint8)`` in chunks of at most ``size``."""
+    def batches(self, size: int, every_frame: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(source_indices (B,), frames (B, H, W, 3) uint8, kept (B,) bool)`` in chunks of at most
+        ``size`` frames; without ``every_frame`` only sampled frames come, all with ``kept`` True."""
         idx: list[int] = []
         frames: list[np.ndarray] = []
-        for i, frame in self:
+        keep: list[bool] = []
+        for i, frame, k in self._decode(every_frame):
             idx.append(i)
             frames.append(frame)
+            keep.append(k)
             if len(frames) == size:
-                yield np.asarray(idx), np.stack(frames)
-                idx, frames = [], []
+                yield np.asarray(idx), np.stack(frames), np.asarray(keep)
+                idx, frames, keep = [], [], []
         if frames:
-            yield np.asarray(idx), np.stack(frames)
+            yield np.asarray(idx), np.stack(frames), np.asarray(keep)
 
     def close(self) -> None:
         if self._cap is not None:
@@ -158,6 +169,30 @@ class VideoReader:
 def list_videos(folder: str | Path) -> list[Path]:
     """Video files under ``folder`` (recursively), sorted, by extension."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def expand_sources(items: list[str]) -> list[str]:
+    """Command-line sources -> videos: files and URLs as given, folders -> their videos, globs expanded.
+
+    A name that is none of these is kept, so that reading it gives the usual one-line error.
+    """
+    out: list[str] = []
+    for item in items:
+        if is_stream(item) or Path(item).is_file():
+            out.append(item)
+        elif Path(item).is_dir():
+            found = list_videos(item)
+            if not found:
+                raise VideoError(f"{item}: folder holds no video files ({', '.join(VIDEO_EXTENSIONS[:4])}, ...)")
+            out += [str(p) for p in found]
+        elif any(c in item for c in "*?["):
+            found = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not found:
+                raise VideoError(f"{item}: no files match")
+            out += found
+        else:
+            out.append(item)
+    return out
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:

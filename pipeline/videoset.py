@@ -180,10 +180,15 @@ def make_splits(
     """
     if kind == "group":
         groups = sorted({v.group for v in videos})
-        if "" in groups or len(groups) < 3:
+        nameless = [v.path.name for v in videos if not v.group]
+        if nameless:
             raise DatasetError(
-                f"group split needs a group for every video and at least 3 groups (found {len(groups)}); "
-                "set group_pattern in the dataset definition or use --data.split stratified"
+                f"group split: the group pattern does not match {len(nameless)} file name(s), e.g. {nameless[0]}; "
+                "rename them, fix group_pattern in the dataset definition, or use --data.split stratified"
+            )
+        if len(groups) < 3:
+            raise DatasetError(
+                f"group split needs at least 3 groups (found {len(groups)}); use --data.split stratified"
             )
         k = num_folds or len(groups)
         if not 3 <= k <= len(groups) or not 0 <= fold < k:

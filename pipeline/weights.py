@@ -56,7 +56,7 @@ def weights_dir() -> Path:
 
 def resolve_weights(name: str) -> Path:
     """Return a local path for a ``.pt`` weights name or path, downloading it when allowed."""
-    from ultralytics.utils.downloads import attempt_download_asset
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
 
     path = Path(name).expanduser()
     if path.is_file():
@@ -66,6 +66,11 @@ def resolve_weights(name: str) -> Path:
         return local
     if path.parent != Path("."):  # an explicit path that is not there: never download
         raise WeightsError(f"weights file not found: {path}")
+    if path.name not in GITHUB_ASSETS_NAMES:  # no release asset by that name: do not probe GitHub
+        raise WeightsError(
+            f"weights '{name}' not found locally and not an Ultralytics release asset; "
+            f"put the file at {local} or pass its path"
+        )
     try:
         got = Path(attempt_download_asset(path.name))
     except Exception as e:  # ultralytics raises ConnectionError, HTTPError, ... when offline

@@ -37,8 +37,20 @@ def test_sampler_keeps_the_target_rate_for_uneven_ratios():
 def test_batches_carry_source_indices(tmp_path):
     clip = write_clip(tmp_path / "a.avi", frames=10)
     chunks = list(VideoReader(clip).batches(4))
-    assert [len(i) for i, _ in chunks] == [4, 4, 2]
+    assert [len(i) for i, _, _ in chunks] == [4, 4, 2]
     assert chunks[1][0].tolist() == [4, 5, 6, 7] and chunks[1][1].shape[0] == 4
+    assert all(k.all() for _, _, k in chunks)
+
+
+def test_every_frame_batches_mark_the_sampled_ones(tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=10, fps=25)
+    chunks = list(VideoReader(clip, fps=12.5).batches(4, every_frame=True))
+    idx = np.concatenate([i for i, _, _ in chunks])
+    keep = np.concatenate([k for _, _, k in chunks])
+    assert idx.tolist() == list(range(10))  # every frame decoded, for an annotated copy
+    assert idx[keep].tolist() == [0, 2, 4, 6, 8]  # the model sees the trained rate
+    sampled = np.concatenate([f for _, f, _ in VideoReader(clip, fps=12.5).batches(4)])
+    np.testing.assert_array_equal(np.concatenate([f for _, f, _ in chunks])[keep], sampled)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,76 @@
+"""What happens in this video, and when? Stream videos through the YOLO extractor and the GRU.
+
+    python infer.py VIDEO [VIDEO|FOLDER|GLOB|URL ...] --checkpoint best.ckpt [--output DIR]
+                    [--save-video out.mp4] [--json out.json] [--csv out.csv] [--plot out.png]
+
+Prints each video's main action with its score and its action segments. ``--output DIR`` writes every
+output of every video as ``DIR/<name>.{mp4,json,csv,png}``; the single-file options are for one video.
+The checkpoint alone sets the features (weights, image size, layers, fps). See README.md, "Inference".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.errors import run_cli
+from pipeline.inference import OutputPaths, Smoothing, analyse_many
+from pipeline.outputs import OutputError
+from pipeline.predictor import ActionPredictor
+from pipeline.video import expand_sources
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="*", help="video files, folders, globs, or OpenCV URLs (rtsp://, http://)")
+    p.add_argument("--source", action="append", default=[], help="another source (same as a positional one)")
+    p.add_argument("-c", "--checkpoint", required=True, help="a checkpoint written by train.py")
+    out = p.add_argument_group("outputs")
+    out.add_argument("-o", "--output", type=Path, help="folder for all outputs of every video")
+    out.add_argument("--save-video", type=Path, help="annotated video (.mp4 or .avi), same frames and fps as the source")
+    out.add_argument("--json", type=Path, help="timeline JSON (schema in pipeline/outputs.py)")
+    out.add_argument("--csv", type=Path, help="per-frame probabilities as CSV")
+    out.add_argument("--plot", type=Path, help="timeline plot (PNG): probabilities over time, segments shaded")
+    out.add_argument("--no-frames", action="store_true", help="JSON without the per-frame list (summary and segments only)")
+    out.add_argument("--top-k", type=int, default=3, help="classes per frame in the JSON (default 3)")
+    sm = p.add_argument_group("labels")
+    sm.add_argument("--smooth", type=float, default=0.3, help="time constant (s) of the probability smoothing (default 0.3)")
+    sm.add_argument("--min-segment", type=float, default=0.5, help="seconds a label must hold to open a segment (default 0.5)")
+    sm.add_argument("--threshold", type=float, default=0.0, help="smoothed scores below this read 'uncertain' (default 0)")
+    run = p.add_argument_group("runtime")
+    run.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:1, ...")
+    run.add_argument("--no-half", action="store_true", help="keep the extractor in fp32 on CUDA")
+    run.add_argument("--batch-size", type=int, default=16, help="frames per extractor forward (default 16)")
+    run.add_argument("--weights", help="path of the checkpoint's weights file if it moved (its sha256 must match)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    a.sources = a.sources + a.source
+    if not a.sources:
+        p.error("give at least one video, folder, glob or URL")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    sources = expand_sources(a.sources)
+    single = OutputPaths(a.save_video, a.json, a.csv, a.plot)
+    if len(sources) > 1 and any(vars(single).values()):
+        raise OutputError(f"{len(sources)} videos: use --output DIR instead of --save-video/--json/--csv/--plot")
+    predictor = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights)
+    results, failed = analyse_many(
+        sources, predictor, a.output, single, smoothing=Smoothing(a.smooth, a.min_segment, a.threshold),
+        batch_size=a.batch_size, top_k=a.top_k, frames_in_json=not a.no_frames, progress=not a.quiet, checkpoint=a.checkpoint,
+    )  # fmt: skip
+    for r in results:
+        for kind, path in r.outputs.items():
+            print(f"  {kind}: {path}")
+    if failed:
+        print(f"failed: {len(failed)} of {len(sources)} videos", file=sys.stderr)
+        for src, why in failed:
+            print(f"  {why}" if why.startswith(src) else f"  {src}: {why}", file=sys.stderr)
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    run_cli(lambda: sys.exit(main()), extra=(OutputError,))

@@ -1,0 +1,177 @@
+"""Labels -> outputs of ``infer.py``: annotated video, JSON timeline, CSV, timeline plot.
+
+The JSON and CSV are written frame by frame as results arrive, so memory stays flat on long videos.
+
+JSON schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "source": str,                 # path or URL
+      "checkpoint": str,
+      "classes": [str, ...],
+      "fps": float,                  # rate the model ran at (the training fps, or the source's)
+      "source_fps": float,
+      "smoothing": {"smooth_s": float, "min_duration_s": float, "threshold": float},
+      "frames": [                    # one per processed frame (left out with --no-frames)
+        {"frame": int,               # index in the source video
+         "time_s": float,            # frame / source_fps
+         "label": str, "score": float,   # smoothed label (what the video shows)
+         "top": [[str, float], ...]} # top-k raw probabilities of this frame
+      ],
+      "frame_count": int,            # source frames read
+      "processed_frames": int,
+      "duration_s": float,
+      "video": {"label": str, "score": float, "probs": {class: float}},  # mean of per-frame probabilities
+      "segments": [{"start_s": float, "end_s": float, "label": str, "score": float}],
+      "processing_fps": float
+    }
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import IO
+
+import cv2
+import numpy as np
+
+from pipeline.timeline import Segment
+
+SCHEMA_VERSION = 1
+
+
+class OutputError(RuntimeError):
+    """An output file that cannot be written."""
+
+
+def check_writable(path: Path) -> Path:
+    """Fail before any work when ``path`` cannot be created (missing folder is made; a read-only one is an error)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"cannot write {path}: permission denied")
+    return path
+
+
+def _open(path: Path, newline: str | None = None) -> IO[str]:
+    try:
+        return open(check_writable(path), "w", newline=newline)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+class JsonTimeline:
+    """The JSON file above, streamed: header first, one line per frame, summary at ``close``."""
+
+    def __init__(self, path: Path, header: dict, frames: bool = True):
+        self.path, self.with_frames = Path(path), frames
+        self._f = _open(self.path)
+        self._f.write("{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v)},\n" for k, v in {"schema_version": SCHEMA_VERSION, **header}.items()))
+        self._f.write('  "frames": [')
+        self._first = True
+
+    def frame(self, index: int, time_s: float, label: str, score: float, top: list[tuple[str, float]]) -> None:
+        if not self.with_frames:
+            return
+        rec = {"frame": int(index), "time_s": round(time_s, 4), "label": label, "score": round(score, 4), "top": [[n, round(float(p), 4)] for n, p in top]}
+        self._f.write(("\n    " if self._first else ",\n    ") + json.dumps(rec))
+        self._first = False
+
+    def close(self, summary: dict) -> None:
+        self._f.write(("\n  ]" if not self._first else "]") + "".join(f",\n  {json.dumps(k)}: {json.dumps(v)}" for k, v in summary.items()) + "\n}\n")
+        self._f.close()
+
+    def abort(self) -> None:
+        """The video failed half-way: remove the unfinished file rather than leave invalid JSON."""
+        self._f.close()
+        self.path.unlink(missing_ok=True)
+
+
+class CsvTimeline:
+    """``frame,time_s,label,score,<class probabilities>`` per processed frame."""
+
+    def __init__(self, path: Path, class_names: list[str]):
+        self._f = _open(Path(path), newline="")
+        self._w = csv.writer(self._f)
+        self._w.writerow(["frame", "time_s", "label", "score", *class_names])
+
+    def frame(self, index: int, time_s: float, label: str, score: float, probs: np.ndarray) -> None:
+        self._w.writerow([int(index), f"{time_s:.4f}", label, f"{score:.4f}", *(f"{p:.4f}" for p in probs)])
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class VideoSink:
+    """An annotated copy of the source: same size and frame rate, every frame written."""
+
+    CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        path = check_writable(Path(path))
+        codec = self.CODECS.get(path.suffix.lower())
+        if codec is None:
+            raise OutputError(f"cannot write video {path}: use one of {', '.join(sorted(self.CODECS))}")
+        self.path = path
+        self._w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
+        if not self._w.isOpened():
+            raise OutputError(f"cannot write video {path} (OpenCV could not open a {codec} writer)")
+
+    def write(self, frame: np.ndarray) -> None:
+        self._w.write(frame)
+
+    def close(self) -> None:
+        self._w.release()
+
+
+def plot_timeline(
+    path: Path,
+    times: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    segments: list[Segment],
+    title: str = "",
+    gates: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Class probabilities over time with the segments shaded; with ``gates`` ({"update": (T,), "reset": (T,)})
+    a second panel shows the GRU's mean gate activity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    check_writable(path)
+    rows = 2 if gates else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 3.6 + 1.8 * (rows - 1)), sharex=True, squeeze=False, height_ratios=[2, 1][:rows])
+    ax = axes[0, 0]
+    colors = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    color_of = {n: colors(i % colors.N) for i, n in enumerate(class_names)}
+    for seg in segments:
+        ax.axvspan(seg.start_s, seg.end_s, color=color_of.get(seg.label, (0.6, 0.6, 0.6)), alpha=0.15, lw=0)
+        ax.text((seg.start_s + seg.end_s) / 2, 1.02, seg.label, ha="center", va="bottom", fontsize=8, clip_on=False)
+    for i, n in enumerate(class_names):
+        ax.plot(times, probs[:, i], color=color_of[n], lw=1.2, label=n)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10, pad=16)
+    if gates:
+        gx = axes[1, 0]
+        for name, values in gates.items():
+            gx.plot(times, values, lw=1.2, label=f"mean {name} gate")
+        gx.set_ylim(0, 1)
+        gx.set_ylabel("gate")
+        gx.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,155 @@
+"""Labels -> timeline: smoothed per-frame labels, action segments and the video-level label, built causally.
+
+Everything here is incremental, so a long video or a live stream keeps constant memory: per frame, the
+probabilities are smoothed by an exponential average with time constant ``smooth_s``; a label change is
+accepted only once the new label has held for ``min_duration_s`` (the frames before that stay with the
+current segment, so one noisy frame never opens a segment); the video-level scores are the running mean
+of the raw per-frame probabilities, as in ``train.py test``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+UNCERTAIN = "uncertain"
+
+
+@dataclass
+class Segment:
+    start_s: float
+    end_s: float
+    label: str
+    score: float  # mean smoothed probability of ``label`` over the segment
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class _Run:
+    """Frames under one label: where it starts and the sums its score is made of."""
+
+    label: str
+    start_s: float
+    probs: np.ndarray  # sum of smoothed probabilities
+    top: float = 0.0  # sum of the smoothed top probability
+    frames: int = 0
+    confirmed: bool = False
+
+    def add(self, p: np.ndarray) -> None:
+        self.probs += p
+        self.top += float(p.max())
+        self.frames += 1
+
+    def absorb(self, other: _Run) -> None:
+        self.probs += other.probs
+        self.top += other.top
+        self.frames += other.frames
+
+    def score(self, class_names: list[str]) -> float:
+        n = max(self.frames, 1)
+        return float(self.probs[class_names.index(self.label)] / n) if self.label in class_names else self.top / n
+
+
+class Timeline:
+    """Feed ``add(time_s, probs)`` frame by frame; read ``label`` now, ``segments()`` and ``video_label()``
+    at any time.
+
+    ``threshold``: a smoothed top score below it reads as ``uncertain`` (a label of its own for segments),
+    so that a model unsure of itself does not name a wrong action.
+    """
+
+    def __init__(self, class_names: list[str], smooth_s: float = 0.3, min_duration_s: float = 0.5, threshold: float = 0.0):
+        self.class_names = list(class_names)
+        self.smooth_s, self.min_duration_s, self.threshold = smooth_s, min_duration_s, threshold
+        self.smoothed: np.ndarray | None = None
+        self.frames = 0
+        self._sum = np.zeros(len(class_names), np.float64)
+        self._last_t: float | None = None
+        self._done: list[Segment] = []
+        self._current: _Run | None = None
+        self._candidate: _Run | None = None
+        self._run_start = 0.0  # start of the current label's latest unbroken run
+
+    def reset_smoothing(self) -> None:
+        """Forget the smoothed state (the model's memory was reset); segments and the video mean stay."""
+        self.smoothed = None
+
+    def _label_of(self, p: np.ndarray) -> tuple[str, float]:
+        i = int(np.argmax(p))
+        return (self.class_names[i] if p[i] >= self.threshold else UNCERTAIN), float(p[i])
+
+    @property
+    def label(self) -> tuple[str, float]:
+        """The current smoothed label and its smoothed probability."""
+        return self._label_of(self.smoothed) if self.smoothed is not None else (UNCERTAIN, 0.0)
+
+    def add(self, time_s: float, probs: np.ndarray) -> tuple[str, float]:
+        """One processed frame's probabilities at ``time_s`` -> its smoothed label and score."""
+        probs = np.asarray(probs, np.float64)
+        self._sum += probs
+        self.frames += 1
+        if self.smoothed is None or self._last_t is None:
+            self.smoothed = probs.copy()
+        else:
+            a = 1.0 - math.exp(-max(time_s - self._last_t, 0.0) / self.smooth_s) if self.smooth_s > 0 else 1.0
+            self.smoothed = self.smoothed + a * (probs - self.smoothed)
+        self._last_t = time_s
+        label, score = self._label_of(self.smoothed)
+        self._segment(time_s, label, self.smoothed)
+        return label, score
+
+    def _segment(self, t: float, label: str, p: np.ndarray) -> None:
+        cur = self._current
+        if cur is None:  # the first segment opens at time 0
+            cur = self._current = _Run(label, 0.0, np.zeros_like(p))
+            self._run_start = t
+        if label == cur.label:
+            if self._candidate is not None:  # a change that did not last: its frames stay in this segment
+                cur.absorb(self._candidate)
+                self._candidate = None
+                self._run_start = t
+            cur.add(p)
+            cur.confirmed |= t - self._run_start >= self.min_duration_s
+            return
+        cand = self._candidate
+        if cand is None or cand.label != label:
+            if cand is not None:
+                cur.absorb(cand)
+            cand = self._candidate = _Run(label, t, np.zeros_like(p))
+        cand.add(p)
+        if t - cand.start_s < self.min_duration_s:
+            return
+        if cur.confirmed:
+            self._done.append(Segment(cur.start_s, cand.start_s, cur.label, cur.score(self.class_names)))
+            cand.confirmed = True
+            self._current = cand
+        else:  # the opening segment never held its label: it takes the first label that does
+            cur.label, cur.confirmed = label, True
+            cur.absorb(cand)
+        self._candidate = None
+        self._run_start = cand.start_s
+
+    def segments(self, end_s: float | None = None) -> list[Segment]:
+        """Segments so far, contiguous from 0; the open one ends at ``end_s`` (default: the last frame)."""
+        if self._current is None:
+            return []
+        cur = _Run(self._current.label, self._current.start_s, self._current.probs.copy(), self._current.top, self._current.frames, self._current.confirmed)
+        if self._candidate is not None:
+            cur.absorb(self._candidate)
+        if not cur.confirmed:  # nothing held for the minimum duration (a very short video): the video label
+            cur.label = self.video_label()[0]
+        end = end_s if end_s is not None else (self._last_t or 0.0)
+        return [*self._done, Segment(cur.start_s, max(end, cur.start_s), cur.label, cur.score(self.class_names))]
+
+    def video_probs(self) -> np.ndarray:
+        return self._sum / max(self.frames, 1)
+
+    def video_label(self) -> tuple[str, float]:
+        """Label and score of the whole video so far: the mean of the per-frame probabilities."""
+        p = self.video_probs()
+        i = int(np.argmax(p))
+        return self.class_names[i], float(p[i])

@@ -1,0 +1,140 @@
+"""``train.py`` as a user runs it: download, extract, fit, test, report; and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_MODEL, make_dataset, run_script
+from test_download import server  # noqa: F401  (fixture)
+from test_extract import _bad_files
+
+
+def _args(tmp: Path, *extra: str, dataset: Path | None = None, root: Path | None = None, epochs: int = 2) -> list[str]:
+    logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / "runs")}}])
+    args = [
+        "train.py", extra[0] if extra else "fit", "--config", "configs/weizmann.yaml",
+        "--data.dataset", str(dataset or tmp / "toy.yaml"),
+        "--data.extractor.weights", TINY_MODEL, "--data.extractor.imgsz", "64",
+        "--data.cache_dir", str(tmp / "cache"), "--data.batch_size", "4",
+        "--trainer.max_epochs", str(epochs), "--trainer.logger", logger,
+    ]
+    if root is not None:
+        args += ["--data.root", str(root)]
+    return args + list(extra[1:])
+
+
+def _toy_yaml(tmp: Path, download: str = "") -> Path:
+    p = tmp / "toy.yaml"
+    p.write_text(f"name: toy\nlayout: folders\nclasses: [walk, wave]\ngroup_pattern: '^([^_]+)_'\n{download}")
+    return p
+
+
+def _one_line_error(r) -> str:
+    assert r.returncode == 2, r.stdout[-1000:] + r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, r.stderr[-2000:]
+    return lines[0]
+
+
+def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # noqa: F811
+    base, www = server
+    src = make_dataset(tmp_path / "src", classes=("walk", "wave"))
+    for c in ("walk", "wave"):
+        with zipfile.ZipFile(www / f"{c}.zip", "w") as z:
+            for f in (src / c).iterdir():
+                z.write(f, f"{c}/{f.name}")
+    _toy_yaml(tmp_path, f"download:\n  - {{url: '{base}/walk.zip', into: walk}}\n  - {{url: '{base}/wave.zip', into: wave}}\n")
+    env = {"ACTIONS_DATA_DIR": str(tmp_path / "data")}
+
+    r = run_script(*_args(tmp_path), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "data" / "toy" / "walk").iterdir()) == sorted(p.name for p in (src / "walk").iterdir())
+    assert "extracting features of 8 videos" in r.stderr
+    summary = dict(ln.split(":", 1) for ln in r.stdout.splitlines() if ln.startswith(("run:", "checkpoint:", "test:", "report:")))
+    assert set(summary) == {"run", "checkpoint", "test", "report"}, r.stdout[-2000:]
+    ckpt, report = Path(summary["checkpoint"].strip()), Path(summary["report"].strip())
+    assert ckpt.is_file() and ckpt.name.startswith("best")
+    rep = json.loads(report.read_text())
+    assert rep["checkpoint"] == str(ckpt)
+    assert rep["classes"] == ["walk", "wave"]
+    assert {"test/video_top1", "test/video_top5", "test/video_mean_class", "test/clip_top1"} <= set(rep["metrics"])
+    assert len(rep["videos"]) == 2 and {"path", "label", "predicted", "score"} <= set(rep["videos"][0])
+    assert (report.parent / "confusion_matrix.png").stat().st_size > 1000
+
+    # the same fit again: nothing fetched (the server is emptied) and nothing re-extracted
+    for f in www.iterdir():
+        f.unlink()
+    again = run_script(*_args(tmp_path), env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "extracting features" not in again.stderr
+
+    # test any checkpoint on another split: the extractor and classes come from the checkpoint
+    t = run_script(*_args(tmp_path, "test", "--ckpt_path", str(ckpt), "--data.fold", "1"), env=env)
+    assert t.returncode == 0, t.stderr[-3000:]
+    assert "test:" in t.stdout and "video_top1" in t.stdout
+    other = Path(next(ln for ln in t.stdout.splitlines() if ln.startswith("report:")).split(":", 1)[1].strip())
+    assert other != report and json.loads(other.read_text())["split"]["fold"] == 1
+    assert json.loads(report.read_text())["split"]["fold"] == 0  # the fit's report is kept
+
+
+def test_bad_files_are_skipped_and_reported(tmp_path):
+    root = make_dataset(tmp_path / "toy", classes=("walk", "wave"))
+    bad = _bad_files(root / "walk")
+    _toy_yaml(tmp_path)
+    r = run_script(*_args(tmp_path, root=root, epochs=1))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"skipped {len(bad)} video(s)" in r.stderr
+    for p in bad.values():
+        assert str(p) in r.stderr
+    assert "test:" in r.stdout
+
+
+def test_wrong_data_root(tmp_path):
+    _toy_yaml(tmp_path)
+    err = _one_line_error(run_script(*_args(tmp_path, root=tmp_path / "nowhere")))
+    assert "nowhere" in err and "does not exist" in err
+
+
+def test_unknown_weights_offline(tmp_path):
+    _toy_yaml(tmp_path)
+    root = make_dataset(tmp_path / "toy", classes=("walk", "wave"))
+    err = _one_line_error(run_script(*_args(tmp_path, "fit", "--data.extractor.weights", "yolo99z-pose.pt", root=root)))
+    assert "yolo99z-pose.pt" in err and "put the file at" in err
+
+
+def test_checkpoint_errors(tmp_path):
+    _toy_yaml(tmp_path)
+    root = make_dataset(tmp_path / "toy", classes=("walk", "wave"))
+    r = run_script(*_args(tmp_path, root=root, epochs=1))
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = next((tmp_path / "runs").rglob("last.ckpt"))
+
+    # resuming with another extractor: the checkpoint's feature size does not match
+    err = _one_line_error(run_script(*_args(tmp_path, "fit", "--ckpt_path", str(last), "--data.extractor.layers", "[16]", root=root)))
+    assert "expects 57 features per frame" in err and "layers []" in err
+
+    err = _one_line_error(run_script(*_args(tmp_path, "test", "--ckpt_path", str(tmp_path / "none.ckpt"), root=root)))
+    assert "not found" in err
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("hello")
+    err = _one_line_error(run_script(*_args(tmp_path, "test", "--ckpt_path", str(junk), root=root)))
+    assert "not a readable checkpoint" in err
+
+
+def test_ddp_extraction_and_fit_on_two_cpu_processes(tmp_path):
+    _toy_yaml(tmp_path)
+    root = make_dataset(tmp_path / "toy", classes=("walk", "wave"))
+    r = run_script(
+        *_args(tmp_path, "fit", "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", root=root, epochs=1)
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    # each process extracted its share of the 8 videos
+    assert "rank 0/2: extracted 4 videos, 0 failed" in r.stderr
+    assert "rank 1/2: extracted 4 videos, 0 failed" in r.stderr
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 8
+    assert "test:" in r.stdout
