@@ -31,6 +31,7 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="runs/weizmann_loao.json", help="where to write the summary")
     p.add_argument("extra", nargs="*", help="further train.py arguments, after --")
     a = p.parse_args(argv)
+    sys.argv = sys.argv[:1]  # the folds' arguments go to LightningCLI explicitly
     rows, start = [], time.perf_counter()
     for fold in a.folds:
         t0 = time.perf_counter()

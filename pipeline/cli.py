@@ -47,6 +47,12 @@ class ActionCLI(LightningCLI):
         self._checkpoint_hparams = hp
 
     def after_instantiate_classes(self) -> None:
+        # TensorBoard and CSV loggers in one folder would each pick the next free version: share the first's,
+        # so that a run is one folder
+        loggers = [lg for lg in self.trainer.loggers if hasattr(lg, "_version")]
+        for lg in loggers[1:]:
+            if lg._version is None:
+                lg._version = loggers[0].version
         hp = getattr(self, "_checkpoint_hparams", None)
         if hp is None:
             return

@@ -93,6 +93,7 @@ def analyse_video(
             sinks["video"] = VideoSink(out.video, info.fps, (info.width, info.height))
         plot_times: list[float] = []  # only kept for the plot: T x C floats, small even for an hour
         plot_probs: list[np.ndarray] = []
+        plot_gates: dict[str, list[np.ndarray]] = {"update": [], "reset": []}
 
         predictor.reset()
         latest: Overlay | None = None
@@ -101,6 +102,9 @@ def analyse_video(
         bar = tqdm(total=total, unit="frame", desc=Path(str(source)).name, disable=not progress, leave=False)
         for idx, frames, keep in prefetch(reader.batches(batch_size, every_frame="video" in sinks)):
             preds: Predictions | None = predictor(frames[keep]) if keep.any() else None
+            if out.plot and preds is not None and (gates := predictor.gate_activity()) is not None:
+                for k in plot_gates:
+                    plot_gates[k].append(gates[k])
             j = 0
             for i, frame, k in zip(idx, frames, keep):
                 if k:
@@ -144,7 +148,8 @@ def analyse_video(
             result.outputs["json"] = str(out.json)
         if out.plot:
             title = f"{Path(str(source)).name}: {label} ({score:.0%})"
-            plot_timeline(out.plot, np.asarray(plot_times), np.stack(plot_probs), names, segments, title)
+            gates = {k: np.concatenate(v) for k, v in plot_gates.items()} if plot_gates["update"] else None
+            plot_timeline(out.plot, np.asarray(plot_times), np.stack(plot_probs), names, segments, title, gates)
             result.outputs["plot"] = str(out.plot)
         for name, path in (("csv", out.csv), ("video", out.video)):
             if path:

@@ -53,6 +53,15 @@ class ActionRNN(nn.Module):
         self.mean.copy_(mean)
         self.std.copy_(std.clamp(min=1e-4))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (B, T, D) -> the recurrent cell's input (B, T, proj_dim): normalise and project."""
+        x = (x - self.mean) / self.std
+        if self.training and self.pooled_dropout and self.pooled_dim:
+            # drop the appearance block of whole sequences so the model cannot lean on it alone
+            keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= self.pooled_dropout).to(x.dtype)
+            x = torch.cat([x[..., : self.pooled_dim] * keep, x[..., self.pooled_dim :]], dim=-1)
+        return self.proj(x)
+
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: Hidden | None = None
     ) -> tuple[torch.Tensor, Hidden]:
@@ -61,12 +70,7 @@ class ActionRNN(nn.Module):
         With ``lengths``, padded frames are skipped (packed sequence) and the hidden state returned is
         each sequence's state at its own last frame; logits at padded positions are meaningless.
         """
-        x = (x - self.mean) / self.std
-        if self.training and self.pooled_dropout and self.pooled_dim:
-            # drop the appearance block of whole sequences so the model cannot lean on it alone
-            keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= self.pooled_dropout).to(x.dtype)
-            x = torch.cat([x[..., : self.pooled_dim] * keep, x[..., self.pooled_dim :]], dim=-1)
-        z = self.proj(x)
+        z = self.embed(x)
         if lengths is not None:
             packed = pack_padded_sequence(z, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, hidden = self.rnn(packed, hidden)

@@ -18,6 +18,7 @@ import torch
 from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
 from pipeline.classifier import ActionClassifier
 from pipeline.features import ExtractorConfig, FeatureExtractor, resolve_device
+from pipeline.gates import ExplicitGRU, mean_gate_activity
 from pipeline.model import Hidden
 
 
@@ -67,6 +68,9 @@ class ActionPredictor:
         self.model = classifier.model.eval().to(self.device)
         self.cell: str = hp.get("cell", "gru")
         self.hidden: Hidden | None = None
+        self.last_features: torch.Tensor | None = None  # (B, D) of the last call, on the device
+        self._inspector = ExplicitGRU(self.model.rnn).to(self.device) if self.cell == "gru" else None
+        self._gate_hidden: torch.Tensor | None = None
 
     @property
     def config(self) -> ExtractorConfig:
@@ -79,10 +83,21 @@ class ActionPredictor:
 
     def reset(self) -> None:
         self.hidden = None
+        self._gate_hidden = None
+
+    @torch.inference_mode()
+    def gate_activity(self) -> dict[str, np.ndarray] | None:
+        """Mean update and reset gate per frame of the last call, from the explicit GRU cell run beside
+        ``nn.GRU`` with its own carried state (inspection only; None for LSTM / RNN models)."""
+        if self._inspector is None or self.last_features is None:
+            return None
+        _, self._gate_hidden, gates = self._inspector(self.model.embed(self.last_features[None].float()), self._gate_hidden)
+        return {k: v[0].cpu().numpy() for k, v in mean_gate_activity(gates).items()}
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray | torch.Tensor) -> Predictions:
         out = self.extractor(frames)
+        self.last_features = out.features
         logits, self.hidden = self.model(out.features[None].float(), hidden=self.hidden)
         probs = logits[0].softmax(-1)
         # one device -> host copy per batch

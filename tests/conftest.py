@@ -69,3 +69,26 @@ def run_script(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: f
     """Run a repo script as a user would, capturing its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def make_checkpoint(path: Path, class_names=("walk", "wave"), fps: float | None = None, layers=(16,), cell: str = "gru", seed: int = 0) -> Path:
+    """A checkpoint as ``train.py`` writes it, for a random-init extractor and an untrained classifier
+    with non-trivial normalisation statistics: fast, and enough to test everything but accuracy."""
+    import torch
+
+    from pipeline.classifier import ActionClassifier
+    from pipeline.extract import extractor_record
+    from pipeline.features import ExtractorConfig, FeatureExtractor
+
+    record = extractor_record(FeatureExtractor(ExtractorConfig(weights=TINY_MODEL, imgsz=64, layers=tuple(layers), fps=fps)))
+    torch.manual_seed(seed)
+    clf = ActionClassifier(record["feature_dim"], list(class_names), record, cell=cell)
+    clf.model.set_normalization(torch.randn(record["feature_dim"]) * 0.1, torch.rand(record["feature_dim"]) + 0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"hyper_parameters": dict(clf.hparams), "state_dict": clf.state_dict(), "pytorch-lightning_version": "2"}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")

@@ -1,0 +1,155 @@
+"""``infer.py`` on video files: outputs, their schema, frame-rate mapping, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_checkpoint, write_clip
+
+FRAME_KEYS = {"frame": int, "time_s": float, "label": str, "score": float, "top": list}
+TOP_KEYS = {
+    "schema_version": int, "source": str, "checkpoint": str, "classes": list, "fps": float, "source_fps": float,
+    "smoothing": dict, "frames": list, "frame_count": int, "processed_frames": int, "duration_s": float,
+    "video": dict, "segments": list, "processing_fps": float,
+}  # fmt: skip
+
+
+def infer(capsys, *args: str) -> tuple[int, str, str]:
+    """Run infer.py in this process as a user would (``__main__``), returning exit code, stdout, stderr."""
+    code = 0
+    old = sys.argv
+    try:
+        sys.argv = ["infer.py", *args, "--quiet"]
+        runpy.run_path(str(ROOT / "infer.py"), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(code: int, err: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def ckpt25(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "fps25.ckpt", fps=25.0)
+
+
+def test_outputs_schema_and_frame_rate_mapping(capsys, tmp_path, ckpt25):
+    clip = write_clip(tmp_path / "in" / "clip50.avi", frames=40, fps=50.0)  # the model was trained at 25 fps
+    code, out, err = infer(capsys, str(clip), "-c", str(ckpt25), "--output", str(tmp_path / "out"), "--min-segment", "0.1")
+    assert code == 0, err
+    assert "clip50.avi:" in out
+
+    doc = json.loads((tmp_path / "out" / "clip50.json").read_text())
+    assert set(doc) == set(TOP_KEYS)
+    for k, t in TOP_KEYS.items():
+        assert isinstance(doc[k], t), k
+    assert doc["classes"] == ["walk", "wave"] and doc["fps"] == 25.0 and doc["source_fps"] == 50.0
+    assert doc["frame_count"] == 40 and doc["processed_frames"] == 20 == len(doc["frames"])
+    for f in doc["frames"]:
+        assert set(f) == set(FRAME_KEYS) and all(isinstance(f[k], t) for k, t in FRAME_KEYS.items())
+        assert len(f["top"]) == 2 and f["label"] in doc["classes"]
+    # sampled as in training (every other frame), timestamps in source time
+    assert [f["frame"] for f in doc["frames"]] == list(range(0, 40, 2))
+    assert all(abs(f["time_s"] - f["frame"] / 50.0) < 1e-6 for f in doc["frames"])
+    # the video-level label is the mean of per-frame probabilities (the CSV has them all)
+    with open(tmp_path / "out" / "clip50.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 20
+    probs = np.array([[float(r["walk"]), float(r["wave"])] for r in rows])
+    mean = probs.mean(0)
+    assert doc["video"]["label"] == ["walk", "wave"][int(mean.argmax())]
+    assert abs(doc["video"]["score"] - mean.max()) < 1e-3
+    # segments: contiguous over the whole video, and consistent with the per-frame labels
+    segs = doc["segments"]
+    assert segs[0]["start_s"] == 0 and abs(segs[-1]["end_s"] - 40 / 50) < 1e-6
+    assert all(a["end_s"] == b["start_s"] for a, b in zip(segs, segs[1:]))
+    for s in segs:
+        inside = [f["label"] for f in doc["frames"] if s["start_s"] <= f["time_s"] < s["end_s"]]
+        assert inside and max(set(inside), key=inside.count) == s["label"]
+
+    # the annotated video: same frame count and fps as the source, and actually drawn on
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "clip50.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40 and cap.get(cv2.CAP_PROP_FPS) == 50.0
+    ok, annotated = cap.read()
+    src = cv2.VideoCapture(str(clip))
+    _, original = src.read()
+    assert ok and np.abs(annotated.astype(int) - original.astype(int)).mean() > 1.0
+    assert (tmp_path / "out" / "clip50.png").stat().st_size > 5000
+
+
+def test_single_outputs_and_summary_only_json(capsys, tmp_path, tiny_checkpoint):
+    clip = write_clip(tmp_path / "a.avi", frames=12)
+    code, _, err = infer(capsys, str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "r" / "a.json"), "--no-frames")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r" / "a.json").read_text())
+    assert doc["frames"] == [] and doc["processed_frames"] == 12 and doc["segments"]
+    assert not (tmp_path / "r" / "a.mp4").exists()
+
+
+def test_folder_with_a_bad_file_processes_the_rest(capsys, tmp_path, tiny_checkpoint):
+    for i in range(2):
+        write_clip(tmp_path / "in" / f"good{i}.avi", frames=10, seed=i)
+    (tmp_path / "in" / "broken.avi").write_bytes(os.urandom(2048))
+    code, out, err = infer(capsys, str(tmp_path / "in"), "-c", str(tiny_checkpoint), "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "good0.avi:" in out and "good1.avi:" in out
+    assert "failed: 1 of 3 videos" in err and "broken.avi" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["good0.json", "good1.json"]
+
+
+def _zero_frame_video(path: Path) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    w.release()
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.avi", "no such file"),
+        (lambda p: (p / "corrupt.avi").write_bytes(os.urandom(4096)) and p / "corrupt.avi", "corrupt.avi"),
+        (lambda p: _zero_frame_video(p / "zero.avi"), "zero.avi"),
+        (lambda p: (p / "notes.mp4").write_text("not a video\n" * 20) and p / "notes.mp4", "notes.mp4"),
+        (lambda p: "http://127.0.0.1:9/stream.mp4", "127.0.0.1:9"),
+    ],
+    ids=["missing", "corrupt", "zero-frames", "non-video", "unreadable-url"],
+)
+def test_bad_source_is_a_one_line_error(capsys, tmp_path, tiny_checkpoint, make, message):
+    code, _, err = infer(capsys, str(make(tmp_path)), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "o.json"))
+    assert message in one_line_error(code, err)
+    assert not (tmp_path / "o.json").exists()  # no half-written output left behind
+
+
+def test_output_that_cannot_be_written(capsys, tmp_path, tiny_checkpoint):
+    clip = write_clip(tmp_path / "a.avi", frames=5)
+    (tmp_path / "file").write_text("x")
+    code, _, err = infer(capsys, str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "file" / "out.json"))
+    assert "cannot write" in one_line_error(code, err)
+    code, _, err = infer(capsys, str(clip), "-c", str(tiny_checkpoint), "--save-video", str(tmp_path / "out.xyz"))
+    assert "cannot write video" in one_line_error(code, err)
+
+
+def test_wrong_checkpoint_and_misused_options(capsys, tmp_path, tiny_checkpoint):
+    clip = write_clip(tmp_path / "a.avi", frames=5)
+    code, _, err = infer(capsys, str(clip), "-c", str(tmp_path / "none.ckpt"))
+    assert "not found" in one_line_error(code, err)
+    code, _, err = infer(capsys, str(clip), str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "x.json"))
+    assert "--output DIR" in one_line_error(code, err)

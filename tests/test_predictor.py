@@ -1,0 +1,81 @@
+"""Streaming inference equals the offline forward; the checkpoint alone configures the extractor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_checkpoint, write_clip
+from pipeline.checkpoint import CheckpointError
+from pipeline.extract import extract_video
+from pipeline.predictor import ActionPredictor
+from pipeline.video import VideoReader
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint) -> ActionPredictor:
+    return ActionPredictor(tiny_checkpoint, device="cpu")
+
+
+def test_streaming_steps_equal_the_full_sequence_forward(predictor, tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=30)
+    features = torch.from_numpy(extract_video(predictor.extractor, clip).features)
+    with torch.inference_mode():
+        offline = predictor.model(features[None])[0][0].softmax(-1)
+        hidden, streamed = None, []
+        for x_t in features:
+            logits, hidden = predictor.model.step(x_t[None], hidden)
+            streamed.append(logits[0].softmax(-1))
+    assert (torch.stack(streamed) - offline).abs().max() < 1e-4
+
+
+def test_batched_frames_give_the_same_results_as_one_at_a_time(predictor, tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=21)
+    frames = np.stack([f for _, f in VideoReader(clip)])
+    predictor.reset()
+    batched = np.concatenate([predictor(frames[i : i + 8]).probs for i in range(0, len(frames), 8)])
+    predictor.reset()
+    single = np.concatenate([predictor(frames[i : i + 1]).probs for i in range(len(frames))])
+    np.testing.assert_allclose(batched, single, atol=1e-4)
+    # and the offline path over cached features agrees with both
+    features = torch.from_numpy(extract_video(predictor.extractor, clip).features)
+    with torch.inference_mode():
+        offline = predictor.model(features[None])[0][0].softmax(-1).numpy()
+    np.testing.assert_allclose(batched, offline, atol=1e-4)
+
+
+def test_reset_starts_a_new_sequence(predictor, tmp_path):
+    frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=6))])
+    predictor.reset()
+    first = predictor(frames).probs
+    second = predictor(frames).probs  # carried state: different
+    predictor.reset()
+    again = predictor(frames).probs
+    np.testing.assert_allclose(first, again, atol=1e-6)
+    assert np.abs(first - second).max() > 1e-6
+
+
+def test_checkpoint_configures_the_extractor(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "c.ckpt", fps=12.5, layers=(19,))
+    p = ActionPredictor(ckpt, device="cpu")
+    assert p.fps == 12.5 and p.config.layers == (19,) and p.config.imgsz == 64
+    assert p.class_names == ["walk", "wave"]
+
+
+def test_feature_size_mismatch_is_a_clear_error(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "c.ckpt")
+    blob = torch.load(ckpt, weights_only=True)
+    blob["hyper_parameters"]["extractor"]["feature_dim"] += 1  # as if trained with other layers
+    torch.save(blob, ckpt)
+    with pytest.raises(CheckpointError, match="expects .* features per frame"):
+        ActionPredictor(ckpt, device="cpu")
+
+
+def test_other_weights_are_a_clear_error(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "c.ckpt")
+    blob = torch.load(ckpt, weights_only=True)
+    blob["hyper_parameters"]["extractor"]["weights_sha256"] = "0" * 64
+    torch.save(blob, ckpt)
+    with pytest.raises(CheckpointError, match="use the same weights file"):
+        ActionPredictor(ckpt, device="cpu")
