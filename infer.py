@@ -2,23 +2,30 @@
 
     python infer.py VIDEO [VIDEO|FOLDER|GLOB|URL ...] --checkpoint best.ckpt [--output DIR]
                     [--save-video out.mp4] [--json out.json] [--csv out.csv] [--plot out.png]
+    python infer.py --source 0 --checkpoint best.ckpt [--no-show] [--save-video out.mp4] [--serve 127.0.0.1:8080]
 
 Prints each video's main action with its score and its action segments. ``--output DIR`` writes every
 output of every video as ``DIR/<name>.{mp4,json,csv,png}``; the single-file options are for one video.
-The checkpoint alone sets the features (weights, image size, layers, fps). See README.md, "Inference".
+Live mode (a camera index, ``--live``, ``--realtime`` or ``--serve``) shows the newest frame with its label
+in a window; keys: q/Esc quit, r reset the GRU, space pause, s snapshot. The checkpoint alone sets the
+features (weights, image size, layers, fps). See README.md, "Inference" and "Live demo".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
 from pathlib import Path
 
+from pipeline.capture import LatestFrameCapture
 from pipeline.errors import run_cli
 from pipeline.inference import OutputPaths, Smoothing, analyse_many
-from pipeline.outputs import OutputError
+from pipeline.live import DisplayError, LiveOptions, check_display, run_live
+from pipeline.outputs import OutputError, check_writable
 from pipeline.predictor import ActionPredictor
-from pipeline.video import expand_sources
+from pipeline.video import VideoError, expand_sources
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +45,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sm.add_argument("--smooth", type=float, default=0.3, help="time constant (s) of the probability smoothing (default 0.3)")
     sm.add_argument("--min-segment", type=float, default=0.5, help="seconds a label must hold to open a segment (default 0.5)")
     sm.add_argument("--threshold", type=float, default=0.0, help="smoothed scores below this read 'uncertain' (default 0)")
+    live = p.add_argument_group("live (a camera index such as 0, --live, --realtime or --serve)")
+    live.add_argument("--live", action="store_true", help="treat the source (e.g. an RTSP URL) as live: newest frame only, window")
+    live.add_argument("--realtime", action="store_true", help="replay a video file at its own frame rate, as a stand-in camera")
+    live.add_argument("--loop", action="store_true", help="with --realtime: start the file again at its end")
+    live.add_argument("--no-show", action="store_true", help="no window (headless)")
+    live.add_argument("--serve", metavar="HOST:PORT", help="serve the annotated stream as MJPEG with a page, e.g. 127.0.0.1:8080")
+    live.add_argument("--display-threshold", type=float, default=0.5, help="smoothed score below this shows 'uncertain' (default 0.5)")
+    live.add_argument("--display-smooth", type=float, default=0.5, help="time constant (s) of the display smoothing (default 0.5)")
+    live.add_argument("--reset-after", type=float, default=2.0, help="seconds with nobody in view before the GRU resets (default 2)")
+    live.add_argument("--duration", type=float, help="stop after this many seconds")
+    live.add_argument("--stats", type=Path, help="write the run's figures (fps, dropped frames, latency) as JSON here")
     run = p.add_argument_group("runtime")
     run.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:1, ...")
     run.add_argument("--no-half", action="store_true", help="keep the extractor in fp32 on CUDA")
@@ -51,8 +69,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def _stop(*_) -> None:
+    raise KeyboardInterrupt  # a service manager's SIGTERM ends the demo as cleanly as Ctrl-C
+
+
+def live_main(a: argparse.Namespace) -> int:
+    if len(a.sources) != 1:
+        raise VideoError(f"live mode takes one source, got {len(a.sources)}")
+    if a.output or a.json or a.csv or a.plot:
+        raise OutputError("live mode writes --save-video and --stats; --output/--json/--csv/--plot are for video files")
+    if not a.no_show:
+        check_display()
+    predictor = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights)
+    capture = LatestFrameCapture(a.sources[0], realtime=a.realtime, loop=a.loop)
+    opts = LiveOptions(
+        show=not a.no_show, save_video=a.save_video, serve=a.serve, smooth_s=a.display_smooth,
+        threshold=a.display_threshold, reset_after_s=a.reset_after, duration_s=a.duration,
+    )  # fmt: skip
+    signal.signal(signal.SIGTERM, _stop)
+    stats = run_live(predictor, capture, opts).summary()
+    print(" | ".join(f"{k} {v}" for k, v in stats.items()))
+    if a.stats:
+        check_writable(a.stats).write_text(json.dumps(stats, indent=2))
+    if a.save_video:
+        print(f"  video: {a.save_video}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.live or a.realtime or a.serve or any(str(s).isdigit() for s in a.sources):
+        return live_main(a)
     sources = expand_sources(a.sources)
     single = OutputPaths(a.save_video, a.json, a.csv, a.plot)
     if len(sources) > 1 and any(vars(single).values()):
@@ -73,4 +120,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: sys.exit(main()), extra=(OutputError,))
+    run_cli(lambda: sys.exit(main()), extra=(OutputError, DisplayError))

@@ -54,6 +54,34 @@ class _Run:
         return float(self.probs[class_names.index(self.label)] / n) if self.label in class_names else self.top / n
 
 
+class Smoother:
+    """Exponential average of probabilities in time (time constant ``smooth_s``), robust to uneven frame gaps."""
+
+    def __init__(self, smooth_s: float = 0.3):
+        self.smooth_s = smooth_s
+        self.value: np.ndarray | None = None
+        self._last_t: float | None = None
+
+    def reset(self) -> None:
+        self.value, self._last_t = None, None
+
+    def add(self, time_s: float, probs: np.ndarray) -> np.ndarray:
+        probs = np.asarray(probs, np.float64)
+        if self.value is None or self._last_t is None:
+            self.value = probs.copy()
+        else:
+            a = 1.0 - math.exp(-max(time_s - self._last_t, 0.0) / self.smooth_s) if self.smooth_s > 0 else 1.0
+            self.value = self.value + a * (probs - self.value)
+        self._last_t = time_s
+        return self.value
+
+
+def label_of(p: np.ndarray, class_names: list[str], threshold: float) -> tuple[str, float]:
+    """The top class and its probability, or ``uncertain`` when that probability is below ``threshold``."""
+    i = int(np.argmax(p))
+    return (class_names[i] if p[i] >= threshold else UNCERTAIN), float(p[i])
+
+
 class Timeline:
     """Feed ``add(time_s, probs)`` frame by frame; read ``label`` now, ``segments()`` and ``video_label()``
     at any time.
@@ -65,7 +93,7 @@ class Timeline:
     def __init__(self, class_names: list[str], smooth_s: float = 0.3, min_duration_s: float = 0.5, threshold: float = 0.0):
         self.class_names = list(class_names)
         self.smooth_s, self.min_duration_s, self.threshold = smooth_s, min_duration_s, threshold
-        self.smoothed: np.ndarray | None = None
+        self._smoother = Smoother(smooth_s)
         self.frames = 0
         self._sum = np.zeros(len(class_names), np.float64)
         self._last_t: float | None = None
@@ -74,32 +102,24 @@ class Timeline:
         self._candidate: _Run | None = None
         self._run_start = 0.0  # start of the current label's latest unbroken run
 
-    def reset_smoothing(self) -> None:
-        """Forget the smoothed state (the model's memory was reset); segments and the video mean stay."""
-        self.smoothed = None
-
-    def _label_of(self, p: np.ndarray) -> tuple[str, float]:
-        i = int(np.argmax(p))
-        return (self.class_names[i] if p[i] >= self.threshold else UNCERTAIN), float(p[i])
+    @property
+    def smoothed(self) -> np.ndarray | None:
+        return self._smoother.value
 
     @property
     def label(self) -> tuple[str, float]:
         """The current smoothed label and its smoothed probability."""
-        return self._label_of(self.smoothed) if self.smoothed is not None else (UNCERTAIN, 0.0)
+        return label_of(self.smoothed, self.class_names, self.threshold) if self.smoothed is not None else (UNCERTAIN, 0.0)
 
     def add(self, time_s: float, probs: np.ndarray) -> tuple[str, float]:
         """One processed frame's probabilities at ``time_s`` -> its smoothed label and score."""
         probs = np.asarray(probs, np.float64)
         self._sum += probs
         self.frames += 1
-        if self.smoothed is None or self._last_t is None:
-            self.smoothed = probs.copy()
-        else:
-            a = 1.0 - math.exp(-max(time_s - self._last_t, 0.0) / self.smooth_s) if self.smooth_s > 0 else 1.0
-            self.smoothed = self.smoothed + a * (probs - self.smoothed)
         self._last_t = time_s
-        label, score = self._label_of(self.smoothed)
-        self._segment(time_s, label, self.smoothed)
+        smoothed = self._smoother.add(time_s, probs)
+        label, score = label_of(smoothed, self.class_names, self.threshold)
+        self._segment(time_s, label, smoothed)
         return label, score
 
     def _segment(self, t: float, label: str, p: np.ndarray) -> None:

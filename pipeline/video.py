@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # silence OpenCV's own warnings on corrupt files
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # and FFmpeg's (AV_LOG_QUIET)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages (AV_LOG_QUIET)
 import cv2  # noqa: E402
+
+# OpenCV's messages on corrupt files and absent cameras duplicate the one-line errors raised here; set at
+# run time too, since cv2 may have been imported (and its log level read) before this module
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
 FALLBACK_FPS = 30.0  # for sources that report no frame rate (some streams and webcams)

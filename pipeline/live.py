@@ -1,0 +1,183 @@
+"""Live labels from a camera or stream with bounded latency: the webcam demo of ``infer.py``.
+
+Per processed frame: the newest captured frame (older ones are dropped, see ``capture.py``), one extractor
+forward and one GRU step with the hidden state carried, smoothed probabilities for display, drawing, and
+the outputs (window, recording, MJPEG server).
+
+Frame rate seen by the GRU: the model is fed at most at the rate it was trained at (a frame that arrives
+sooner than 1/fps after the last one fed is shown with the current label but not fed), so a 30 or 60 fps
+camera looks like training data. When processing is slower than that rate, the GRU sees fewer frames per
+second than in training; the window then says so ("model at N of 25 fps"); the remedy is a faster device or
+a checkpoint trained at a smaller image size. After ``reset_after_s`` with nobody in view the GRU state resets,
+so the next person starts from a clean memory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.annotate import Overlay, draw
+from pipeline.capture import LatestFrameCapture
+from pipeline.outputs import VideoSink
+from pipeline.predictor import ActionPredictor
+from pipeline.serve import FrameServer
+from pipeline.timeline import Smoother, label_of
+
+WINDOW = "yolo-gru-actions (q: quit, r: reset, space: pause, s: snapshot)"
+
+
+class DisplayError(RuntimeError):
+    """No screen to show the window on."""
+
+
+@dataclass
+class LiveOptions:
+    show: bool = True
+    save_video: Path | None = None
+    serve: str | None = None
+    smooth_s: float = 0.5  # display smoothing of the probabilities
+    threshold: float = 0.5  # smoothed top score below this shows "uncertain"
+    reset_after_s: float = 2.0  # nobody in view this long: reset the GRU state
+    duration_s: float | None = None  # stop after this long (benchmarks, tests)
+    snapshot_dir: Path = Path(".")
+
+
+@dataclass
+class LiveStats:
+    """What happened in a run; latencies are capture-to-display, in ms, of the last 100 000 frames."""
+
+    processed: int = 0
+    shown: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    resets: int = 0
+    wall_s: float = 0.0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    processed_at: deque = field(default_factory=lambda: deque(maxlen=100_000))  # perf_counter of each processed frame
+
+    def summary(self) -> dict:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        return {
+            "processed_frames": self.processed, "processed_fps": round(self.processed / max(self.wall_s, 1e-9), 2),
+            "frames_from_source": self.delivered, "dropped_frames": self.dropped, "reconnects": self.reconnects,
+            "gru_resets": self.resets, "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
+            "latency_ms_p95": round(float(np.percentile(lat, 95)), 2), "latency_ms_max": round(float(lat.max()), 2),
+            "wall_s": round(self.wall_s, 2),
+        }  # fmt: skip
+
+
+def check_display() -> None:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise DisplayError("no screen to show the window on (DISPLAY is not set); use --no-show, or --serve HOST:PORT to watch in a browser")
+
+
+def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: LiveOptions) -> LiveStats:
+    """Run until the source ends, ``q``/Esc, the window is closed, Ctrl-C, or ``duration_s``."""
+    names = predictor.class_names
+    fps = predictor.fps or capture.fps
+    min_gap = 1.0 / fps if predictor.fps else 0.0
+    smoother = Smoother(opts.smooth_s)
+    stats = LiveStats()
+    sink: VideoSink | None = None
+    server: FrameServer | None = None
+    overlay = Overlay("uncertain", 0.0, [])
+    last_fed, last_person, latency_ms = -1e9, time.perf_counter(), None
+    recent: deque = deque()  # times of the frames fed in the last 2 s, for the displayed rate
+    paused, was_reset = False, False
+    start = time.perf_counter()
+    predictor.reset()
+    try:
+        if opts.show:
+            check_display()
+        if opts.serve:
+            server = FrameServer(opts.serve)
+            print(f"serving the annotated stream at {server.url}", flush=True)
+        while opts.duration_s is None or time.perf_counter() - start < opts.duration_s:
+            lf = capture.get(timeout=0.5)
+            if lf is None:
+                if capture.finished:
+                    break
+                if opts.show and cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    break
+                continue
+            frame = lf.frame
+            feed = not paused and lf.captured_at - last_fed >= 0.9 * min_gap
+            if feed:
+                last_fed = lf.captured_at
+                pred = predictor(frame[None])
+                stats.processed += 1
+                stats.processed_at.append(lf.captured_at)
+                recent.append(lf.captured_at)
+                while recent[0] < lf.captured_at - 2.0:
+                    recent.popleft()
+                present = bool(pred.present[0])
+                if present:
+                    last_person, was_reset = lf.captured_at, False
+                elif not was_reset and lf.captured_at - last_person >= opts.reset_after_s:
+                    predictor.reset()  # nobody for a while: the next person starts from a clean memory
+                    smoother.reset()
+                    stats.resets += 1
+                    was_reset = True
+                p = smoother.add(lf.captured_at, pred.probs[0])
+                label, score = label_of(p, names, opts.threshold)
+                top = [(names[i], float(p[i])) for i in np.argsort(-p)[:3]]
+                rate = len(recent) / 2.0 if lf.captured_at - start > 2.0 else None
+                status = capture.status
+                if rate is not None and predictor.fps and rate < 0.8 * predictor.fps:
+                    status = status or f"model at {rate:.0f} of {predictor.fps:.0f} fps"
+                overlay = Overlay(
+                    label, score, top, pred.boxes[0] if present else None, pred.keypoints[0] if present else None,
+                    fps=rate, latency_ms=latency_ms, status=status,
+                )  # fmt: skip
+            else:
+                overlay.status = "paused" if paused else capture.status
+            draw(frame, overlay)
+            if server:
+                server.publish(frame, {"label": overlay.label, "score": overlay.score, "fps": overlay.fps or 0.0,
+                                       "latency_ms": latency_ms or 0.0, "status": overlay.status})  # fmt: skip
+            if opts.save_video:
+                if sink is None:
+                    sink = VideoSink(opts.save_video, fps, (frame.shape[1], frame.shape[0]))
+                if feed:
+                    sink.write(frame)
+            if opts.show:
+                cv2.imshow(WINDOW, frame)
+                key = cv2.waitKey(1) & 0xFF
+                if key in (ord("q"), 27) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+                    break
+                if key == ord("r"):
+                    predictor.reset()
+                    smoother.reset()
+                    stats.resets += 1
+                elif key == ord(" "):
+                    paused = not paused
+                elif key == ord("s"):
+                    snap = opts.snapshot_dir / f"snapshot_{time.strftime('%Y%m%d_%H%M%S')}_{stats.shown}.png"
+                    cv2.imwrite(str(snap), frame)
+                    print(f"snapshot: {snap}", flush=True)
+            stats.shown += 1
+            if feed:
+                latency_ms = 1000 * (time.perf_counter() - lf.captured_at)  # capture to display (or publish)
+                stats.latencies_ms.append(latency_ms)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends the demo cleanly: the camera is released and the recording finished below
+    finally:
+        stats.wall_s = time.perf_counter() - start
+        stats.delivered, stats.dropped, stats.reconnects = capture.delivered, capture.dropped, capture.reconnects
+        capture.close()
+        if sink:
+            sink.close()
+        if server:
+            server.close()
+        if opts.show:
+            cv2.destroyAllWindows()
+    return stats

@@ -1,0 +1,172 @@
+"""The live loop: newest frame only (bounded latency), reconnecting sources, the browser view, camera errors."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_script, write_clip
+from pipeline.capture import LatestFrameCapture, open_live
+from pipeline.live import LiveOptions, run_live
+from pipeline.predictor import ActionPredictor
+from pipeline.video import VideoError
+
+
+class SlowPredictor:
+    """The real predictor plus a fixed delay per call: inference slower than the camera."""
+
+    def __init__(self, inner: ActionPredictor, delay_s: float):
+        self.inner, self.delay_s = inner, delay_s
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, frames):
+        self.calls += 1
+        time.sleep(self.delay_s)
+        return self.inner(frames)
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint) -> ActionPredictor:
+    return ActionPredictor(tiny_checkpoint, device="cpu")
+
+
+def test_slow_model_drops_frames_and_latency_does_not_grow(predictor, tmp_path):
+    clip = write_clip(tmp_path / "cam.avi", frames=150, fps=50.0)  # 3 s of "camera" at 50 fps
+    slow = SlowPredictor(predictor, delay_s=0.06)  # ~15 frames/s at best: most frames must be dropped
+    capture = LatestFrameCapture(str(clip), realtime=True)
+    stats = run_live(slow, capture, LiveOptions(show=False, smooth_s=0.2))
+    assert stats.delivered == 150 and slow.calls == stats.processed
+    assert stats.dropped > 60 and stats.processed < 75  # dropped, not queued
+    lat = np.asarray(stats.latencies_ms)
+    third = len(lat) // 3
+    # bounded: the newest frame is always taken, so latency is about one processing time, and flat
+    assert np.median(lat[-third:]) < np.median(lat[:third]) + 60, lat
+    assert np.percentile(lat, 90) < 500, lat
+
+
+class FlakyCamera:
+    """Delivers ``frames`` frames then stops, like a camera unplugged mid-run."""
+
+    def __init__(self, frames: int):
+        self.left = frames
+        self.img = np.full((48, 64, 3), 120, np.uint8)
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self):
+        time.sleep(0.01)
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        return True, self.img.copy()
+
+    def get(self, prop: int) -> float:
+        return 25.0 if prop == 5 else 0.0  # CAP_PROP_FPS
+
+    def set(self, *a) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def test_source_that_fails_is_reopened_and_the_loop_goes_on(predictor):
+    attempts = []
+
+    def opener(source):
+        attempts.append(time.perf_counter())
+        if len(attempts) == 2:  # the first reopen fails: backoff, then try again
+            raise VideoError("camera 0: cannot open it")
+        return FlakyCamera(10)
+
+    capture = LatestFrameCapture("0", opener=opener, max_backoff_s=1.0)
+    stats = run_live(predictor, capture, LiveOptions(show=False, duration_s=4.0))
+    assert capture.reconnects >= 2  # after the failed attempt
+    assert len(attempts) >= 4
+    assert attempts[2] - attempts[1] >= 0.9  # backed off (0.5 s, then 1 s)
+    assert stats.delivered >= 30 and stats.processed >= 20  # frames from after the reconnections
+
+
+def test_no_camera_is_a_one_line_error(tiny_checkpoint):
+    with pytest.raises(VideoError, match="camera 9: cannot open it"):
+        open_live("9")
+    r = run_script("infer.py", "--source", "9", "-c", str(tiny_checkpoint), "--no-show")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
+        ln for ln in r.stderr.splitlines() if ln.startswith("error: camera 9")
+    ], r.stderr
+
+
+def test_window_without_a_screen_is_a_one_line_error(tiny_checkpoint, tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=5)
+    r = run_script("infer.py", str(clip), "--realtime", "-c", str(tiny_checkpoint), env={"DISPLAY": ""})
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--no-show" in r.stderr
+
+
+def test_replay_records_and_reports(tiny_checkpoint, tmp_path):
+    import json
+
+    import cv2
+
+    clip = write_clip(tmp_path / "a.avi", frames=25, fps=25.0)
+    r = run_script(
+        "infer.py", str(clip), "--realtime", "--no-show", "-c", str(tiny_checkpoint),
+        "--save-video", str(tmp_path / "rec.mp4"), "--stats", str(tmp_path / "stats.json"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["frames_from_source"] == 25 and stats["processed_frames"] > 0
+    cap = cv2.VideoCapture(str(tmp_path / "rec.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == stats["processed_frames"]
+
+
+chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(chromium is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+def test_served_page_shows_frames_and_the_label_in_headless_chromium(tiny_checkpoint, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
+    import socket
+    import subprocess
+    import sys
+
+    clip = write_clip(tmp_path / "a.avi", frames=50, fps=25.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "infer.py", str(clip), "--realtime", "--loop", "--no-show", "-c", str(tiny_checkpoint),
+         "--serve", f"127.0.0.1:{port}", "--display-threshold", "0", "--duration", "60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(300):  # the model loads first
+            try:
+                urllib.request.urlopen(url + "status", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(url, wait_until="commit")
+            # frames arrive: the MJPEG image gets a real size
+            page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=30_000)
+            assert page.eval_on_selector("#stream", "e => e.naturalWidth") == 80
+            # and the page shows the model's label
+            page.wait_for_function("['walk', 'wave'].some(c => document.getElementById('label').textContent.startsWith(c))", timeout=30_000)
+            label = page.text_content("#label")
+            browser.close()
+        assert label.split()[0] in ("walk", "wave")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
