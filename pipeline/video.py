@@ -170,8 +170,12 @@ class VideoReader:
 
 
 def list_videos(folder: str | Path) -> list[Path]:
-    """Video files under ``folder`` (recursively), sorted, by extension."""
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    """Video files under ``folder`` (recursively, by extension), sorted; none for a missing folder.
+
+    Broken links are listed too, so that reading them reports them instead of silently leaving them out.
+    """
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and not p.is_dir()) if folder.is_dir() else []
 
 
 def expand_sources(items: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.video import VIDEO_EXTENSIONS
+from pipeline.video import list_videos as video_files
 
 DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
 DATA_DIR_ENV = "ACTIONS_DATA_DIR"  # folder that holds datasets by name: $ACTIONS_DATA_DIR/weizmann/...
@@ -91,7 +91,7 @@ def list_videos(d: DatasetDefinition, root: Path, split_id: int = 1) -> tuple[li
         raise DatasetError(f"data root {root} does not exist: pass --data.root DIR (or set {DATA_DIR_ENV}) or enable download")
     if d.layout == "folders":
         classes = d.classes or sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        items = [(p, c, "", "") for c in classes for p in _videos_in(root / c)]
+        items = [(p, c, "", "") for c in classes for p in video_files(root / c)]
     elif d.layout == "csv":
         items, classes = _read_csv(root / d.csv if d.csv else root / "labels.csv", root, d.classes)
     elif d.layout == "ucf101":
@@ -103,12 +103,6 @@ def list_videos(d: DatasetDefinition, root: Path, split_id: int = 1) -> tuple[li
     if not videos:
         raise DatasetError(f"no videos found under {root} for dataset '{d.name}' (layout {d.layout}); is the root right?")
     return videos, list(classes)
-
-
-def _videos_in(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
 
 
 def _read_csv(path: Path, root: Path, classes: list[str] | None):
