@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import main as cli_main  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
-from pipeline.evaluate import ReportWriter  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -31,18 +32,22 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="runs/weizmann_loao.json", help="where to write the summary")
     p.add_argument("extra", nargs="*", help="further train.py arguments, after --")
     a = p.parse_args(argv)
-    sys.argv = sys.argv[:1]  # the folds' arguments go to LightningCLI explicitly
     rows, start = [], time.perf_counter()
     for fold in a.folds:
         t0 = time.perf_counter()
+        # each fold in its own process: its result is exactly what `train.py fit --data.fold K` gives alone
+        # (in one process, state left by earlier folds, such as thread pools, shifts the numerics slightly)
         args = ["fit", "--config", a.config, f"--data.fold={fold}", f"--seed_everything={a.seed}", "--trainer.enable_progress_bar=false"]
         args += [f"--data.root={a.root}"] if a.root else []
-        cli = cli_main(args + a.extra)
-        m = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
-        report = next(c.last_report for c in cli.trainer.callbacks if isinstance(c, ReportWriter))
-        test_actor = cli.datamodule.videos("test")[0].group
+        r = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, *a.extra], cwd=ROOT, capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(f"fold {fold} failed:\n{r.stderr[-3000:]}")
+        report_path = next(ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.startswith("report:"))
+        report = json.loads((ROOT / report_path).read_text())
+        m = report["metrics"]
+        test_actor = Path(report["videos"][0]["path"]).name.split("_")[0]
         rows.append({"fold": fold, "test_actor": test_actor, "video_top1": m["test/video_top1"], "clip_top1": m["test/clip_top1"],
-                     "seconds": round(time.perf_counter() - t0, 1), "report": str(report)})
+                     "seconds": round(time.perf_counter() - t0, 1), "report": report_path})
         print(f"fold {fold} ({test_actor}): video top-1 {m['test/video_top1']:.3f}  clip top-1 {m['test/clip_top1']:.3f}", flush=True)
     total = time.perf_counter() - start
     mean_v = sum(r["video_top1"] for r in rows) / len(rows)
