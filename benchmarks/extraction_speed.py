@@ -30,13 +30,13 @@ LAYERS = [16, 19, 22]
 
 
 def plain_ultralytics(model, clips: list[Path], imgsz: int, device: str) -> int:
-    half = device == "cuda"
+    fp16 = {"half": True} if device == "cuda" else {}  # passing half=False makes Ultralytics warn per call
     n = 0
     for clip in clips:
         for _, frame in VideoReader(clip):
-            r = model.predict(frame, imgsz=imgsz, device=device, half=half, verbose=False)[0]
+            r = model.predict(frame, imgsz=imgsz, device=device, verbose=False, **fp16)[0]
             _ = r.keypoints.data[:1].cpu(), r.boxes.xyxy[:1].cpu()
-            _ = torch.cat(model.embed(frame, imgsz=imgsz, embed=LAYERS, device=device, half=half, verbose=False)).cpu()
+            _ = torch.cat(model.embed(frame, imgsz=imgsz, embed=LAYERS, device=device, verbose=False, **fp16)).cpu()
             n += 1
     return n
 

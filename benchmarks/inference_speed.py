@@ -80,15 +80,15 @@ def pose_vector(result, width: int, height: int) -> np.ndarray:
 @torch.inference_mode()
 def plain_loop(yolo, predictor: ActionPredictor, clips: list[Path], device: torch.device, embed: bool) -> int:
     """Per frame: predict (+ embed), append the vector, run the GRU over the whole prefix."""
-    cfg, half = predictor.config, device.type == "cuda"
+    cfg, fp16 = predictor.config, ({"half": True} if device.type == "cuda" else {})  # half=False warns per call
     layers = list(cfg.layers) or [22]
     n = 0
     for clip in clips:
         seq = []
         for _, frame in VideoReader(clip, fps=cfg.fps):
-            r = yolo.predict(frame, imgsz=cfg.imgsz, device=device, half=half, verbose=False)[0]
+            r = yolo.predict(frame, imgsz=cfg.imgsz, device=device, verbose=False, **fp16)[0]
             pose = pose_vector(r, frame.shape[1], frame.shape[0])
-            parts = [torch.cat(yolo.embed(frame, imgsz=cfg.imgsz, embed=layers, device=device, half=half, verbose=False)).float().cpu()] if embed else []
+            parts = [torch.cat(yolo.embed(frame, imgsz=cfg.imgsz, embed=layers, device=device, verbose=False, **fp16)).float().cpu()] if embed else []
             x = torch.cat([*parts, torch.from_numpy(pose)])[-predictor.extractor.feature_dim :] if parts else torch.from_numpy(pose)
             seq.append(x.to(device))
             logits, _ = predictor.model(torch.stack(seq)[None])

@@ -9,8 +9,10 @@ Bad videos are reported and skipped; they never stop the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import random
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,16 @@ class ExtractionProgress(TQDMProgressBar):
         return "Extracting features (videos)"
 
 
+@contextlib.contextmanager
+def _rng_untouched():
+    """Restore the torch, numpy and Python random states afterwards (a DataLoader draws a seed, for one)."""
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(py)
+    np.random.set_state(np_state)
+
+
 def extract_features(
     videos: list[Path],
     cache: FeatureCache,
@@ -127,7 +139,8 @@ def extract_features(
             enable_model_summary=False,
             callbacks=[writer, ExtractionProgress()],
         )
-        trainer.predict(ExtractionModule(extractor, todo, batch_size), return_predictions=False)
+        with _rng_untouched():  # a run repeats whether or not its features had to be extracted first
+            trainer.predict(ExtractionModule(extractor, todo, batch_size), return_predictions=False)
         trainer.strategy.barrier()
         for f in sorted(cache.dir.glob("failed.rank*.json")):
             failed += [tuple(x) for x in json.loads(f.read_text())]

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import TINY_MODEL, make_dataset, run_script
 from test_download import server  # noqa: F401  (fixture)
@@ -72,6 +73,10 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     again = run_script(*_args(tmp_path), env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "extracting features" not in again.stderr
+    # and the run repeats exactly, whether or not it had to extract first (extraction leaves the RNG alone)
+    ckpt2 = Path(next(ln for ln in again.stdout.splitlines() if ln.startswith("checkpoint:")).split(":", 1)[1].strip())
+    a, b = (torch.load(c, weights_only=True)["state_dict"] for c in (ckpt, ckpt2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
     # test any checkpoint on another split: the extractor and classes come from the checkpoint
     t = run_script(*_args(tmp_path, "test", "--ckpt_path", str(ckpt), "--data.fold", "1"), env=env)
