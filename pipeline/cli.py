@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
 
 from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
 from pipeline.classifier import ActionClassifier

@@ -82,7 +82,7 @@ class FrameServer:
                 try:
                     while True:
                         with server._cond:
-                            server._cond.wait_for(lambda: server._seq != seen or server._closed, timeout=1.0)
+                            server._cond.wait_for(lambda s=seen: server._seq != s or server._closed, timeout=1.0)
                             if server._closed:
                                 return
                             if server._seq == seen:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, make_checkpoint, write_clip
+from test_download import server  # noqa: F401  (fixture)
 
 FRAME_KEYS = {"frame": int, "time_s": float, "label": str, "score": float, "top": list}
 TOP_KEYS = {
@@ -153,3 +154,12 @@ def test_wrong_checkpoint_and_misused_options(capsys, tmp_path, tiny_checkpoint)
     assert "not found" in one_line_error(code, err)
     code, _, err = infer(capsys, str(clip), str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "x.json"))
     assert "--output DIR" in one_line_error(code, err)
+
+
+def test_http_url_source(capsys, tmp_path, tiny_checkpoint, server):  # noqa: F811
+    base, www = server
+    write_clip(www / "remote.avi", frames=12)
+    code, out, err = infer(capsys, f"{base}/remote.avi", "-c", str(tiny_checkpoint), "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["source"].startswith("http://") and doc["processed_frames"] == 12

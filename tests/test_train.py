@@ -6,7 +6,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import pytest
 import torch
 
 from conftest import TINY_MODEL, make_dataset, run_script
