@@ -156,7 +156,7 @@ def analyse_video(
                 result.outputs[name] = str(path)
         return result
     finally:
-        for sink in sinks.values():  # what is left open here was interrupted
+        for sink in sinks.values():  # close the CSV and video; a JSON still open here is unfinished: removed
             sink.abort() if isinstance(sink, JsonTimeline) else sink.close()
 
 
@@ -186,8 +186,8 @@ def analyse_many(
             failed.append((str(src), str(e)))
             continue
         results.append(r)
-        yield_line = f"{src}: {r.label} ({r.score:.2f}) | " + ", ".join(
+        line = f"{src}: {r.label} ({r.score:.2f}) | " + ", ".join(
             f"{s.start_s:.1f}-{s.end_s:.1f}s {s.label} {s.score:.2f}" for s in r.segments
         )
-        tqdm.write(yield_line)
+        tqdm.write(line)  # stdout, around the progress bars
     return results, failed

@@ -35,9 +35,6 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.probs)
 
-    def __getitem__(self, i: int) -> Predictions:
-        return Predictions(self.probs[i : i + 1], self.boxes[i : i + 1], self.keypoints[i : i + 1], self.present[i : i + 1])
-
 
 class ActionPredictor:
     """Streaming action recognition from a training checkpoint.
