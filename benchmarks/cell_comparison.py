@@ -25,9 +25,12 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.weizmann_loao import run as loao  # noqa: E402
+from pipeline.features import POSE_DIM  # noqa: E402
 from pipeline.model import ActionRNN  # noqa: E402
+from pipeline.videoset import DatasetDefinition  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+CLASSES = DatasetDefinition.load("weizmann").classes
 
 
 @torch.inference_mode()
@@ -71,8 +74,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 runs.append(json.loads(out.read_text()))
                 continue
             runs.append(loao(["--config", a.config, "--root", a.root, "--seed", str(seed), "--out", str(out), "--", f"--model.cell={cell}", *a.extra]))
-        feature_dim = 57  # pose block of the default (pose-only) extractor; the cell sees proj_dim anyway
-        model = ActionRNN(feature_dim, 10, m["hidden_size"], m.get("num_layers", 1), m["proj_dim"], cell=cell)
+        # the default extractor is pose only (layers: []): POSE_DIM features per frame
+        model = ActionRNN(POSE_DIM, len(CLASSES), m["hidden_size"], m.get("num_layers", 1), m["proj_dim"], cell=cell)
         video = [r["mean_video_top1"] for r in runs]
         clip = [r["mean_clip_top1"] for r in runs]
         rows.append({

@@ -19,7 +19,7 @@ from pipeline.annotate import Overlay, draw
 from pipeline.outputs import CsvTimeline, JsonTimeline, VideoSink, plot_timeline
 from pipeline.predictor import ActionPredictor, Predictions
 from pipeline.timeline import Segment, Timeline
-from pipeline.video import VideoReader, prefetch
+from pipeline.video import VideoError, VideoReader, prefetch
 
 
 @dataclass
@@ -101,7 +101,9 @@ def analyse_video(
         total = info.frame_count if info.frame_count > 0 else None
         bar = tqdm(total=total, unit="frame", desc=Path(str(source)).name, disable=not progress, leave=False)
         for idx, frames, keep in prefetch(reader.batches(batch_size, every_frame="video" in sinks)):
-            preds: Predictions | None = predictor(frames[keep]) if keep.any() else None
+            # boolean indexing copies the batch: only when some frames are decoded for the video alone
+            kept = frames if keep.all() else frames[keep]
+            preds: Predictions | None = predictor(kept) if len(kept) else None
             if out.plot and preds is not None and (gates := predictor.gate_activity()) is not None:
                 for k in plot_gates:
                     plot_gates[k].append(gates[k])
@@ -119,12 +121,13 @@ def analyse_video(
                         plot_times.append(t)
                         plot_probs.append(p.astype(np.float32))
                     processed += 1
-                    elapsed = time.perf_counter() - t0
-                    latest = Overlay(
-                        label, score, _top(timeline.smoothed, names, 3),
-                        preds.boxes[j] if preds.present[j] else None, preds.keypoints[j] if preds.present[j] else None,
-                        fps=processed / elapsed if elapsed > 0 else None,
-                    )  # fmt: skip
+                    if "video" in sinks:  # drawn only when an annotated copy is written
+                        elapsed = time.perf_counter() - t0
+                        latest = Overlay(
+                            label, score, _top(timeline.smoothed, names, 3),
+                            preds.boxes[j] if preds.present[j] else None, preds.keypoints[j] if preds.present[j] else None,
+                            fps=processed / elapsed if elapsed > 0 else None,
+                        )  # fmt: skip
                     j += 1
                 if "video" in sinks:
                     sinks["video"].write(draw(frame, latest) if latest is not None else frame)
@@ -168,8 +171,6 @@ def analyse_many(
     ``out_dir``: every output of every video, as ``<out_dir>/<stem>.{mp4,json,csv,png}``; ``single``:
     explicit paths, for one source. Returns the results and the ``(source, reason)`` failures.
     """
-    from pipeline.video import VideoError
-
     results, failed = [], []
     stems: dict[str, int] = {}
     for src in tqdm(sources, desc="Videos", unit="video", disable=len(sources) < 2 or not kwargs.get("progress", True)):

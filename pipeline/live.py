@@ -62,7 +62,6 @@ class LiveStats:
     resets: int = 0
     wall_s: float = 0.0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
-    processed_at: deque = field(default_factory=lambda: deque(maxlen=100_000))  # perf_counter of each processed frame
 
     def summary(self) -> dict:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
@@ -115,7 +114,6 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                 last_fed = lf.captured_at
                 pred = predictor(frame[None])
                 stats.processed += 1
-                stats.processed_at.append(lf.captured_at)
                 recent.append(lf.captured_at)
                 while recent[0] < lf.captured_at - 2.0:
                     recent.popleft()
