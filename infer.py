@@ -4,7 +4,8 @@
                     [--save-video out.mp4] [--json out.json] [--csv out.csv] [--plot out.png]
     python infer.py --source 0 --checkpoint best.ckpt [--no-show] [--save-video out.mp4] [--serve 127.0.0.1:8080]
 
-Prints each video's main action with its score and its action segments. ``--output DIR`` writes every
+Labels every person in view (tracked, one GRU state each) and prints each video's main subject's action
+with its score and segments, and every person's action. ``--output DIR`` writes every
 output of every video as ``DIR/<name>.{mp4,json,csv,png}``; the single-file options are for one video.
 Live mode (a camera index, ``--live``, ``--realtime`` or ``--serve``) shows the newest frame with its label
 in a window; keys: q/Esc quit, r reset the GRU, space pause, s snapshot. The checkpoint alone sets the
@@ -21,10 +22,12 @@ from pathlib import Path
 
 from pipeline.capture import LatestFrameCapture
 from pipeline.errors import run_cli
+from pipeline.features import MAX_PEOPLE
 from pipeline.inference import OutputPaths, Smoothing, analyse_many
 from pipeline.live import DisplayError, LiveOptions, check_display, run_live
 from pipeline.outputs import OutputError, check_writable
 from pipeline.predictor import ActionPredictor
+from pipeline.tracking import TRACKERS, TrackerConfig
 from pipeline.video import VideoError, expand_sources
 
 
@@ -45,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sm.add_argument("--smooth", type=float, default=0.3, help="time constant (s) of the probability smoothing (default 0.3)")
     sm.add_argument("--min-segment", type=float, default=0.5, help="seconds a label must hold to open a segment (default 0.5)")
     sm.add_argument("--threshold", type=float, default=0.0, help="smoothed scores below this read 'uncertain' (default 0)")
+    ppl = p.add_argument_group("people")
+    ppl.add_argument("--max-people", type=int, default=MAX_PEOPLE,
+                     help=f"people labelled per frame, the highest-scoring (default {MAX_PEOPLE}); 1: one subject, one label per video")
+    ppl.add_argument("--tracker", choices=TRACKERS, default="bytetrack", help="bytetrack (default) or botsort (camera-motion compensation, slower)")
+    ppl.add_argument("--lost-time", type=float, default=1.0, help="seconds a person may be out of view before their track and state are dropped (default 1)")
     live = p.add_argument_group("live (a camera index such as 0, --live, --realtime or --serve)")
     live.add_argument("--live", action="store_true", help="treat the source (e.g. an RTSP URL) as live: newest frame only, window")
     live.add_argument("--realtime", action="store_true", help="replay a video file at its own frame rate, as a stand-in camera")
@@ -63,10 +71,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--weights", help="path of the checkpoint's weights file if it moved (its sha256 must match)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
+    if a.max_people < 1:
+        p.error(f"--max-people must be at least 1, got {a.max_people}")
+    if a.lost_time < 0:
+        p.error(f"--lost-time must be >= 0 seconds, got {a.lost_time}")
     a.sources = a.sources + a.source
     if not a.sources:
         p.error("give at least one video, folder, glob or URL")
     return a
+
+
+def _predictor(a: argparse.Namespace) -> ActionPredictor:
+    p = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights, max_people=a.max_people)
+    p.tracker_config = TrackerConfig(a.tracker, conf=p.config.conf, lost_s=a.lost_time)
+    return p
 
 
 def _stop(*_) -> None:
@@ -80,7 +98,7 @@ def live_main(a: argparse.Namespace) -> int:
         raise OutputError("live mode writes --save-video and --stats; --output/--json/--csv/--plot are for video files")
     if not a.no_show:
         check_display()
-    predictor = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights)
+    predictor = _predictor(a)
     capture = LatestFrameCapture(a.sources[0], realtime=a.realtime, loop=a.loop)
     opts = LiveOptions(
         show=not a.no_show, save_video=a.save_video, serve=a.serve, smooth_s=a.display_smooth,
@@ -104,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     single = OutputPaths(a.save_video, a.json, a.csv, a.plot)
     if len(sources) > 1 and any(vars(single).values()):
         raise OutputError(f"{len(sources)} videos: use --output DIR instead of --save-video/--json/--csv/--plot")
-    predictor = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights)
+    predictor = _predictor(a)
     results, failed = analyse_many(
         sources, predictor, a.output, single, smoothing=Smoothing(a.smooth, a.min_segment, a.threshold),
         batch_size=a.batch_size, top_k=a.top_k, frames_in_json=not a.no_frames, progress=not a.quiet, checkpoint=a.checkpoint,

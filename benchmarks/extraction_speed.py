@@ -42,7 +42,7 @@ def plain_ultralytics(model, clips: list[Path], imgsz: int, device: str) -> int:
 
 
 def ours(extractor: FeatureExtractor, clips: list[Path], batch: int) -> int:
-    return sum(len(extract_video(extractor, clip, batch).features) for clip in clips)
+    return sum(len(extract_video(extractor, clip, batch).frame_index) for clip in clips)
 
 
 def timed(fn, *args, threads: int) -> tuple[int, float]:

@@ -1,4 +1,5 @@
-"""Outputs drawn on frames: the current action and score, a top-3 bar, the person's box and skeleton, fps.
+"""Outputs drawn on frames: every person's box, skeleton, track id and action in a colour per id; the main
+subject's action, score and top-3 bar top-left; fps and latency top-right.
 
 Drawing works in place on the uint8 BGR frame with a handful of OpenCV calls (no per-pixel Python), so it
 costs well under a millisecond at the sizes this tool meets.
@@ -6,7 +7,7 @@ costs well under a millisecond at the sizes this tool meets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -17,15 +18,37 @@ GREEN, WHITE, GREY, BLACK, ORANGE = (80, 200, 80), (255, 255, 255), (150, 150, 1
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
+# distinct BGR colours, one per track id (id modulo their number)
+PALETTE = (
+    (80, 200, 80), (255, 160, 40), (60, 60, 230), (0, 200, 230), (200, 80, 200), (200, 200, 60),
+    (40, 140, 255), (150, 110, 255), (120, 220, 170), (180, 130, 70),
+)  # fmt: skip
+
+
+def color_of(track_id: int) -> tuple[int, int, int]:
+    return PALETTE[(track_id - 1) % len(PALETTE)] if track_id > 0 else GREEN
+
+
+@dataclass
+class Person:
+    """One tracked person on one frame."""
+
+    track: int
+    box: np.ndarray  # xyxy, source pixels
+    keypoints: np.ndarray | None  # (17, 3) x, y, confidence
+    label: str
+    score: float
+
+
 @dataclass
 class Overlay:
-    """What to draw on one frame."""
+    """What to draw on one frame: the main subject's label, score and top classes, and every person."""
 
     label: str
     score: float
     top: list[tuple[str, float]]  # the top classes and their (smoothed) probabilities
-    box: np.ndarray | None = None  # xyxy, source pixels; None when nobody is in view
-    keypoints: np.ndarray | None = None  # (17, 3) x, y, confidence
+    people: list[Person] = field(default_factory=list)
+    main: int | None = None  # track id of the main subject
     fps: float | None = None
     latency_ms: float | None = None
     status: str | None = None  # e.g. "paused", "camera lost: reconnecting"
@@ -41,19 +64,26 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
     h, w = frame.shape[:2]
     s = max(min(w, h) / 480, 0.35)  # scale text and lines with the frame
     lw = max(int(round(2 * s)), 1)
-    if o.box is not None:
-        x0, y0, x1, y1 = (int(round(v)) for v in o.box)
-        cv2.rectangle(frame, (x0, y0), (x1, y1), GREEN, lw)
-    if o.keypoints is not None:
-        k = o.keypoints
-        ok = k[:, 2] >= kpt_conf
-        lines = [np.int32([k[a, :2], k[b, :2]]) for a, b in SKELETON if ok[a] and ok[b]]
-        if lines:
-            cv2.polylines(frame, lines, False, ORANGE, lw, cv2.LINE_AA)
-        for x, y in k[ok, :2]:
-            cv2.circle(frame, (int(x), int(y)), lw + 1, WHITE, -1, cv2.LINE_AA)
+    for p in o.people:
+        color = color_of(p.track)
+        x0, y0, x1, y1 = (int(round(v)) for v in p.box)
+        cv2.rectangle(frame, (x0, y0), (x1, y1), color, lw + (p.track == o.main and len(o.people) > 1))
+        if p.keypoints is not None:
+            k = p.keypoints
+            ok = k[:, 2] >= kpt_conf
+            lines = [np.int32([k[a, :2], k[b, :2]]) for a, b in SKELETON if ok[a] and ok[b]]
+            if lines:
+                cv2.polylines(frame, lines, False, color, lw, cv2.LINE_AA)
+            for x, y in k[ok, :2]:
+                cv2.circle(frame, (int(x), int(y)), lw + 1, WHITE, -1, cv2.LINE_AA)
+        tag = f"#{p.track} {p.label} {p.score:.0%}"
+        (tw, th), _ = cv2.getTextSize(tag, FONT, 0.45 * s, 1)
+        tx = int(np.clip(x0, 0, max(w - tw, 0)))
+        ty = y0 - int(4 * s) if y0 - th - int(4 * s) > 0 else min(y1 + th + int(4 * s), h - 2)
+        _text(frame, tag, (tx, ty), 0.45 * s, color)
     # label and score, top-left
-    _text(frame, f"{o.label} {o.score:.0%}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != "uncertain" else GREY, lw)
+    who = f"#{o.main} " if o.main is not None and len(o.people) > 1 else ""
+    _text(frame, f"{who}{o.label} {o.score:.0%}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != "uncertain" else GREY, lw)
     # top-k bars under it
     bar_w, bar_h, y = int(110 * s), max(int(12 * s), 6), int(42 * s)
     for name, p in o.top:

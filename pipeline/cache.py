@@ -17,15 +17,33 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.tracking import main_track, track_sequence
+
 
 @dataclass(frozen=True)
 class Sequence:
-    """A video's cached features: ``features`` (T, D) float32 at ``fps``; ``frame_index`` maps to source frames."""
+    """A video's cached tracks: one row per tracked person and frame, ``features`` (N, D) float32, with the
+    row's sampled frame ``frame`` (N,) and its ``track`` id (N,); ``frame_index`` (T,) maps the sampled
+    frames (at ``fps``) to source frames. Every track is kept, so the main-subject rule can change
+    without decoding again."""
 
     features: np.ndarray
+    frame: np.ndarray
+    track: np.ndarray
     frame_index: np.ndarray
     fps: float
     source_fps: float
+
+    def subject(self) -> np.ndarray:
+        """The main subject's feature sequence (``pipeline.tracking``), or zeros for every frame when
+        nobody was tracked."""
+        tid = main_track(self.track, self.features)
+        if tid is None:
+            return np.zeros((len(self.frame_index), self.features.shape[1]), np.float32)
+        return track_sequence(self.frame, self.track, self.features, tid)
+
+    def track_ids(self) -> list[int]:
+        return sorted(int(t) for t in np.unique(self.track))
 
 
 class FeatureCache:
@@ -61,6 +79,8 @@ class FeatureCache:
             np.savez(
                 f,
                 features=seq.features.astype(np.float32),
+                frame=seq.frame.astype(np.int64),
+                track=seq.track.astype(np.int64),
                 frame_index=seq.frame_index.astype(np.int64),
                 fps=np.float64(seq.fps),
                 source_fps=np.float64(seq.source_fps),
@@ -72,7 +92,7 @@ class FeatureCache:
     @staticmethod
     def load(path: Path) -> Sequence:
         with np.load(path) as z:
-            return Sequence(z["features"], z["frame_index"], float(z["fps"]), float(z["source_fps"]))
+            return Sequence(z["features"], z["frame"], z["track"], z["frame_index"], float(z["fps"]), float(z["source_fps"]))
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

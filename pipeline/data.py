@@ -200,7 +200,7 @@ class ActionDataModule(L.LightningDataModule):
                     if not any(p == str(v.path) for p, _ in self.skipped):
                         self.skipped.append((str(v.path), "no features (not extracted)"))
                     continue
-                seqs.append(torch.from_numpy(self.cache.load(entry).features))
+                seqs.append(torch.from_numpy(self.cache.load(entry).subject()))  # the main subject's track
                 labels.append(v.label)
                 kept.append(v)
             if not seqs:

@@ -25,20 +25,33 @@ from torch.utils.data import DataLoader
 
 from pipeline.cache import FeatureCache, Sequence
 from pipeline.features import ExtractorConfig, FeatureExtractor
+from pipeline.tracking import PersonTracker, TrackerConfig, track_batch
 from pipeline.video import VideoError, VideoReader, prefetch
 
 log = logging.getLogger("lightning.pytorch")  # shown by Lightning's console handler, on every rank
 
 
 def extract_video(extractor: FeatureExtractor, source: str | Path, batch_size: int = 32) -> Sequence:
-    """Features of one video at the extractor's fps and frame cap (decoding overlapped in a thread)."""
+    """Every tracked person's features in one video, at the extractor's fps and frame cap (decoding
+    overlapped in a thread; tracking as ``infer.py`` does it)."""
     cfg = extractor.config
     reader = VideoReader(str(source), fps=cfg.fps, max_frames=cfg.max_frames)
-    feats, index = [], []
+    tracker = PersonTracker(TrackerConfig(conf=cfg.conf), fps=reader.fps)
+    feats, frame, track, index = [], [], [], []
+    seen = 0
     for idx, frames, _ in prefetch(reader.batches(batch_size)):
-        feats.append(extractor(frames).features.cpu())
+        det = extractor(frames)
+        host = torch.cat([det.boxes, det.scores[:, None]], 1).cpu().numpy()
+        features = det.features.cpu().numpy()
+        for i, (ids, rows) in enumerate(track_batch(tracker, det.frame.cpu().numpy(), host[:, :4], host[:, 4], len(idx))):
+            feats.append(features[rows])
+            frame.append(np.full(len(ids), seen + i))
+            track.append(ids)
+        seen += len(idx)
         index.append(idx)
-    return Sequence(torch.cat(feats).numpy(), np.concatenate(index), reader.fps, reader.info.fps)
+    return Sequence(
+        np.concatenate(feats).astype(np.float32), np.concatenate(frame), np.concatenate(track), np.concatenate(index), reader.fps, reader.info.fps
+    )
 
 
 class ExtractionModule(L.LightningModule):

@@ -4,10 +4,13 @@ The vector is ``[pooled backbone features | pose block]``:
 
 * pooled features: average of the outputs of ``layers`` (multi-scale, e.g. the three neck outputs that
   feed the pose head) over the frame or the person's box, taken from the same pass;
-* pose block (``POSE_DIM`` = 57) for the main person (highest detection score; the best-scoring
-  anchor is what NMS would keep first, so no NMS is needed): ``present`` flag, detection score, box
-  centre / size relative to the frame (4), 17 keypoints normalised to the person box (34) and their
-  confidences (17). All zeros when nobody scores above ``conf``.
+* pose block (``POSE_DIM`` = 57): ``present`` flag, detection score, box centre / size relative to the
+  frame (4), 17 keypoints normalised to the person box (34) and their confidences (17).
+
+One vector per detected person: every person above ``LOW_CONF`` after NMS (at most ``max_people`` per
+frame, the highest-scoring), all from the same pass, so the tracker can follow each of them and the GRU
+label each. A frame with nobody gives no row; a track's sequence marks frames where its person was not
+seen with an all-zero vector (``present`` 0).
 
 Frames arrive as uint8 BGR and are resized, letterboxed and normalised on the model's device (fp16 on
 CUDA). The same extractor object serves training (through the feature cache) and inference.
@@ -28,11 +31,14 @@ from torch import nn
 
 from pipeline.weights import WeightsIdentity, load_pose_model
 
-FEATURE_VERSION = 1  # bump when the meaning of the vector changes; it is part of every cache key
+FEATURE_VERSION = 2  # bump when the meaning of the vector changes; it is part of every cache key
 NUM_KEYPOINTS = 17
 POSE_DIM = 2 + 4 + NUM_KEYPOINTS * 3
 STRIDE = 32
 PAD_VALUE = 114 / 255  # Ultralytics' letterbox grey
+LOW_CONF = 0.1  # detections down to this score reach the tracker (ByteTrack's second association)
+NMS_IOU = 0.7  # Ultralytics' default
+MAX_PEOPLE = 16  # default cap on people per frame: a crowd beyond this is rarely about one action each
 # COCO keypoint order; left/right pairs swap under a horizontal flip
 KEYPOINT_NAMES = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -58,9 +64,10 @@ class ExtractorConfig:
         layers: model layer indices whose outputs are average-pooled into the vector (empty: pose only).
         fps: frame rate to sample videos at (None: the source's own).
         max_frames: cap on frames per video (None: no cap).
-        conf: detection score above which a person counts as present.
+        conf: detection score from which a person starts a track (weaker detections down to ``LOW_CONF``
+            only continue one).
         pool: ``global`` averages each layer's map over the whole frame; ``person`` averages only the
-            cells inside the main person's box (zeros when nobody is present), which keeps the static
+            cells inside each person's box, which keeps the static
             background out of the features.
     """
 
@@ -84,12 +91,14 @@ class ExtractorConfig:
         return cls(**d)
 
 
-class FrameFeatures(NamedTuple):
-    features: torch.Tensor  # (B, D) float32, on the extractor's device
-    boxes: torch.Tensor  # (B, 4) main person's box, xyxy in source pixels
-    keypoints: torch.Tensor  # (B, 17, 3) x, y in source pixels and confidence
-    score: torch.Tensor  # (B,) detection score of the main person
-    present: torch.Tensor  # (B,) bool: score >= conf
+class Detections(NamedTuple):
+    """Every person found in a batch of frames, one row each, on the extractor's device."""
+
+    features: torch.Tensor  # (N, D) float32
+    frame: torch.Tensor  # (N,) int64: position of the row's frame in the batch
+    boxes: torch.Tensor  # (N, 4) xyxy in source pixels
+    keypoints: torch.Tensor  # (N, 17, 3) x, y in source pixels and confidence
+    scores: torch.Tensor  # (N,) detection score
 
 
 def letterbox_shape(height: int, width: int, imgsz: int) -> tuple[int, int, int, int, float]:
@@ -108,9 +117,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class FeatureExtractor(nn.Module):
     """YOLO pose model wrapped to give per-frame feature vectors and the main person's pose in one pass."""
 
-    def __init__(self, config: ExtractorConfig):
+    def __init__(self, config: ExtractorConfig, max_people: int = MAX_PEOPLE):
         super().__init__()
+        if max_people < 1:
+            raise ValueError(f"max_people must be at least 1, got {max_people}")
         self.config = config
+        self.max_people = max_people
         model, self.identity = load_pose_model(config.weights)
         model = model.fuse(verbose=False) if hasattr(model, "fuse") else model
         n = len(model.model)
@@ -129,6 +141,7 @@ class FeatureExtractor(nn.Module):
         # The fast head (box and keypoints at the best anchor only) is for the classic Pose head; any other
         # pose head runs whole and is read from its decoded output.
         self._fast_head = type(self.head).__name__ == "Pose" and not getattr(self.head, "end2end", False)
+        self._low_logit = math.log(LOW_CONF / (1 - LOW_CONF))
         with torch.inference_mode():
             maps, _ = self._body(torch.zeros(1, 3, STRIDE * 2, STRIDE * 2))
         self.pooled_dim = sum(maps[i].shape[1] for i in layers)
@@ -145,54 +158,80 @@ class FeatureExtractor(nn.Module):
                 y[m.i] = x
         return y, [y[j] for j in self.head.f]
 
-    def _detect(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Main person per image: score (B,), box xyxy (B, 4) and keypoints (B, 17, 3) in input pixels.
+    def _select(self, scores: torch.Tensor, candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, anchor) of at most ``4 * max_people`` anchors per image scoring at least ``LOW_CONF``
+        (among ``candidates`` when given), best first."""
+        if candidates is not None:
+            scores = scores.masked_fill(~candidates, float("-inf"))
+        k = min(scores.shape[1], 4 * self.max_people)
+        top, anchor = scores.topk(k, dim=1)
+        keep = top >= self._low_logit
+        image = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(anchor)
+        return image[keep], anchor[keep]
 
-        Person scores are computed at every anchor; the box and keypoint branches only at the best one, on
-        the 5x5 cell patch their two 3x3 convolutions see (zero-padded like the full map). This is what the
-        full head gives at that anchor, for a third of its cost.
+    def _detect(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every person per image, before NMS: image index (N,), score (N,), box xyxy (N, 4) and keypoints
+        (N, 17, 3) in input pixels.
+
+        Person scores are computed at every anchor; candidates are the anchors that beat their 3x3
+        neighbours (one per person and scale, so NMS has little to do). The box and keypoint branches run
+        only at the candidates, on the 5x5 cell patch their two 3x3 convolutions see (zero-padded like the
+        full map): what the full head gives at those anchors, at a fraction of its cost.
         """
         head = self.head
         if not self._fast_head:
             out = head(feats)
             preds = (out[0] if isinstance(out, (tuple, list)) else out).float()  # (B, 4 + nc + 51, anchors), xywh
-            score, best = preds[:, 4].max(dim=1)
-            det = preds.gather(2, best.view(-1, 1, 1).expand(-1, preds.shape[1], 1)).squeeze(2)
+            image, anchor = self._select(preds[:, 4].clamp(1e-6, 1 - 1e-6).logit())
+            det = preds[image, :, anchor]
             xy, wh = det[:, 0:2], det[:, 2:4]
-            return score, torch.cat([xy - wh / 2, xy + wh / 2], 1), det[:, 4 + head.nc :].reshape(-1, NUM_KEYPOINTS, 3)
-        logits = torch.cat([head.cv3[i](f)[:, 0].flatten(1) for i, f in enumerate(feats)], 1)  # class 0: person
-        best_logit, best = logits.float().max(dim=1)
-        b = best.shape[0]
-        box = feats[0].new_empty(b, 4 * head.reg_max)
-        kpt = feats[0].new_empty(b, head.nk)
-        anchor = torch.empty(b, 2, device=best.device)
-        stride = torch.empty(b, 1, device=best.device)
+            kpts = det[:, 4 + head.nc :].reshape(-1, NUM_KEYPOINTS, 3)
+            return image, det[:, 4], torch.cat([xy - wh / 2, xy + wh / 2], 1), kpts
+        levels = [head.cv3[i](f)[:, 0].float() for i, f in enumerate(feats)]  # class 0: person, logits (B, h, w)
+        peaks = [lv == F.max_pool2d(lv[:, None], 3, 1, 1)[:, 0] for lv in levels]
+        logits = torch.cat([lv.flatten(1) for lv in levels], 1)
+        image, best = self._select(logits, torch.cat([p.flatten(1) for p in peaks], 1))
+        n = best.shape[0]
+        box = feats[0].new_empty(n, 4 * head.reg_max)
+        kpt = feats[0].new_empty(n, head.nk)
+        anchor = torch.empty(n, 2, device=best.device)
+        stride = torch.empty(n, 1, device=best.device)
         start = 0
+        k = torch.arange(5, device=best.device)
         for i, f in enumerate(feats):
             h, w = f.shape[2:]
             sel = ((best >= start) & (best < start + h * w)).nonzero().squeeze(1)
             if len(sel):
                 cell = best[sel] - start
                 gy, gx = cell // w, cell % w
-                k = torch.arange(5, device=f.device)
-                padded = F.pad(f[sel], (2, 2, 2, 2))
+                padded = F.pad(f, (2, 2, 2, 2))
                 rows, cols = (gy[:, None] + k)[:, :, None], (gx[:, None] + k)[:, None, :]
-                patch = padded[torch.arange(len(sel), device=f.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+                patch = padded[image[sel][:, None, None], :, rows, cols].permute(0, 3, 1, 2)
                 box[sel] = head.cv2[i](patch)[:, :, 2, 2]
                 kpt[sel] = head.cv4[i](patch)[:, :, 2, 2]
                 anchor[sel] = torch.stack([gx, gy], 1).float() + 0.5
                 stride[sel] = float(head.stride[i])
             start += h * w
-        dist = head.dfl(box.float()[:, :, None])[:, :, 0]  # (B, 4): left, top, right, bottom in cells
+        dist = head.dfl(box.float()[:, :, None])[:, :, 0] if n else box.new_zeros(0, 4).float()  # (N, 4) ltrb in cells
         boxes = torch.cat([anchor - dist[:, :2], anchor + dist[:, 2:]], 1) * stride
-        k = kpt.float().view(b, NUM_KEYPOINTS, 3)
-        xy = (k[..., :2] * 2.0 + (anchor[:, None] - 0.5)) * stride[:, None]
-        return best_logit.sigmoid(), boxes, torch.cat([xy, k[..., 2:].sigmoid()], -1)
+        kp = kpt.float().view(n, NUM_KEYPOINTS, 3)
+        xy = (kp[..., :2] * 2.0 + (anchor[:, None] - 0.5)) * stride[:, None]
+        return image, logits[image, best].sigmoid(), boxes, torch.cat([xy, kp[..., 2:].sigmoid()], -1)
 
-    def _pool(self, maps: list[torch.Tensor], box: torch.Tensor, present: torch.Tensor, height: int) -> list[torch.Tensor]:
-        """Average each map globally, or over the cells whose centres lie in ``box`` (input pixels, xyxy)."""
+    def _nms(self, image: torch.Tensor, score: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        """Indices of the detections NMS keeps, at most ``max_people`` per image, grouped by image, best first."""
+        from torchvision.ops import batched_nms
+
+        keep = batched_nms(box, score, image, NMS_IOU)  # by decreasing score
+        keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, still best first
+        img = image[keep]
+        first = torch.searchsorted(img, img)  # index of each image's first row
+        return keep[torch.arange(len(keep), device=keep.device) - first < self.max_people]
+
+    def _pool(self, maps: list[torch.Tensor], image: torch.Tensor, box: torch.Tensor, height: int) -> list[torch.Tensor]:
+        """Average each map globally, or over the cells whose centres lie in each person's ``box`` (input pixels)."""
         if self.config.pool == "global":
-            return [m.float().mean(dim=(2, 3)) for m in maps]
+            return [m.float().mean(dim=(2, 3))[image] for m in maps]
         out = []
         for m in maps:
             s = height / m.shape[2]  # this map's stride; a cell counts if within half a cell of the box
@@ -200,8 +239,9 @@ class FeatureExtractor(nn.Module):
             xs = (torch.arange(m.shape[3], device=m.device) + 0.5) * s
             in_y = (ys >= box[:, 1:2] - s / 2) & (ys <= box[:, 3:4] + s / 2)
             in_x = (xs >= box[:, 0:1] - s / 2) & (xs <= box[:, 2:3] + s / 2)
-            mask = (in_y[:, :, None] & in_x[:, None, :] & present[:, None, None]).to(m.dtype)[:, None]
-            out.append((m * mask).sum(dim=(2, 3)).float() / mask.sum(dim=(2, 3)).float().clamp(min=1))
+            mask = (in_y[:, :, None] & in_x[:, None, :]).to(m.dtype)  # (N, h, w)
+            total = torch.einsum("nchw,nhw->nc", m[image], mask).float()
+            out.append(total / mask.sum(dim=(1, 2)).float().clamp(min=1)[:, None])
         return out
 
     @property
@@ -234,14 +274,15 @@ class FeatureExtractor(nn.Module):
         return x, r, left, top
 
     @torch.inference_mode()
-    def forward(self, frames: torch.Tensor | np.ndarray) -> FrameFeatures:
-        """uint8 BGR frames (B, H, W, 3), on any device -> FrameFeatures on the extractor's device."""
+    def forward(self, frames: torch.Tensor | np.ndarray) -> Detections:
+        """uint8 BGR frames (B, H, W, 3), on any device -> every person's features, on the extractor's device."""
         height, width = frames.shape[1:3]
         x, r, left, top = self.preprocess(frames)
         maps, feats = self._body(x)
-        score, box, kpts = self._detect(feats)
-        present = score >= self.config.conf
-        pooled = self._pool([maps[i] for i in self.layers], box, present, x.shape[2])
+        image, score, box, kpts = self._detect(feats)
+        keep = self._nms(image, score, box)
+        image, score, box, kpts = image[keep], score[keep], box[keep], kpts[keep]
+        pooled = self._pool([maps[i] for i in self.layers], image, box, x.shape[2])
         offset = box.new_tensor([left, top])
         boxes = (box.view(-1, 2, 2) - offset).flatten(1) / r
         kpts = torch.cat([(kpts[..., :2] - offset) / r, kpts[..., 2:]], -1)
@@ -250,7 +291,7 @@ class FeatureExtractor(nn.Module):
         box_wh = wh.clamp(min=1.0)
         pose = torch.cat(
             [
-                present.float()[:, None],
+                torch.ones_like(score)[:, None],
                 score[:, None],
                 cxcy / frame_wh,
                 wh / frame_wh,
@@ -258,9 +299,9 @@ class FeatureExtractor(nn.Module):
                 kpts[..., 2],
             ],
             dim=1,
-        ) * present.float()[:, None]
+        )
         features = torch.cat([*pooled, pose], dim=1)
-        return FrameFeatures(features, boxes, kpts, score, present)
+        return Detections(features, image, boxes, kpts, score)
 
 
 def mirror_features(x: torch.Tensor) -> torch.Tensor:

@@ -1,24 +1,26 @@
 """Video file -> labels -> outputs: the throughput mode of ``infer.py``.
 
 Decoding runs in a background thread with a bounded queue; frames reach the predictor in batches (one
-extractor forward per batch, then the GRU over the batch with its state carried, which equals stepping
-frame by frame). Frames are sampled at the checkpoint's fps; results map back to source timestamps, and an
-annotated copy gets every source frame, drawn with the latest result.
+extractor forward per batch, tracking, and per frame one GRU step over all tracks with their states
+carried, which equals stepping frame by frame). Every tracked person gets a timeline of their own; the
+video's label and segments are the main subject's (``pipeline.tracking``). Frames are sampled at the
+checkpoint's fps; results map back to source timestamps, and an annotated copy gets every source frame,
+drawn with the latest result.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.annotate import Overlay, draw
+from pipeline.annotate import Overlay, Person, draw
 from pipeline.outputs import CsvTimeline, JsonTimeline, VideoSink, plot_timeline
 from pipeline.predictor import ActionPredictor, Predictions
-from pipeline.timeline import Segment, Timeline
+from pipeline.timeline import NOBODY, Segment, Timeline
 from pipeline.video import VideoError, VideoReader, prefetch
 
 
@@ -44,7 +46,30 @@ class Smoothing:
 
 
 @dataclass
+class TrackResult:
+    """One person's summary: when they were in view, their action over that time and its segments."""
+
+    id: int
+    first_s: float
+    last_s: float
+    label: str
+    score: float
+    probs: dict[str, float]
+    segments: list[Segment]
+    frames: int
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "first_s": round(self.first_s, 4), "last_s": round(self.last_s, 4), "label": self.label,
+            "score": round(self.score, 4), "frames": self.frames, "probs": self.probs, "segments": [s.to_dict() for s in self.segments],
+        }  # fmt: skip
+
+
+@dataclass
 class VideoResult:
+    """A video's summary; ``label``, ``score``, ``probs`` and ``segments`` are the main subject's
+    (``main_track``, chosen by ``pipeline.tracking.main_track``'s rule)."""
+
     source: str
     label: str
     score: float
@@ -54,7 +79,38 @@ class VideoResult:
     processed_frames: int
     duration_s: float
     processing_fps: float
+    main_track: int | None = None
+    tracks: list[TrackResult] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
+
+
+class _TrackLog:
+    """Per track while a video runs: its timeline, when it was seen, its main-subject weight and, for the
+    plot, its curves."""
+
+    def __init__(self, names: list[str], smoothing: Smoothing, t: float, curves: bool):
+        self.timeline = Timeline(names, smoothing.smooth_s, smoothing.min_duration_s, smoothing.threshold, start_s=t)
+        self.first_s = self.last_s = t
+        self.weight = 0.0
+        self.curves = curves
+        self.times: list[float] = []
+        self.probs: list[np.ndarray] = []
+        self.gates: list[tuple[float, float]] = []
+
+    def add(self, t: float, probs: np.ndarray, weight: float, gates: tuple[float, float] | None) -> tuple[str, float]:
+        self.last_s, self.weight = t, self.weight + weight
+        if self.curves:
+            self.times.append(t)
+            self.probs.append(probs.astype(np.float32))
+            if gates is not None:
+                self.gates.append(gates)
+        return self.timeline.add(t, probs)
+
+    def result(self, track_id: int, names: list[str], step_s: float) -> TrackResult:
+        label, score = self.timeline.video_label()
+        end = self.last_s + step_s
+        probs = {n: round(float(v), 4) for n, v in zip(names, self.timeline.video_probs())}
+        return TrackResult(track_id, self.first_s, end, label, score, probs, self.timeline.segments(end_s=end), self.timeline.frames)
 
 
 def _top(probs: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
@@ -73,29 +129,28 @@ def analyse_video(
     progress: bool = True,
     checkpoint: str = "",
 ) -> VideoResult:
-    """Run the predictor over a whole video and write the requested outputs; return the summary."""
+    """Run the predictor over a whole video, label every tracked person, write the requested outputs and
+    return the summary."""
     out, smoothing = out or OutputPaths(), smoothing or Smoothing()
     names = predictor.class_names
     reader = VideoReader(source, fps=predictor.fps)
     info = reader.info
-    timeline = Timeline(names, smoothing.smooth_s, smoothing.min_duration_s, smoothing.threshold)
     sinks: dict = {}
     try:
         if out.json:
             header = {
                 "source": str(source), "checkpoint": checkpoint, "classes": names, "fps": reader.fps, "source_fps": info.fps,
                 "smoothing": {"smooth_s": smoothing.smooth_s, "min_duration_s": smoothing.min_duration_s, "threshold": smoothing.threshold},
+                "tracker": asdict(predictor.tracker_config), "max_people": predictor.extractor.max_people,
             }  # fmt: skip
             sinks["json"] = JsonTimeline(out.json, header, frames=frames_in_json)
         if out.csv:
             sinks["csv"] = CsvTimeline(out.csv, names)
         if out.video:
             sinks["video"] = VideoSink(out.video, info.fps, (info.width, info.height))
-        plot_times: list[float] = []  # only kept for the plot: T x C floats, small even for an hour
-        plot_probs: list[np.ndarray] = []
-        plot_gates: dict[str, list[np.ndarray]] = {"update": [], "reset": []}
-
-        predictor.reset()
+        predictor.reset(fps=reader.fps)
+        predictor.inspect = bool(out.plot) and predictor.can_inspect
+        logs: dict[int, _TrackLog] = {}
         latest: Overlay | None = None
         frames_read, processed, t0 = 0, 0, time.perf_counter()
         total = info.frame_count if info.frame_count > 0 else None
@@ -104,30 +159,33 @@ def analyse_video(
             # boolean indexing copies the batch: only when some frames are decoded for the video alone
             kept = frames if keep.all() else frames[keep]
             preds: Predictions | None = predictor(kept) if len(kept) else None
-            if out.plot and preds is not None and (gates := predictor.gate_activity()) is not None:
-                for k in plot_gates:
-                    plot_gates[k].append(gates[k])
+            rows = preds.rows() if preds is not None else []
             j = 0
             for i, frame, k in zip(idx, frames, keep):
                 if k:
-                    p = preds.probs[j]
                     t = i / info.fps
-                    label, score = timeline.add(t, p)
+                    people: list[Person] = []
+                    entries: list[dict] = []
+                    for r in rows[j]:
+                        tid, p = int(preds.track[r]), preds.probs[r]
+                        log = logs.get(tid) or logs.setdefault(tid, _TrackLog(names, smoothing, t, bool(out.plot)))
+                        gates = (float(preds.gates["update"][r]), float(preds.gates["reset"][r])) if preds.gates else None
+                        label, score = log.add(t, p, float(preds.weight[r]), gates)
+                        if "json" in sinks:
+                            entries.append({
+                                "id": tid, "box": [round(float(v), 1) for v in preds.boxes[r]], "label": label,
+                                "score": round(score, 4), "top": [[n, round(q, 4)] for n, q in _top(p, names, top_k)],
+                            })  # fmt: skip
+                        if "csv" in sinks:
+                            sinks["csv"].frame(i, t, tid, label, score, p)
+                        if "video" in sinks:
+                            people.append(Person(tid, preds.boxes[r], preds.keypoints[r], label, score))
                     if "json" in sinks:
-                        sinks["json"].frame(i, t, label, score, _top(p, names, top_k))
-                    if "csv" in sinks:
-                        sinks["csv"].frame(i, t, label, score, p)
-                    if out.plot:
-                        plot_times.append(t)
-                        plot_probs.append(p.astype(np.float32))
+                        sinks["json"].frame(i, t, entries)
                     processed += 1
                     if "video" in sinks:  # drawn only when an annotated copy is written
                         elapsed = time.perf_counter() - t0
-                        latest = Overlay(
-                            label, score, _top(timeline.smoothed, names, 3),
-                            preds.boxes[j] if preds.present[j] else None, preds.keypoints[j] if preds.present[j] else None,
-                            fps=processed / elapsed if elapsed > 0 else None,
-                        )  # fmt: skip
+                        latest = _overlay(people, logs, names, processed / elapsed if elapsed > 0 else None)
                     j += 1
                 if "video" in sinks:
                     sinks["video"].write(draw(frame, latest) if latest is not None else frame)
@@ -136,31 +194,62 @@ def analyse_video(
         bar.close()
         elapsed = time.perf_counter() - t0
         duration = frames_read / info.fps
-        segments = timeline.segments(end_s=duration)
-        label, score = timeline.video_label()
-        probs = {n: round(float(v), 4) for n, v in zip(names, timeline.video_probs())}
-        result = VideoResult(str(source), label, score, probs, segments, frames_read, processed, duration, processed / max(elapsed, 1e-9))
+        step = 1 / reader.fps
+        tracks = [log.result(tid, names, step) for tid, log in sorted(logs.items())]
+        main = max(logs, key=lambda tid: logs[tid].weight) if logs else None
+        if main is not None:
+            m = next(tr for tr in tracks if tr.id == main)
+            label, score, probs, segments = m.label, m.score, m.probs, m.segments
+        else:
+            label, score, probs, segments = NOBODY, 0.0, {n: 0.0 for n in names}, []
+        result = VideoResult(
+            str(source), label, score, probs, segments, frames_read, processed, duration, processed / max(elapsed, 1e-9), main, tracks
+        )
         if "json" in sinks:
             sinks.pop("json").close(
                 {
                     "frame_count": frames_read, "processed_frames": processed, "duration_s": round(duration, 4),
+                    "main_track": main, "label": label, "score": round(score, 4),
                     "video": {"label": label, "score": round(score, 4), "probs": probs},
-                    "segments": [s.to_dict() for s in segments], "processing_fps": round(result.processing_fps, 2),
+                    "segments": [s.to_dict() for s in segments], "tracks": [tr.to_dict() for tr in tracks],
+                    "processing_fps": round(result.processing_fps, 2),
                 }
             )  # fmt: skip
             result.outputs["json"] = str(out.json)
         if out.plot:
-            title = f"{Path(str(source)).name}: {label} ({score:.0%})"
-            gates = {k: np.concatenate(v) for k, v in plot_gates.items()} if plot_gates["update"] else None
-            plot_timeline(out.plot, np.asarray(plot_times), np.stack(plot_probs), names, segments, title, gates)
+            _plot(out.plot, source, result, logs, names)
             result.outputs["plot"] = str(out.plot)
         for name, path in (("csv", out.csv), ("video", out.video)):
             if path:
                 result.outputs[name] = str(path)
         return result
     finally:
+        predictor.inspect = False
         for sink in sinks.values():  # close the CSV and video; a JSON still open here is unfinished: removed
             sink.abort() if isinstance(sink, JsonTimeline) else sink.close()
+
+
+def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str], fps: float | None) -> Overlay:
+    """This frame's drawing: every person, and top-left the visible person who is the main subject so far."""
+    if not people:
+        return Overlay(NOBODY, 0.0, [], fps=fps)
+    main = max(people, key=lambda p: logs[p.track].weight)
+    smoothed = logs[main.track].timeline.smoothed
+    return Overlay(main.label, main.score, _top(smoothed, names, 3), people, main.track, fps=fps)
+
+
+def _plot(path: Path, source: str, result: VideoResult, logs: dict[int, _TrackLog], names: list[str]) -> None:
+    """The main subject's probabilities (and gates) over time, and a band per track."""
+    title = f"{Path(str(source)).name}: {result.label} ({result.score:.0%})"
+    if result.main_track is not None:
+        log = logs[result.main_track]
+        times, probs = np.asarray(log.times), np.stack(log.probs)
+        gates = {"update": np.array([g[0] for g in log.gates]), "reset": np.array([g[1] for g in log.gates])} if log.gates else None
+        title += f", main subject #{result.main_track}" if len(logs) > 1 else ""
+    else:
+        times, probs, gates = np.zeros(0), np.zeros((0, len(names))), None
+    bands = [(tr.id, tr.segments) for tr in result.tracks]
+    plot_timeline(path, times, probs, names, result.segments, title, gates, bands, result.duration_s)
 
 
 def analyse_many(
@@ -190,5 +279,7 @@ def analyse_many(
         line = f"{src}: {r.label} ({r.score:.2f}) | " + ", ".join(
             f"{s.start_s:.1f}-{s.end_s:.1f}s {s.label} {s.score:.2f}" for s in r.segments
         )
+        if len(r.tracks) > 1:
+            line += f" | {len(r.tracks)} people: " + ", ".join(f"#{t.id} {t.label} ({t.score:.2f})" for t in r.tracks)
         tqdm.write(line)  # stdout, around the progress bars
     return results, failed

@@ -1,15 +1,16 @@
 """Live labels from a camera or stream with bounded latency: the webcam demo of ``infer.py``.
 
 Per processed frame: the newest captured frame (older ones are dropped, see ``capture.py``), one extractor
-forward and one GRU step with the hidden state carried, smoothed probabilities for display, drawing, and
-the outputs (window, recording, MJPEG server).
+forward, the tracker's update and one GRU step over every tracked person (one batch, each with their own
+state carried), smoothed probabilities per person for display, drawing (every person's box, id and action;
+the main subject's label and top-3 top-left), and the outputs (window, recording, MJPEG server).
 
 Frame rate seen by the GRU: the model is fed at most at the rate it was trained at (a frame that arrives
 sooner than 1/fps after the last one fed is shown with the current label but not fed), so a 30 or 60 fps
 camera looks like training data. When processing is slower than that rate, the GRU sees fewer frames per
 second than in training; the window then says so ("model at N of 25 fps"); the remedy is a faster device or
-a checkpoint trained at a smaller image size. After ``reset_after_s`` with nobody in view the GRU state resets,
-so the next person starts from a clean memory.
+a checkpoint trained at a smaller image size. A person who leaves is forgotten (track and state) after the
+tracker's lost time; after ``reset_after_s`` with nobody in view everything resets.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.annotate import Overlay, draw
+from pipeline.annotate import Overlay, Person, draw
 from pipeline.capture import LatestFrameCapture
 from pipeline.outputs import VideoSink
 from pipeline.predictor import ActionPredictor
 from pipeline.serve import FrameServer
-from pipeline.timeline import Smoother, label_of
+from pipeline.timeline import NOBODY, Smoother, label_of
 
 WINDOW = "yolo-gru-actions (q: quit, r: reset, space: pause, s: snapshot)"
 
@@ -84,16 +85,17 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
     names = predictor.class_names
     fps = predictor.fps or capture.fps
     min_gap = 1.0 / fps if predictor.fps else 0.0
-    smoother = Smoother(opts.smooth_s)
+    smoothers: dict[int, Smoother] = {}  # display smoothing, one per track
+    weights: dict[int, float] = {}  # the main-subject rule's running sum per track
     stats = LiveStats()
     sink: VideoSink | None = None
     server: FrameServer | None = None
-    overlay = Overlay("uncertain", 0.0, [])
+    overlay = Overlay(NOBODY, 0.0, [])
     last_fed, last_person, latency_ms = -1e9, time.perf_counter(), None
     recent: deque = deque()  # times of the frames fed in the last 2 s, for the displayed rate
     paused, was_reset = False, False
     start = time.perf_counter()
-    predictor.reset()
+    predictor.reset(fps)
     try:
         if opts.show:
             check_display()
@@ -117,25 +119,34 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                 recent.append(lf.captured_at)
                 while recent[0] < lf.captured_at - 2.0:
                     recent.popleft()
-                present = bool(pred.present[0])
-                if present:
+                if len(pred.track):
                     last_person, was_reset = lf.captured_at, False
                 elif not was_reset and lf.captured_at - last_person >= opts.reset_after_s:
-                    predictor.reset()  # nobody for a while: the next person starts from a clean memory
-                    smoother.reset()
+                    predictor.reset(fps)  # nobody for a while: the next person starts from a clean memory
+                    smoothers.clear()
+                    weights.clear()
                     stats.resets += 1
                     was_reset = True
-                p = smoother.add(lf.captured_at, pred.probs[0])
-                label, score = label_of(p, names, opts.threshold)
-                top = [(names[i], float(p[i])) for i in np.argsort(-p)[:3]]
+                for tid in [t for t in smoothers if t not in predictor.states.slot]:  # tracks the tracker dropped
+                    del smoothers[tid], weights[tid]
+                people = []
+                for r in range(len(pred.track)):
+                    tid = int(pred.track[r])
+                    p = smoothers.setdefault(tid, Smoother(opts.smooth_s)).add(lf.captured_at, pred.probs[r])
+                    weights[tid] = weights.get(tid, 0.0) + float(pred.weight[r])
+                    label, score = label_of(p, names, opts.threshold)
+                    people.append(Person(tid, pred.boxes[r], pred.keypoints[r], label, score))
                 rate = len(recent) / 2.0 if lf.captured_at - start > 2.0 else None
                 status = capture.status
                 if rate is not None and predictor.fps and rate < 0.8 * predictor.fps:
                     status = status or f"model at {rate:.0f} of {predictor.fps:.0f} fps"
-                overlay = Overlay(
-                    label, score, top, pred.boxes[0] if present else None, pred.keypoints[0] if present else None,
-                    fps=rate, latency_ms=latency_ms, status=status,
-                )  # fmt: skip
+                if people:
+                    main = max(people, key=lambda q: weights[q.track])
+                    p = smoothers[main.track].value
+                    top = [(names[i], float(p[i])) for i in np.argsort(-p)[:3]]
+                    overlay = Overlay(main.label, main.score, top, people, main.track, fps=rate, latency_ms=latency_ms, status=status)
+                else:
+                    overlay = Overlay(NOBODY, 0.0, [], fps=rate, latency_ms=latency_ms, status=status)
             else:
                 overlay.status = "paused" if paused else capture.status
             draw(frame, overlay)
@@ -153,8 +164,9 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                 if key in (ord("q"), 27) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
                     break
                 if key == ord("r"):
-                    predictor.reset()
-                    smoother.reset()
+                    predictor.reset(fps)
+                    smoothers.clear()
+                    weights.clear()
                     stats.resets += 1
                 elif key == ord(" "):
                     paused = not paused

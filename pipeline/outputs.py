@@ -2,27 +2,37 @@
 
 The JSON and CSV are written frame by frame as results arrive, so memory stays flat on long videos.
 
-JSON schema (``schema_version`` 1)::
+JSON schema (``schema_version`` 2)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "source": str,                 # path or URL
       "checkpoint": str,
       "classes": [str, ...],
       "fps": float,                  # rate the model ran at (the training fps, or the source's)
       "source_fps": float,
       "smoothing": {"smooth_s": float, "min_duration_s": float, "threshold": float},
+      "tracker": {"kind": str, "conf": float, "lost_s": float, "match_iou": float},
+      "max_people": int,
       "frames": [                    # one per processed frame (left out with --no-frames)
         {"frame": int,               # index in the source video
          "time_s": float,            # frame / source_fps
-         "label": str, "score": float,   # smoothed label (what the video shows)
-         "top": [[str, float], ...]} # top-k raw probabilities of this frame
+         "tracks": [                 # every person seen in this frame
+           {"id": int,               # track id, stable while the person stays in view
+            "box": [x0, y0, x1, y1], # source pixels
+            "label": str, "score": float,   # that person's smoothed label
+            "top": [[str, float], ...]}     # top-k raw probabilities
+         ]}
       ],
       "frame_count": int,            # source frames read
       "processed_frames": int,
       "duration_s": float,
-      "video": {"label": str, "score": float, "probs": {class: float}},  # mean of per-frame probabilities
-      "segments": [{"start_s": float, "end_s": float, "label": str, "score": float}],
+      "main_track": int | null,      # the main subject (see pipeline/tracking.py); null: nobody was seen
+      "label": str, "score": float,  # the main subject's action ("nobody" when no one was seen)
+      "video": {"label": str, "score": float, "probs": {class: float}},  # main subject: mean of per-frame probabilities
+      "segments": [{"start_s": float, "end_s": float, "label": str, "score": float}],  # main subject's
+      "tracks": [{"id": int, "first_s": float, "last_s": float, "label": str, "score": float,
+                  "frames": int, "probs": {class: float}, "segments": [...]}],
       "processing_fps": float
     }
 """
@@ -40,7 +50,7 @@ import numpy as np
 
 from pipeline.timeline import Segment
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class OutputError(RuntimeError):
@@ -78,10 +88,10 @@ class JsonTimeline:
         self._f.write('  "frames": [')
         self._first = True
 
-    def frame(self, index: int, time_s: float, label: str, score: float, top: list[tuple[str, float]]) -> None:
+    def frame(self, index: int, time_s: float, tracks: list[dict]) -> None:
         if not self.with_frames:
             return
-        rec = {"frame": int(index), "time_s": round(time_s, 4), "label": label, "score": round(score, 4), "top": [[n, round(float(p), 4)] for n, p in top]}
+        rec = {"frame": int(index), "time_s": round(time_s, 4), "tracks": tracks}
         self._f.write(("\n    " if self._first else ",\n    ") + json.dumps(rec))
         self._first = False
 
@@ -96,15 +106,15 @@ class JsonTimeline:
 
 
 class CsvTimeline:
-    """``frame,time_s,label,score,<class probabilities>`` per processed frame."""
+    """``frame,time_s,track,label,score,<class probabilities>`` per processed frame and person in view."""
 
     def __init__(self, path: Path, class_names: list[str]):
         self._f = _open(Path(path), newline="")
         self._w = csv.writer(self._f)
-        self._w.writerow(["frame", "time_s", "label", "score", *class_names])
+        self._w.writerow(["frame", "time_s", "track", "label", "score", *class_names])
 
-    def frame(self, index: int, time_s: float, label: str, score: float, probs: np.ndarray) -> None:
-        self._w.writerow([int(index), f"{time_s:.4f}", label, f"{score:.4f}", *(f"{p:.4f}" for p in probs)])
+    def frame(self, index: int, time_s: float, track: int, label: str, score: float, probs: np.ndarray) -> None:
+        self._w.writerow([int(index), f"{time_s:.4f}", int(track), label, f"{score:.4f}", *(f"{p:.4f}" for p in probs)])
 
     def close(self) -> None:
         self._f.close()
@@ -140,17 +150,23 @@ def plot_timeline(
     segments: list[Segment],
     title: str = "",
     gates: dict[str, np.ndarray] | None = None,
+    tracks: list[tuple[int, list[Segment]]] | None = None,
+    duration_s: float | None = None,
 ) -> Path:
-    """Class probabilities over time with the segments shaded; with ``gates`` ({"update": (T,), "reset": (T,)})
-    a second panel shows the GRU's mean gate activity."""
+    """Class probabilities over time with the segments shaded; with ``tracks`` ([(id, segments)], more than
+    one) a panel with one band per person, coloured by action; with ``gates`` ({"update": (T,), "reset":
+    (T,)}) a panel of the GRU's mean gate activity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     check_writable(path)
-    rows = 2 if gates else 1
-    fig, axes = plt.subplots(rows, 1, figsize=(11, 3.6 + 1.8 * (rows - 1)), sharex=True, squeeze=False, height_ratios=[2, 1][:rows])
+    tracks = tracks if tracks and len(tracks) > 1 else None
+    panels = ["probs"] + (["tracks"] if tracks else []) + (["gates"] if gates else [])
+    ratios = {"probs": 2, "tracks": max(0.6, 0.25 * len(tracks or [])), "gates": 1}
+    heights = [ratios[p] for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 1.8 * sum(heights)), sharex=True, squeeze=False, height_ratios=heights)
     ax = axes[0, 0]
     colors = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     color_of = {n: colors(i % colors.N) for i, n in enumerate(class_names)}
@@ -163,13 +179,24 @@ def plot_timeline(
     ax.set_ylabel("probability")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10, pad=16)
+    if tracks:
+        tx = axes[panels.index("tracks"), 0]
+        for row, (tid, segs) in enumerate(tracks):
+            for seg in segs:
+                tx.barh(row, seg.end_s - seg.start_s, left=seg.start_s, height=0.7, color=color_of.get(seg.label, (0.6, 0.6, 0.6)))
+                tx.text((seg.start_s + seg.end_s) / 2, row, seg.label, ha="center", va="center", fontsize=7)
+        tx.set_yticks(range(len(tracks)), [f"#{tid}" for tid, _ in tracks], fontsize=8)
+        tx.set_ylim(len(tracks) - 0.5, -0.5)
+        tx.set_ylabel("person")
     if gates:
-        gx = axes[1, 0]
+        gx = axes[panels.index("gates"), 0]
         for name, values in gates.items():
             gx.plot(times, values, lw=1.2, label=f"mean {name} gate")
         gx.set_ylim(0, 1)
         gx.set_ylabel("gate")
         gx.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    if duration_s:
+        ax.set_xlim(0, duration_s)
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,9 +1,11 @@
-"""Frames -> per-frame class probabilities, streaming: the extractor and the GRU built from a checkpoint.
+"""Frames -> per-person class probabilities, streaming: the extractor, the tracker and the GRU from a checkpoint.
 
 The checkpoint alone configures the extractor (weights identity, image size, layers, fps), so features
-match training exactly. Every call costs one extractor forward over the new frames and one recurrent pass
-over them with the hidden state carried: a batch of frames gives the same per-frame outputs as the frames
-one at a time, and no window is ever recomputed. Results stay on the device until one copy per batch.
+match training exactly. Every call costs one extractor forward over the new frames, the tracker's update
+per frame, and per frame one recurrent step over all live tracks as one batch, each track with its own
+carried state: a batch of frames gives the same outputs as the frames one at a time, a track's outputs
+equal a full-sequence forward over that track's features (``pipeline.tracking.track_sequence``), and no
+window is ever recomputed. Results stay on the device until one copy per batch.
 """
 
 from __future__ import annotations
@@ -17,34 +19,100 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
 from pipeline.classifier import ActionClassifier
-from pipeline.features import ExtractorConfig, FeatureExtractor, resolve_device
+from pipeline.features import MAX_PEOPLE, ExtractorConfig, FeatureExtractor, resolve_device
 from pipeline.gates import ExplicitGRU, mean_gate_activity
-from pipeline.model import Hidden
+from pipeline.tracking import PersonTracker, TrackerConfig, subject_weight, track_batch
 
 
 @dataclass
 class Predictions:
-    """Per-frame results of one batch, on the host: ``probs`` (B, C), the main person's box (B, 4 xyxy,
-    source pixels), keypoints (B, 17, 3) and presence (B,)."""
+    """Results of one batch of frames, on the host, one row per person seen (grouped by frame, in order):
+    the frame's position in the batch ``frame`` (R,), ``track`` id (R,), class ``probs`` (R, C), ``boxes``
+    (R, 4 xyxy, source pixels), ``keypoints`` (R, 17, 3), detection ``scores`` (R,), the main-subject rule's
+    ``weight`` (R,), and with ``inspect`` on, the mean update / reset ``gates`` (R,) of the GRU step."""
 
+    frames: int
+    frame: np.ndarray
+    track: np.ndarray
     probs: np.ndarray
     boxes: np.ndarray
     keypoints: np.ndarray
-    present: np.ndarray
+    scores: np.ndarray
+    weight: np.ndarray
+    gates: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return len(self.probs)
+        return self.frames
+
+    def rows(self) -> list[np.ndarray]:
+        """Row indices of each frame of the batch."""
+        starts = np.searchsorted(self.frame, np.arange(self.frames + 1))
+        return [np.arange(starts[i], starts[i + 1]) for i in range(self.frames)]
+
+
+class TrackStates:
+    """The recurrent state of every live track, one slot each in one tensor, so that all tracks step as
+    one batch. A new track starts from the zero state; a track unseen for ``lost_frames`` is dropped."""
+
+    def __init__(self, lost_frames: int):
+        self.lost_frames = lost_frames
+        self.slot: dict[int, int] = {}
+        self.last_seen: dict[int, int] = {}
+        self.state: list[torch.Tensor] = []  # (layers, capacity, hidden) each: [h] for GRU / RNN, [h, c] for LSTM
+        self.free: list[int] = []
+
+    @property
+    def capacity(self) -> int:
+        return self.state[0].shape[1] if self.state else 0
+
+    def _grow(self, template: list[torch.Tensor]) -> None:
+        """Double the slots (at least 4 more), zero-initialised like ``template`` (layers, 1, hidden)."""
+        more = max(self.capacity, 4)
+        new = [z.expand(-1, more, -1).clone() for z in template]
+        self.free += range(self.capacity + more - 1, self.capacity - 1, -1)
+        self.state = [torch.cat([s, n], 1) for s, n in zip(self.state, new)] if self.state else new
+
+    def alive(self, now: int, seen: np.ndarray, template: list[torch.Tensor]) -> tuple[list[int], torch.Tensor]:
+        """Tracks to step at frame ``now`` (those ``seen`` now first, in their order) and their slots.
+
+        ``template``: zero states (layers, 1, hidden) that show the shapes, for a new track's slot."""
+        for t in [t for t, last in self.last_seen.items() if now - last > self.lost_frames]:
+            self.free.append(self.slot.pop(t))
+            del self.last_seen[t]
+        seen_ids = seen.tolist()
+        for t in seen_ids:
+            self.last_seen[t] = now
+            if t not in self.slot:
+                if not self.free:
+                    self._grow(template)
+                self.slot[t] = self.free.pop()
+                for s in self.state:  # a reused slot: back to the zero state
+                    s[:, self.slot[t]] = 0
+        ids = seen_ids + [t for t in self.slot if t not in set(seen_ids)]
+        return ids, torch.tensor([self.slot[t] for t in ids], dtype=torch.long, device=template[0].device)
 
 
 class ActionPredictor:
-    """Streaming action recognition from a training checkpoint.
+    """Streaming action recognition of every person in view, from a training checkpoint.
 
     ``predictor(frames)`` with uint8 BGR frames (B, H, W, 3), consecutive in time at the checkpoint's fps,
-    returns their :class:`Predictions` and carries the recurrent state to the next call; ``reset()``
-    starts a new sequence (a new video, or the live demo's reset).
+    returns their :class:`Predictions`: the extractor's one forward over the batch gives every person, the
+    tracker follows them, and per frame one recurrent step over all live tracks (a batch, whatever the
+    crowd) with each track's state carried. ``reset()`` starts a new video.
+
+    ``max_people``: people per frame (the highest-scoring); 1 gives one label per video, the single-subject
+    mode. ``tracker``: the tracker's settings (``pipeline.tracking``).
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", half: bool = True, weights: str | None = None):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "auto",
+        half: bool = True,
+        weights: str | None = None,
+        max_people: int = MAX_PEOPLE,
+        tracker: TrackerConfig | None = None,
+    ):
         ckpt = read_checkpoint(checkpoint)
         hp = ckpt["hyper_parameters"]
         self.record: dict = hp["extractor"]
@@ -53,7 +121,7 @@ class ActionPredictor:
         if weights:  # the same weights file elsewhere; its sha256 must still match
             cfg["weights"] = weights
         self.device = resolve_device(device)
-        self.extractor = FeatureExtractor(ExtractorConfig.from_dict(cfg))
+        self.extractor = FeatureExtractor(ExtractorConfig.from_dict(cfg), max_people=max_people)
         check_extractor(self.record, self.extractor.identity, self.extractor.feature_dim, source=f"checkpoint {checkpoint}")
         self.extractor.place(self.device, half=half)
         params = inspect.signature(ActionClassifier).parameters
@@ -64,10 +132,11 @@ class ActionPredictor:
             raise CheckpointError(f"checkpoint {checkpoint}: weights do not fit its own settings ({str(e).splitlines()[0]})") from None
         self.model = classifier.model.eval().to(self.device)
         self.cell: str = hp.get("cell", "gru")
-        self.hidden: Hidden | None = None
-        self.last_features: torch.Tensor | None = None  # (B, D) of the last call, on the device
+        self.tracker_config = tracker or TrackerConfig(conf=self.config.conf)
+        self.inspect = False  # also run the explicit GRU cell for its gates (the timeline plot's lower panel)
         self._inspector = ExplicitGRU(self.model.rnn).to(self.device) if self.cell == "gru" else None
-        self._gate_hidden: torch.Tensor | None = None
+        self._fps: float | None = None
+        self.reset()
 
     @property
     def config(self) -> ExtractorConfig:
@@ -78,31 +147,66 @@ class ActionPredictor:
         """The frame rate the model was trained at (None: each video's own)."""
         return self.config.fps
 
-    def reset(self) -> None:
-        self.hidden = None
-        self._gate_hidden = None
+    @property
+    def can_inspect(self) -> bool:
+        return self._inspector is not None
 
-    @torch.inference_mode()
-    def gate_activity(self) -> dict[str, np.ndarray] | None:
-        """Mean update and reset gate per frame of the last call, from the explicit GRU cell run beside
-        ``nn.GRU`` with its own carried state (inspection only; None for LSTM / RNN models)."""
-        if self._inspector is None or self.last_features is None:
-            return None
-        _, self._gate_hidden, gates = self._inspector(self.model.embed(self.last_features[None].float()), self._gate_hidden)
-        return {k: v[0].cpu().numpy() for k, v in mean_gate_activity(gates).items()}
+    def reset(self, fps: float | None = None) -> None:
+        """Start a new video whose frames arrive at ``fps`` (default: the model's)."""
+        self._fps = fps or self.fps or 25.0
+        self.tracker = PersonTracker(self.tracker_config, self._fps)
+        self.states = TrackStates(self.tracker.lost_frames)
+        self.gate_states = TrackStates(self.tracker.lost_frames)
+        self.frame_no = 0
+
+    def _template(self) -> list[torch.Tensor]:
+        rnn = self.model.rnn
+        z = torch.zeros(rnn.num_layers, 1, rnn.hidden_size, device=self.device)
+        return [z, z] if self.cell == "lstm" else [z]
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray | torch.Tensor) -> Predictions:
-        out = self.extractor(frames)
-        self.last_features = out.features
-        logits, self.hidden = self.model(out.features[None].float(), hidden=self.hidden)
-        probs = logits[0].softmax(-1)
-        # one device -> host copy per batch
-        host = torch.cat([probs, out.boxes, out.keypoints.flatten(1), out.present[:, None].float()], 1).cpu().numpy()
-        c = probs.shape[1]
+        det = self.extractor(frames)
+        # one copy to the host for the tracker (boxes, scores, frame) and the drawing (keypoints)
+        host = torch.cat([det.boxes, det.scores[:, None], det.frame[:, None].float(), det.keypoints.flatten(1)], 1).cpu().numpy()
+        images = (frames.cpu().numpy() if torch.is_tensor(frames) else frames) if self.tracker.needs_images else None
+        tracked = track_batch(self.tracker, host[:, 5].astype(np.int64), host[:, :4], host[:, 4], len(frames), images)
+        template = self._template()
+        probs, rows, tracks, gates = [], [], [], []
+        for ids, idx in tracked:
+            alive, slots = self.states.alive(self.frame_no, ids, template)
+            self.frame_no += 1
+            if not alive:
+                continue
+            x = det.features.new_zeros(len(alive), det.features.shape[1])
+            x[: len(ids)] = det.features[torch.from_numpy(idx).to(self.device)]
+            hidden = tuple(s[:, slots] for s in self.states.state)
+            logits, new = self.model(x[:, None].float(), hidden=hidden if self.cell == "lstm" else hidden[0])
+            for s, n in zip(self.states.state, new if self.cell == "lstm" else (new,)):
+                s[:, slots] = n
+            probs.append(logits[: len(ids), 0].softmax(-1))
+            rows.append(idx)
+            tracks.append(ids)
+            if self.inspect and self._inspector is not None:
+                gates.append(self._gates(x, ids, template))
+        c = len(self.class_names)
+        rows_all = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        sel = torch.from_numpy(rows_all).to(self.device)
+        p = torch.cat(probs) if probs else det.features.new_zeros(0, c)
+        w = subject_weight(det.features[sel]) if len(sel) else p.new_zeros(0)
+        g = torch.cat(gates) if gates else p.new_zeros(0, 2)
+        out = torch.cat([p, w[:, None], g if len(g) == len(p) else p.new_zeros(len(p), 2)], 1).cpu().numpy()  # one copy back
         return Predictions(
-            probs=host[:, :c],
-            boxes=host[:, c : c + 4],
-            keypoints=host[:, c + 4 : -1].reshape(len(host), -1, 3),
-            present=host[:, -1] > 0.5,
-        )
+            frames=len(frames), frame=host[rows_all, 5].astype(np.int64),
+            track=np.concatenate(tracks) if tracks else np.zeros(0, np.int64),
+            probs=out[:, :c], boxes=host[rows_all, :4], keypoints=host[rows_all, 6:].reshape(-1, 17, 3), scores=host[rows_all, 4],
+            weight=out[:, c], gates={"update": out[:, c + 1], "reset": out[:, c + 2]} if gates else None,
+        )  # fmt: skip
+
+    def _gates(self, x: torch.Tensor, ids: np.ndarray, template: list[torch.Tensor]) -> torch.Tensor:
+        """Mean update and reset gate (len(ids), 2) of this step, from the explicit GRU cell with its own state per track."""
+        alive, slots = self.gate_states.alive(self.frame_no - 1, ids, template[:1])
+        _, h, g = self._inspector(self.model.embed(x[:, None].float()), self.gate_states.state[0][:, slots])
+        self.gate_states.state[0][:, slots] = h
+        m = mean_gate_activity(g)
+        return torch.stack([m["update"][: len(ids), 0], m["reset"][: len(ids), 0]], 1)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 UNCERTAIN = "uncertain"
+NOBODY = "nobody"  # the video-level label when no person was tracked at all
 
 
 @dataclass
@@ -90,8 +91,11 @@ class Timeline:
     so that a model unsure of itself does not name a wrong action.
     """
 
-    def __init__(self, class_names: list[str], smooth_s: float = 0.3, min_duration_s: float = 0.5, threshold: float = 0.0):
+    def __init__(
+        self, class_names: list[str], smooth_s: float = 0.3, min_duration_s: float = 0.5, threshold: float = 0.0, start_s: float = 0.0
+    ):
         self.class_names = list(class_names)
+        self.start_s = start_s  # the first segment opens here: 0 for a video, the first frame for a track
         self.smooth_s, self.min_duration_s, self.threshold = smooth_s, min_duration_s, threshold
         self._smoother = Smoother(smooth_s)
         self.frames = 0
@@ -125,7 +129,7 @@ class Timeline:
     def _segment(self, t: float, label: str, p: np.ndarray) -> None:
         cur = self._current
         if cur is None:  # the first segment opens at time 0
-            cur = self._current = _Run(label, 0.0, np.zeros_like(p))
+            cur = self._current = _Run(label, self.start_s, np.zeros_like(p))
             self._run_start = t
         if label == cur.label:
             if self._candidate is not None:  # a change that did not last: its frames stay in this segment
@@ -154,7 +158,7 @@ class Timeline:
         self._run_start = cand.start_s
 
     def segments(self, end_s: float | None = None) -> list[Segment]:
-        """Segments so far, contiguous from 0; the open one ends at ``end_s`` (default: the last frame)."""
+        """Segments so far, contiguous from ``start_s``; the open one ends at ``end_s`` (default: the last frame)."""
         if self._current is None:
             return []
         cur = _Run(self._current.label, self._current.start_s, self._current.probs.copy(), self._current.top, self._current.frames, self._current.confirmed)

@@ -71,16 +71,38 @@ def run_script(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: f
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def make_checkpoint(path: Path, class_names=("walk", "wave"), fps: float | None = None, layers=(16,), cell: str = "gru", seed: int = 0) -> Path:
-    """A checkpoint as ``train.py`` writes it, for a random-init extractor and an untrained classifier
-    with non-trivial normalisation statistics: fast, and enough to test everything but accuracy."""
+def seeing_weights(path: Path, bias: float = 8.0) -> Path:
+    """The random-init test model with its person score raised, saved as an Ultralytics ``.pt`` file, so
+    that it "sees" people on any frame (bias 8: one steady person per synthetic clip; 11: a crowd of 14).
+    Fast and deterministic; it says nothing about accuracy."""
+    import torch
+
+    from pipeline.weights import load_pose_model
+
+    if not path.is_file():
+        model, _ = load_pose_model(TINY_MODEL)
+        for branch in model.model[-1].cv3:
+            branch[-1].bias.data[0] += bias
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model, "train_args": {}}, path)
+    return path
+
+
+def make_checkpoint(
+    path: Path, class_names=("walk", "wave"), fps: float | None = None, layers=(16,), cell: str = "gru", seed: int = 0, weights: str | None = None,
+    imgsz: int = 64,
+) -> Path:
+    """A checkpoint as ``train.py`` writes it, for a random-init extractor that sees one person per frame
+    (``seeing_weights``) and an untrained classifier with non-trivial normalisation statistics: fast, and
+    enough to test everything but accuracy."""
     import torch
 
     from pipeline.classifier import ActionClassifier
     from pipeline.extract import extractor_record
     from pipeline.features import ExtractorConfig, FeatureExtractor
 
-    record = extractor_record(FeatureExtractor(ExtractorConfig(weights=TINY_MODEL, imgsz=64, layers=tuple(layers), fps=fps)))
+    weights = weights or str(seeing_weights(path.parent / "tiny-person.pt"))
+    record = extractor_record(FeatureExtractor(ExtractorConfig(weights=weights, imgsz=imgsz, layers=tuple(layers), fps=fps)))
     torch.manual_seed(seed)
     clf = ActionClassifier(record["feature_dim"], list(class_names), record, cell=cell)
     clf.model.set_normalization(torch.randn(record["feature_dim"]) * 0.1, torch.rand(record["feature_dim"]) + 0.5)

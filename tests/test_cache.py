@@ -7,7 +7,7 @@ from pipeline.cache import FeatureCache, Sequence
 
 
 def seq(t=5, d=3):
-    return Sequence(np.arange(t * d, dtype=np.float32).reshape(t, d), np.arange(t) * 2, 12.5, 25.0)
+    return Sequence(np.arange(t * d, dtype=np.float32).reshape(t, d), np.arange(t), np.ones(t, np.int64), np.arange(t) * 2, 12.5, 25.0)
 
 
 def test_save_load_round_trip(tmp_path):
@@ -21,6 +21,8 @@ def test_save_load_round_trip(tmp_path):
     got = FeatureCache.load(entry)
     assert cache.has(video, tmp_path / "data")
     np.testing.assert_array_equal(got.features, seq().features)
+    np.testing.assert_array_equal(got.frame, seq().frame)
+    np.testing.assert_array_equal(got.track, seq().track)
     assert got.frame_index.tolist() == [0, 2, 4, 6, 8] and got.fps == 12.5 and got.source_fps == 25.0
     assert (cache.dir / "extractor.json").is_file()
 

@@ -9,18 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_MODEL, make_dataset, run_script, write_clip
+from conftest import make_dataset, run_script, seeing_weights, write_clip
 from pipeline.cache import FeatureCache
 from pipeline.extract import extract_features, extract_video
 from pipeline.features import ExtractorConfig, FeatureExtractor
 
-CFG = ExtractorConfig(weights=TINY_MODEL, imgsz=64, layers=(16,))
 TRAINER = {"accelerator": "cpu", "devices": 1}
 
 
 @pytest.fixture(scope="module")
-def extractor() -> FeatureExtractor:
-    return FeatureExtractor(CFG)
+def weights(tmp_path_factory) -> str:
+    return str(seeing_weights(tmp_path_factory.mktemp("w") / "tiny-person.pt"))
+
+
+@pytest.fixture(scope="module")
+def extractor(weights) -> FeatureExtractor:
+    return FeatureExtractor(ExtractorConfig(weights=weights, imgsz=64, layers=(16,)))
 
 
 def _bad_files(folder: Path) -> dict[str, Path]:
@@ -41,27 +45,28 @@ def test_bad_files_are_skipped_and_listed_the_rest_extracted(tmp_path, extractor
     good = [write_clip(tmp_path / "v" / f"good{i}.avi", frames=8, seed=i) for i in range(2)]
     bad = _bad_files(tmp_path / "v")
     cache = FeatureCache(tmp_path / "cache", "k")
-    failed = extract_features([*good, *bad.values()], cache, CFG, tmp_path / "v", 8, TRAINER, extractor)
+    failed = extract_features([*good, *bad.values()], cache, extractor.config, tmp_path / "v", 8, TRAINER, extractor)
     assert sorted(Path(p).name for p, _ in failed) == sorted(p.name for p in bad.values())
     reasons = {Path(p).name: why for p, why in failed}
     assert "empty" in reasons["bob_empty.avi"]
     assert all(why and "\n" not in why for why in reasons.values())
     for g in good:
         seq = cache.load(cache.entry(g, tmp_path / "v"))
-        assert seq.features.shape == (8, extractor.feature_dim)
+        assert seq.features.shape == (8, extractor.feature_dim) and seq.subject().shape == (8, extractor.feature_dim)
     # a second run extracts nothing new: the good videos are cached, the bad ones fail again
-    again = extract_features([*good, *bad.values()], cache, CFG, tmp_path / "v", 8, TRAINER, extractor)
+    again = extract_features([*good, *bad.values()], cache, extractor.config, tmp_path / "v", 8, TRAINER, extractor)
     assert len(again) == len(bad)
 
 
-def test_extract_video_matches_cache_and_respects_fps(tmp_path, extractor):
+def test_extract_video_matches_cache_and_respects_fps(tmp_path, extractor, weights):
     clip = write_clip(tmp_path / "c.avi", frames=20, fps=25)
     seq = extract_video(extractor, clip, batch_size=7)  # batches that do not divide the length
-    assert seq.features.shape == (20, extractor.feature_dim)
+    assert seq.features.shape == (20, extractor.feature_dim) and seq.track_ids() == [1]
     np.testing.assert_array_equal(seq.frame_index, np.arange(20))
-    sub = extract_video(FeatureExtractor(ExtractorConfig(weights=TINY_MODEL, imgsz=64, layers=(16,), fps=12.5)), clip)
+    np.testing.assert_array_equal(seq.frame, np.arange(20))
+    sub = extract_video(FeatureExtractor(ExtractorConfig(weights=weights, imgsz=64, layers=(16,), fps=12.5)), clip)
     np.testing.assert_array_equal(sub.frame_index, np.arange(0, 20, 2))
-    np.testing.assert_allclose(sub.features, seq.features[::2], atol=1e-5)
+    np.testing.assert_allclose(sub.subject(), seq.subject()[::2], atol=1e-5)
 
 
 KILLER = textwrap.dedent(
@@ -72,7 +77,7 @@ KILLER = textwrap.dedent(
     from pipeline.extract import extract_features
     from pipeline.features import ExtractorConfig
 
-    root, cache_dir, kill_after = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    root, cache_dir, kill_after, weights = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     saves = 0
     real_save = FeatureCache.save
 
@@ -86,7 +91,7 @@ KILLER = textwrap.dedent(
         real_save(self, path, seq)
 
     FeatureCache.save = save
-    cfg = ExtractorConfig(weights="yolo11n-pose.yaml", imgsz=64, layers=(16,))
+    cfg = ExtractorConfig(weights=weights, imgsz=64, layers=(16,))
     videos = sorted(root.rglob("*.avi"))
     failed = extract_features(videos, FeatureCache(cache_dir, "k"), cfg, root, 8, {"accelerator": "cpu", "devices": 1})
     print("FAILED", len(failed))
@@ -94,28 +99,29 @@ KILLER = textwrap.dedent(
 )
 
 
-def test_killed_extraction_resumes_to_the_same_cache(tmp_path):
+def test_killed_extraction_resumes_to_the_same_cache(tmp_path, weights):
     root = make_dataset(tmp_path / "data", actors=("ann", "bob", "cid"), frames=8)
     script = tmp_path / "extract.py"
     script.write_text(KILLER)
     env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
-    killed = run_script(str(script), str(root), str(tmp_path / "resumed"), "2", env=env)
+    killed = run_script(str(script), str(root), str(tmp_path / "resumed"), "2", weights, env=env)
     assert killed.returncode == -9, killed.stderr[-2000:]
     cache_dir = tmp_path / "resumed" / "k"
     assert len(list(cache_dir.glob("*.npz"))) == 2
     assert len(list(cache_dir.glob(".*.tmp"))) == 1  # never read as an entry
 
-    resumed = run_script(str(script), str(root), str(tmp_path / "resumed"), "1000", env=env)
+    resumed = run_script(str(script), str(root), str(tmp_path / "resumed"), "1000", weights, env=env)
     assert resumed.returncode == 0 and "FAILED 0" in resumed.stdout, resumed.stderr[-2000:]
     assert "extracting features of 4 videos" in resumed.stderr  # 6 videos, 2 already done
 
-    clean = run_script(str(script), str(root), str(tmp_path / "clean"), "1000", env=env)
+    clean = run_script(str(script), str(root), str(tmp_path / "clean"), "1000", weights, env=env)
     assert clean.returncode == 0, clean.stderr[-2000:]
     a = sorted(p.name for p in cache_dir.glob("*.npz"))
     b = sorted(p.name for p in (tmp_path / "clean" / "k").glob("*.npz"))
     assert a == b and len(a) == 6
     for name in a:
         x, y = FeatureCache.load(cache_dir / name), FeatureCache.load(tmp_path / "clean" / "k" / name)
-        np.testing.assert_array_equal(x.features, y.features)
-        np.testing.assert_array_equal(x.frame_index, y.frame_index)
+        assert len(x.features) > 0
+        for k in ("features", "frame", "track", "frame_index"):
+            np.testing.assert_array_equal(getattr(x, k), getattr(y, k))

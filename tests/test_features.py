@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REAL_WEIGHTS, TINY_MODEL, WEIZMANN, needs_shared, write_clip
+from conftest import REAL_WEIGHTS, TINY_MODEL, WEIZMANN, needs_shared, seeing_weights, write_clip
 from pipeline.features import (
     FLIP_KEYPOINTS, POSE_DIM, ExtractorConfig, FeatureExtractor, letterbox_shape, mirror_features,
 )  # fmt: skip
@@ -14,45 +14,70 @@ def tiny():
     return FeatureExtractor(ExtractorConfig(weights=TINY_MODEL, imgsz=64, layers=(16, 19, 22)))
 
 
-def test_one_forward_gives_pooled_features_and_pose(tiny, tmp_path):
+@pytest.fixture(scope="module")
+def crowd(tmp_path_factory):
+    """The test model raised to see a crowd (14 people per frame), with person pooling."""
+    w = seeing_weights(tmp_path_factory.mktemp("w") / "crowd.pt", bias=11.0)
+    return FeatureExtractor(ExtractorConfig(weights=str(w), imgsz=64, layers=(16, 19, 22)))
+
+
+def test_one_forward_gives_every_person_with_pooled_features_and_pose(crowd, tmp_path):
     frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=5))])
-    out = tiny(frames)
-    assert tiny.pooled_dim == 64 + 128 + 256 and tiny.feature_dim == tiny.pooled_dim + POSE_DIM
-    assert out.features.shape == (5, tiny.feature_dim) and out.features.dtype == torch.float32
-    assert out.boxes.shape == (5, 4) and out.keypoints.shape == (5, 17, 3)
-    # the pose block follows the flag: zeros exactly where nobody is present
+    out = crowd(frames)
+    assert crowd.pooled_dim == 64 + 128 + 256 and crowd.feature_dim == crowd.pooled_dim + POSE_DIM
+    n = len(out.features)
+    assert n == 5 * 14 and out.features.shape == (n, crowd.feature_dim) and out.features.dtype == torch.float32
+    assert out.boxes.shape == (n, 4) and out.keypoints.shape == (n, 17, 3) and out.scores.shape == (n,)
+    assert torch.equal(out.frame, torch.arange(5).repeat_interleave(14))  # grouped by frame
+    for f in range(5):  # best first within a frame
+        s = out.scores[out.frame == f]
+        assert torch.all(s[:-1] >= s[1:])
     pose = out.features[:, -POSE_DIM:]
-    assert torch.equal(pose[:, 0], out.present.float())
-    assert (pose[~out.present] == 0).all()
+    assert (pose[:, 0] == 1).all() and torch.allclose(pose[:, 1], out.scores)
 
 
-def test_nobody_present_gives_an_all_zero_pose_block(tmp_path):
-    ex = FeatureExtractor(ExtractorConfig(weights=TINY_MODEL, imgsz=64, layers=(22,), conf=1.01, pool="person"))
-    out = ex(np.zeros((3, 48, 64, 3), np.uint8))
-    assert not out.present.any() and (out.features == 0).all()  # person pooling is empty too
+def test_max_people_keeps_the_highest_scoring(crowd, tmp_path):
+    frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=3))])
+    everyone = crowd(frames)
+    crowd.max_people = 3
+    try:
+        capped = crowd(frames)
+    finally:
+        crowd.max_people = 16
+    assert torch.equal(capped.frame, torch.arange(3).repeat_interleave(3))
+    for f in range(3):
+        assert torch.allclose(capped.scores[capped.frame == f], everyone.scores[everyone.frame == f][:3])
 
 
-def test_frames_are_batch_independent(tiny, tmp_path):
+def test_nobody_gives_no_rows(tiny):
+    out = tiny(np.zeros((3, 48, 64, 3), np.uint8))  # random init: no person anywhere
+    assert out.features.shape == (0, tiny.feature_dim) and out.boxes.shape == (0, 4) and len(out.frame) == 0
+
+
+def test_frames_are_batch_independent(crowd, tmp_path):
     frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=6))])
-    together = tiny(frames).features
-    alone = torch.cat([tiny(frames[i : i + 1]).features for i in range(6)])
-    assert (together - alone).abs().max() < 1e-4
+    together = crowd(frames).features
+    alone = torch.cat([crowd(frames[i : i + 1]).features for i in range(6)])
+    assert together.shape == alone.shape and (together - alone).abs().max() < 1e-4
 
 
-def test_fast_head_equals_the_full_pose_head(tiny, tmp_path):
-    """Box and keypoints computed at the best anchor only equal what Ultralytics' whole head gives there."""
-    frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=6, size=(96, 64)))])
+def test_fast_head_equals_the_full_pose_head(crowd, tmp_path):
+    """Boxes and keypoints computed at the candidate anchors only equal what Ultralytics' whole head gives there."""
+    frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=4, size=(96, 64)))])
     with torch.inference_mode():
-        x, *_ = tiny.preprocess(frames)
-        _, feats = tiny._body(x)
-        fast = tiny._detect(feats)
-        tiny._fast_head = False
-        try:
-            full = tiny._detect(feats)
-        finally:
-            tiny._fast_head = True
-    for a, b in zip(fast, full):
-        assert (a - b).abs().max() < 1e-3
+        x, *_ = crowd.preprocess(frames)
+        _, feats = crowd._body(x)
+        image, score, box, kpts = crowd._detect(feats)
+        full = crowd.head(feats)
+        preds = (full[0] if isinstance(full, (tuple, list)) else full).float()  # (B, 4 + nc + 51, anchors), xywh
+    assert len(score) > 4
+    for b, s, bx, k in zip(image, score, box, kpts):
+        same = ((preds[b, 4] - s).abs() < 1e-4).nonzero().squeeze(1)  # anchors with this score (ties happen)
+        xy, wh = preds[b, 0:2, same], preds[b, 2:4, same]
+        err = (torch.cat([xy - wh / 2, xy + wh / 2]).T - bx).abs().amax(1)
+        a = same[err.argmin()]
+        assert err.min() < 1e-2
+        assert (preds[b, 4 + crowd.head.nc :, a].view(17, 3) - k).abs().max() < 1e-2
 
 
 def test_letterbox_matches_ultralytics_shapes():
@@ -94,7 +119,7 @@ def test_mirroring_flips_x_swaps_sides_and_is_its_own_inverse():
 
 @needs_shared
 def test_matches_ultralytics_predict_and_embed_on_a_real_clip():
-    """Our single batched pass gives what a user gets from YOLO.predict (main person) and YOLO.embed."""
+    """Our single batched pass gives what a user gets from YOLO.predict (every person) and YOLO.embed."""
     from ultralytics import YOLO
 
     ex = FeatureExtractor(ExtractorConfig(weights=str(REAL_WEIGHTS), imgsz=320, layers=(16, 19, 22), pool="global"))
@@ -103,8 +128,9 @@ def test_matches_ultralytics_predict_and_embed_on_a_real_clip():
     yolo = YOLO(str(REAL_WEIGHTS))
     for i, frame in enumerate(frames):
         r = yolo.predict(frame, imgsz=320, conf=0.25, verbose=False)[0]
-        assert len(r.boxes) >= 1 and out.present[i]
-        assert (r.boxes.xyxy[0] - out.boxes[i]).abs().max() < 1.0  # pixels
-        assert (r.keypoints.data[0, :, :2] - out.keypoints[i, :, :2]).abs().max() < 2.0
+        ours = (out.frame == i) & (out.scores >= 0.25)
+        assert len(r.boxes) >= 1 and int(ours.sum()) == len(r.boxes)
+        assert (r.boxes.xyxy - out.boxes[ours]).abs().max() < 1.0  # pixels
+        assert (r.keypoints.data[..., :2] - out.keypoints[ours][..., :2]).abs().max() < 2.0
         emb = torch.cat(yolo.embed(frame, imgsz=320, embed=[16, 19, 22], verbose=False))
-        assert (emb - out.features[i, : ex.pooled_dim]).abs().max() < 0.05
+        assert (emb - out.features[ours][0, : ex.pooled_dim]).abs().max() < 0.05

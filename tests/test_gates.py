@@ -48,7 +48,7 @@ def test_gates_follow_the_equations():
 def test_timeline_plot_shows_the_cells_gate_values(tiny_checkpoint, tmp_path, monkeypatch):
     captured = {}
 
-    def capture(path, times, probs, names, segments, title="", gates=None):
+    def capture(path, times, probs, names, segments, title="", gates=None, tracks=None, duration_s=None):
         captured.update(times=times, gates=gates)
         return Path(path)
 
@@ -57,7 +57,7 @@ def test_timeline_plot_shows_the_cells_gate_values(tiny_checkpoint, tmp_path, mo
     clip = write_clip(tmp_path / "a.avi", frames=37)
     analyse_video(str(clip), predictor, OutputPaths(plot=tmp_path / "p.png"), batch_size=8, progress=False)
 
-    features = torch.from_numpy(extract_video(predictor.extractor, clip).features)
+    features = torch.from_numpy(extract_video(predictor.extractor, clip).subject())
     with torch.inference_mode():
         _, _, gates = ExplicitGRU(predictor.model.rnn)(predictor.model.embed(features[None]))
     expected = {k: v[0].numpy() for k, v in mean_gate_activity(gates).items()}

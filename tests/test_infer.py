@@ -16,11 +16,14 @@ import pytest
 from conftest import ROOT, make_checkpoint, write_clip
 from test_download import server  # noqa: F401  (fixture)
 
-FRAME_KEYS = {"frame": int, "time_s": float, "label": str, "score": float, "top": list}
+FRAME_KEYS = {"frame": int, "time_s": float, "tracks": list}
+PERSON_KEYS = {"id": int, "box": list, "label": str, "score": float, "top": list}
+TRACK_KEYS = {"id": int, "first_s": float, "last_s": float, "label": str, "score": float, "frames": int, "probs": dict, "segments": list}
 TOP_KEYS = {
     "schema_version": int, "source": str, "checkpoint": str, "classes": list, "fps": float, "source_fps": float,
-    "smoothing": dict, "frames": list, "frame_count": int, "processed_frames": int, "duration_s": float,
-    "video": dict, "segments": list, "processing_fps": float,
+    "smoothing": dict, "tracker": dict, "max_people": int, "frames": list, "frame_count": int, "processed_frames": int,
+    "duration_s": float, "main_track": int, "label": str, "score": float, "video": dict, "segments": list, "tracks": list,
+    "processing_fps": float,
 }  # fmt: skip
 
 
@@ -63,17 +66,24 @@ def test_outputs_schema_and_frame_rate_mapping(capsys, tmp_path, ckpt25):
     for k, t in TOP_KEYS.items():
         assert isinstance(doc[k], t), k
     assert doc["classes"] == ["walk", "wave"] and doc["fps"] == 25.0 and doc["source_fps"] == 50.0
-    assert doc["frame_count"] == 40 and doc["processed_frames"] == 20 == len(doc["frames"])
+    assert doc["schema_version"] == 2 and doc["frame_count"] == 40 and doc["processed_frames"] == 20 == len(doc["frames"])
     for f in doc["frames"]:
         assert set(f) == set(FRAME_KEYS) and all(isinstance(f[k], t) for k, t in FRAME_KEYS.items())
-        assert len(f["top"]) == 2 and f["label"] in doc["classes"]
+        assert len(f["tracks"]) == 1  # the test model sees one person
+        for p in f["tracks"]:
+            assert set(p) == set(PERSON_KEYS) and all(isinstance(p[k], t) for k, t in PERSON_KEYS.items())
+            assert len(p["top"]) == 2 and p["label"] in doc["classes"] and len(p["box"]) == 4
+    assert [t["id"] for t in doc["tracks"]] == [doc["main_track"]]
+    for t in doc["tracks"]:
+        assert set(t) == set(TRACK_KEYS) and all(isinstance(t[k], ty) for k, ty in TRACK_KEYS.items())
+    assert doc["label"] == doc["video"]["label"] == doc["tracks"][0]["label"]
     # sampled as in training (every other frame), timestamps in source time
     assert [f["frame"] for f in doc["frames"]] == list(range(0, 40, 2))
     assert all(abs(f["time_s"] - f["frame"] / 50.0) < 1e-6 for f in doc["frames"])
     # the video-level label is the mean of per-frame probabilities (the CSV has them all)
     with open(tmp_path / "out" / "clip50.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 20
+    assert len(rows) == 20 and {r["track"] for r in rows} == {str(doc["main_track"])}
     probs = np.array([[float(r["walk"]), float(r["wave"])] for r in rows])
     mean = probs.mean(0)
     assert doc["video"]["label"] == ["walk", "wave"][int(mean.argmax())]
@@ -83,7 +93,7 @@ def test_outputs_schema_and_frame_rate_mapping(capsys, tmp_path, ckpt25):
     assert segs[0]["start_s"] == 0 and abs(segs[-1]["end_s"] - 40 / 50) < 1e-6
     assert all(a["end_s"] == b["start_s"] for a, b in zip(segs, segs[1:]))
     for s in segs:
-        inside = [f["label"] for f in doc["frames"] if s["start_s"] <= f["time_s"] < s["end_s"]]
+        inside = [f["tracks"][0]["label"] for f in doc["frames"] if s["start_s"] <= f["time_s"] < s["end_s"]]
         assert inside and max(set(inside), key=inside.count) == s["label"]
 
     # the annotated video: same frame count and fps as the source, and actually drawn on

@@ -20,7 +20,7 @@ def predictor(tiny_checkpoint) -> ActionPredictor:
 
 def test_streaming_steps_equal_the_full_sequence_forward(predictor, tmp_path):
     clip = write_clip(tmp_path / "a.avi", frames=30)
-    features = torch.from_numpy(extract_video(predictor.extractor, clip).features)
+    features = torch.from_numpy(extract_video(predictor.extractor, clip).subject())
     with torch.inference_mode():
         offline = predictor.model(features[None])[0][0].softmax(-1)
         hidden, streamed = None, []
@@ -39,7 +39,7 @@ def test_batched_frames_give_the_same_results_as_one_at_a_time(predictor, tmp_pa
     single = np.concatenate([predictor(frames[i : i + 1]).probs for i in range(len(frames))])
     np.testing.assert_allclose(batched, single, atol=1e-4)
     # and the offline path over cached features agrees with both
-    features = torch.from_numpy(extract_video(predictor.extractor, clip).features)
+    features = torch.from_numpy(extract_video(predictor.extractor, clip).subject())
     with torch.inference_mode():
         offline = predictor.model(features[None])[0][0].softmax(-1).numpy()
     np.testing.assert_allclose(batched, offline, atol=1e-4)

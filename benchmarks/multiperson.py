@@ -1,0 +1,274 @@
+"""Several people in view: per-person accuracy on composites of held-out actors, and speed with 1, 3, 6 people.
+
+    python benchmarks/multiperson.py accuracy --loao runs/weizmann_loao.json [--root ../shared/data/weizmann]
+    python benchmarks/multiperson.py speed [--baseline REV] [--threads 2]
+
+accuracy: for every leave-one-actor-out fold (checkpoints from ``benchmarks/weizmann_loao.py``), the held-out
+actor's clips are keyed out of Weizmann's shared background (``pipeline.composite``) and put together in
+one 180x144 frame, people at their own size: every pair and five triples of the in-place actions (bend,
+jack, pjump, wave1, wave2; each actor moved so as to stand at a given column, apart, so nobody crosses),
+and five pairs where a moving action (jump, run, side, skip, walk) crosses an in-place one. Each track is matched to the person whose pixels fill its
+box; a person's label is that of the track that covers most of their frames. Printed: per-person
+video-level top-1 beside the single-person top-1 of the same clips run alone, and id switches (tracks per
+person beyond the first) where nobody crosses.
+
+speed: file mode (``infer.py``'s ``analyse_video``) and live (one frame at a time, drawing included) with 1,
+3 and 6 people in one frame size: a 2x3 grid of 180x144 Weizmann tiles (540x288) at imgsz 640, where
+the pose model finds people that small; and keyed 180x144 composites with 1, 2, 3 people at the default
+imgsz 320. Also the single-person file-mode rate of ``--baseline`` (the commit before multi-person
+tracking) on the same clips in the same run, from a git worktree, interleaved with this tree's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.annotate import Overlay, Person, draw  # noqa: E402
+from pipeline.composite import background, best_background, centre_x, composite, read_frames, write_video  # noqa: E402
+from pipeline.inference import OutputPaths, analyse_video  # noqa: E402
+from pipeline.predictor import ActionPredictor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIZMANN = ROOT.parent / "shared" / "data" / "weizmann"
+IN_PLACE = ("bend", "jack", "pjump", "wave1", "wave2")
+MOVING = ("jump", "run", "side", "skip", "walk")
+PAIRS = [(a, b) for i, a in enumerate(IN_PLACE) for b in IN_PLACE[i + 1 :]]
+TRIPLES = [tuple(IN_PLACE[(i + k) % 5] for k in range(3)) for i in range(5)]
+CROSSING = list(zip(IN_PLACE, MOVING))  # the moving one passes in front of the one in place
+PLACES = {2: [55, 125], 3: [32, 90, 148]}  # where the people of a pair / triple stand (pixel column, of 180)
+
+
+def empty_scenes(root: Path) -> list[np.ndarray]:
+    """The empty scene of every walk, run and side clip (people pass through): one per session, more or less."""
+    return [background([read_frames(p)]) for c in ("walk", "run", "side") for p in sorted((root / c).glob("*.avi"))]
+
+
+def match_tracks(doc: dict, masks: np.ndarray) -> dict[int, list[int]]:
+    """Person index -> the ids of the tracks that are that person (a track is the person whose pixels
+    fill most of its box over its frames), most frames first; tracks seen fewer than 3 frames are noise."""
+    votes: dict[int, np.ndarray] = {}
+    for f in doc["frames"]:
+        t = f["frame"]
+        for p in f["tracks"]:
+            x0, y0, x1, y1 = (int(round(v)) for v in p["box"])
+            inside = masks[:, t, max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)].sum(axis=(1, 2))
+            votes.setdefault(p["id"], np.zeros(len(masks)))[int(inside.argmax())] += inside.max() > 0
+    people: dict[int, list[tuple[int, int]]] = {}
+    for tid, v in votes.items():
+        if v.sum() >= 3:
+            people.setdefault(int(v.argmax()), []).append((int(v.max()), tid))
+    return {k: [tid for _, tid in sorted(v, reverse=True)] for k, v in people.items()}
+
+
+def accuracy(a: argparse.Namespace) -> dict:
+    summary = json.loads(Path(a.loao).read_text())
+    scenes = empty_scenes(Path(a.root))
+    rows, t0 = [], time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for fold in summary["folds"]:
+            report = json.loads((ROOT / fold["report"]).read_text())
+            actor = fold["test_actor"]
+            predictor = ActionPredictor(ROOT / report["checkpoint"] if not Path(report["checkpoint"]).is_absolute() else report["checkpoint"], device=a.device)
+            clips = {c: read_frames(Path(a.root) / c / f"{actor}_{c}.avi") for c in IN_PLACE + MOVING}
+            key = {c: best_background(f, scenes) for c, f in clips.items()}
+            centre = {c: centre_x(f, key[c]) for c, f in clips.items()}
+            single = {c: analyse_video(str(Path(a.root) / c / f"{actor}_{c}.avi"), predictor, progress=False).label for c in clips}
+            for kind, sets in (("pair", PAIRS), ("triple", TRIPLES), ("crossing", CROSSING)):
+                for actions in sets:
+                    places = PLACES[len(actions)] if kind != "crossing" else [135, None]  # the moving one as shot
+                    shifts = [0 if x is None else round(x - centre[c]) for c, x in zip(actions, places)]
+                    frames, masks = composite([clips[c] for c in actions], shifts, key[actions[0]], masks=True, keys=[key[c] for c in actions])
+                    path = write_video(Path(tmp) / f"{actor}_{'_'.join(actions)}.avi", frames, 25.0)
+                    json_path = Path(tmp) / "out.json"
+                    r = analyse_video(str(path), predictor, OutputPaths(json=json_path), progress=False)
+                    doc = json.loads(json_path.read_text())
+                    labels = {t["id"]: t["label"] for t in doc["tracks"]}
+                    people = match_tracks(doc, masks)
+                    for k, action in enumerate(actions):
+                        tracks = people.get(k, [])
+                        rows.append({
+                            "fold": fold["fold"], "actor": actor, "kind": kind, "scene": "+".join(actions), "action": action,
+                            "tracks": len(tracks), "predicted": labels[tracks[0]] if tracks else None,
+                            "correct": bool(tracks) and labels[tracks[0]] == action, "single_correct": single[action] == action,
+                        })  # fmt: skip
+                    print(f"{actor:7s} {kind:8s} {'+'.join(actions):20s} -> " + ", ".join(
+                        f"{c}: {rows[-len(actions) + k]['predicted']} ({rows[-len(actions) + k]['tracks']} tracks)" for k, c in enumerate(actions)
+                    ) + f" | {len(r.tracks)} tracks in all", flush=True)  # fmt: skip
+    out = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    print("\nper-person video top-1 (people / clips), single-person top-1 of the same clips alone, id switches")
+    for kind in ("pair", "triple", "crossing", "all"):
+        sel = [r for r in rows if kind == "all" or r["kind"] == kind]
+        acc = float(np.mean([r["correct"] for r in sel]))
+        single = float(np.mean([r["single_correct"] for r in sel]))
+        switches = sum(max(r["tracks"] - 1, 0) for r in sel)
+        missed = sum(r["tracks"] == 0 for r in sel)
+        per_fold = [float(np.mean([r["correct"] for r in sel if r["fold"] == f])) for f in sorted({r["fold"] for r in sel})]
+        out[kind] = {"people": len(sel), "per_person_top1": acc, "single_top1": single, "id_switches": switches, "missed": missed,
+                     "per_fold_sd": float(np.std(per_fold))}  # fmt: skip
+        print(f"{kind:9s} {len(sel):4d} people  per-person {acc:.3f} (sd over folds {np.std(per_fold):.3f})  single {single:.3f}  "
+              f"id switches {switches}  missed {missed}")  # fmt: skip
+    print(f"{out['seconds']:.0f} s")
+    return out
+
+
+def untrained_checkpoint(path: Path, imgsz: int) -> Path:
+    """The default config's model (untrained: speed does not depend on the weights) at ``imgsz``."""
+    import yaml
+
+    from pipeline.classifier import ActionClassifier
+    from pipeline.extract import extractor_record
+    from pipeline.features import ExtractorConfig, FeatureExtractor
+    from pipeline.videoset import DatasetDefinition
+
+    cfg = yaml.safe_load((ROOT / "configs" / "weizmann.yaml").read_text())["data"]["extractor"]
+    record = extractor_record(FeatureExtractor(ExtractorConfig.from_dict({**cfg, "imgsz": imgsz})))
+    clf = ActionClassifier(record["feature_dim"], DatasetDefinition.load("weizmann").classes, record)
+    torch.save({"hyper_parameters": dict(clf.hparams), "state_dict": clf.state_dict()}, path)
+    return path
+
+
+def file_fps(predictor: ActionPredictor, paths: list[Path], repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` processed frames per second over ``paths``, and people tracked per frame."""
+    best, people = 0.0, 0.0
+    for _ in range(repeats):
+        n, seen, t0 = 0, 0, time.perf_counter()
+        for p in paths:
+            r = analyse_video(str(p), predictor, progress=False)
+            n += r.processed_frames
+            seen += sum(t.frames for t in r.tracks)
+        best, people = max(best, n / (time.perf_counter() - t0)), seen / n
+    return best, people
+
+
+def live_fps(predictor: ActionPredictor, path: Path) -> tuple[float, float, float]:
+    """One frame at a time as the live loop runs it (predictor step, per-person overlay drawn): fps, p50, p95 ms."""
+    frames = read_frames(path)
+    predictor.reset(25.0)
+    names = predictor.class_names
+    lat = []
+    for f in frames:
+        t0 = time.perf_counter()
+        p = predictor(f[None])
+        people = [Person(int(p.track[r]), p.boxes[r], p.keypoints[r], names[int(p.probs[r].argmax())], float(p.probs[r].max())) for r in range(len(p.track))]
+        draw(f, Overlay(people[0].label if people else "nobody", 0.5, [], people, people[0].track if people else None))
+        lat.append(1000 * (time.perf_counter() - t0))
+    lat = np.asarray(lat[5:])  # the first frames warm the caches
+    return 1000 / lat.mean(), float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
+
+
+def speed_row(predictor: ActionPredictor, path: Path, people: int, what: str, repeats: int) -> dict:
+    fps, tracked = file_fps(predictor, [path], repeats)
+    lfps, p50, p95 = live_fps(predictor, path)
+    print(f"{what}, {people} people ({tracked:.1f} tracked/frame): file {fps:.1f} fps, live {lfps:.1f} fps "
+          f"(p50 {p50:.1f} ms, p95 {p95:.1f} ms)", flush=True)  # fmt: skip
+    return {"people": people, "tracked_per_frame": round(tracked, 2), "file_fps": round(fps, 1), "live_fps": round(lfps, 1),
+            "live_p50_ms": round(p50, 1), "live_p95_ms": round(p95, 1)}  # fmt: skip
+
+
+BASELINE = """
+import sys, time, json, torch
+torch.set_num_threads(int(sys.argv[2]))
+from pipeline.inference import analyse_video
+from pipeline.predictor import ActionPredictor
+p = ActionPredictor(sys.argv[1], device="cpu")
+paths = sys.argv[4:]
+best = 0.0
+for _ in range(int(sys.argv[3])):
+    n, t0 = 0, time.perf_counter()
+    for s in paths:
+        n += analyse_video(s, p, progress=False).processed_frames
+    best = max(best, n / (time.perf_counter() - t0))
+print(json.dumps({"fps": best}))
+"""
+
+
+def baseline_fps(rev: str, ckpt: Path, paths: list[Path], threads: int, repeats: int, tree: Path) -> float:
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    r = subprocess.run([sys.executable, "-c", BASELINE, str(ckpt), str(threads), str(repeats), *map(str, paths)],
+                       cwd=tree, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(r.stdout.strip().splitlines()[-1])["fps"]
+
+
+def speed(a: argparse.Namespace) -> dict:
+    torch.set_num_threads(a.threads)
+    root = Path(a.root)
+    scenes = empty_scenes(root)
+    tiles = [read_frames(root / c / f"{actor}_{c}.avi") for actor, c in
+             (("ira", "bend"), ("daria", "jack"), ("eli", "pjump"), ("ido", "wave1"), ("lena", "wave2"), ("moshe", "jack"))]  # fmt: skip
+    keys = [best_background(t, scenes) for t in tiles]
+    bg = keys[0]
+    n = min(len(t) for t in tiles)
+    out: dict = {"threads": a.threads, "device": a.device}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # 2x3 grid, imgsz 640: 1, 3, 6 people, the same frame size
+        ckpt640 = untrained_checkpoint(tmp / "u640.ckpt", 640)
+        predictor = ActionPredictor(ckpt640, device=a.device)
+        grid_rows = []
+        for k in (1, 3, 6):
+            cells = [t[:n] if i < k else np.repeat(bg[None], n, 0) for i, t in enumerate(tiles)]
+            frames = np.concatenate([np.concatenate(cells[:3], 2), np.concatenate(cells[3:], 2)], 1)
+            grid_rows.append(speed_row(predictor, write_video(tmp / f"grid{k}.avi", frames, 25.0), k, "grid 540x288 imgsz 640", a.repeats))
+        out["grid640"] = grid_rows
+        # keyed 180x144 composites, default imgsz 320: 1, 2, 3 people
+        ckpt320 = untrained_checkpoint(tmp / "u320.ckpt", 320)
+        predictor = ActionPredictor(ckpt320, device=a.device)
+        keyed_rows = []
+        for k in (1, 2, 3):
+            shifts = [round(x - centre_x(t, b)) for t, b, x in zip(tiles, keys, {1: [90], 2: PLACES[2], 3: PLACES[3]}[k])]
+            path = write_video(tmp / f"keyed{k}.avi", composite(tiles[:k], shifts, bg, keys=keys[:k]), 25.0)
+            keyed_rows.append(speed_row(predictor, path, k, "keyed 180x144 imgsz 320", a.repeats))
+        out["keyed320"] = keyed_rows
+        # one person, default config, today's code against the baseline, interleaved: A B A B
+        clips = sorted(root.glob("*/daria_*.avi"))[:5]
+        if a.baseline:
+            tree = Path(tempfile.gettempdir()) / f"baseline-{a.baseline}"
+            new, old = [], []
+            for _ in range(2):
+                old.append(baseline_fps(a.baseline, ckpt320, clips, a.threads, a.repeats, tree))
+                new.append(file_fps(predictor, clips, a.repeats)[0])
+            out["single_person"] = {"clips": [str(c) for c in clips], "baseline": a.baseline, "baseline_fps": round(max(old), 1),
+                                    "fps": round(max(new), 1), "ratio": round(max(new) / max(old), 3)}  # fmt: skip
+            print(f"one person, 5 Weizmann clips, imgsz 320: this tree {max(new):.1f} fps, {a.baseline} {max(old):.1f} fps "
+                  f"-> {max(new) / max(old):.2f}x", flush=True)  # fmt: skip
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    acc = sub.add_parser("accuracy")
+    acc.add_argument("--loao", default="runs/weizmann_loao.json", help="summary written by benchmarks/weizmann_loao.py")
+    spd = sub.add_parser("speed")
+    spd.add_argument("--baseline", default="418b867", help="git revision to compare single-person speed with ('' to skip)")
+    spd.add_argument("--repeats", type=int, default=3)
+    spd.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2))
+    for s in (acc, spd):
+        s.add_argument("--root", default=str(WEIZMANN))
+        s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        s.add_argument("--out", help="write the figures here as JSON")
+    a = p.parse_args(argv)
+    result = accuracy(a) if a.what == "accuracy" else speed(a)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
