@@ -39,6 +39,15 @@ def best_background(frames: np.ndarray, candidates: list[np.ndarray]) -> np.ndar
     return candidates[int(np.argmin([np.abs(sample - c.astype(np.int16)).mean() for c in candidates]))]
 
 
+def keyable(frames: np.ndarray, bg: np.ndarray, max_diff: float = 12.0, max_person: float = 0.2) -> bool:
+    """Whether ``bg`` is this clip's empty scene: the frames differ from it little on average, and what
+    differs (the person) covers at most ``max_person`` of the frame. A clip shot with another framing
+    fails, and would paste a piece of another scene."""
+    sample = frames[:: max(len(frames) // 8, 1)]
+    diff = np.abs(sample.astype(np.int16) - bg.astype(np.int16)).mean()
+    return bool(diff <= max_diff and np.median(foreground(sample, bg).mean(axis=(1, 2))) <= max_person)
+
+
 def foreground(frames: np.ndarray, bg: np.ndarray, threshold: int = 40) -> np.ndarray:
     """(T, H, W) masks of the person: pixels that differ from the background (summed channel difference),
     closed and slightly grown so that the outline comes along, keeping only the blobs at least a fifth the
