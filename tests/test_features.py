@@ -4,7 +4,7 @@ import torch
 
 from conftest import REAL_WEIGHTS, TINY_MODEL, WEIZMANN, needs_shared, seeing_weights, write_clip
 from pipeline.features import (
-    FLIP_KEYPOINTS, POSE_DIM, ExtractorConfig, FeatureExtractor, letterbox_shape, mirror_features,
+    FLIP_KEYPOINTS, NMS_IOU, POSE_DIM, ExtractorConfig, FeatureExtractor, letterbox_shape, mirror_features,
 )  # fmt: skip
 from pipeline.video import VideoReader
 
@@ -127,7 +127,7 @@ def test_matches_ultralytics_predict_and_embed_on_a_real_clip():
     out = ex(frames)
     yolo = YOLO(str(REAL_WEIGHTS))
     for i, frame in enumerate(frames):
-        r = yolo.predict(frame, imgsz=320, conf=0.25, verbose=False)[0]
+        r = yolo.predict(frame, imgsz=320, conf=0.25, iou=NMS_IOU, verbose=False)[0]
         ours = (out.frame == i) & (out.scores >= 0.25)
         assert len(r.boxes) >= 1 and int(ours.sum()) == len(r.boxes)
         assert (r.boxes.xyxy - out.boxes[ours]).abs().max() < 1.0  # pixels
