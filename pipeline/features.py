@@ -161,11 +161,12 @@ class FeatureExtractor(nn.Module):
         return y, [y[j] for j in self.head.f]
 
     def _select(self, scores: torch.Tensor, candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image, anchor) of at most ``4 * max_people`` anchors per image scoring at least ``LOW_CONF``
-        (among ``candidates`` when given), best first."""
+        """(image, anchor) of the best anchors per image scoring at least ``LOW_CONF`` (among ``candidates``
+        when given): ``4 * max_people``, and at least 64, so that a small cap still finds that many people
+        once NMS has merged the anchors of one person."""
         if candidates is not None:
             scores = scores.masked_fill(~candidates, float("-inf"))
-        k = min(scores.shape[1], 4 * self.max_people)
+        k = min(scores.shape[1], max(4 * self.max_people, 64))
         top, anchor = scores.topk(k, dim=1)
         keep = top >= self._low_logit
         image = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(anchor)

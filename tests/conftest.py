@@ -73,7 +73,7 @@ def run_script(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: f
 
 def seeing_weights(path: Path, bias: float = 8.0) -> Path:
     """The random-init test model with its person score raised, saved as an Ultralytics ``.pt`` file, so
-    that it "sees" people on any frame (bias 8: one steady person per synthetic clip; 11: a crowd of 14).
+    that it "sees" people on any frame (bias 8: one steady person per synthetic clip; 11: a crowd).
     Fast and deterministic; it says nothing about accuracy."""
     import torch
 
