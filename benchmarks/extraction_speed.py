@@ -2,8 +2,8 @@
 
     python benchmarks/extraction_speed.py [--clips 10] [--imgsz 320] [--device cpu|cuda]
 
-Both sides decode the same Weizmann clips and produce the same things per frame: the main person's pose
-and pooled features of layers 16, 19, 22. The plain way is what a user would write: per frame,
+Both sides decode the same Weizmann clips and produce per frame the people's pose and pooled features of
+layers 16, 19, 22 (ours also tracks every person, as the cache needs). The plain way is what a user would write: per frame,
 ``model.predict(frame)`` for the pose and ``model.embed(frame)`` for the features (two forward passes,
 Ultralytics' per-image pre- and post-processing). Ours: one batched pass, letterboxing on the device,
 decoding in a background thread. Prints frames per second of both and the ratio.

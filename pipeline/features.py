@@ -117,7 +117,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class FeatureExtractor(nn.Module):
-    """YOLO pose model wrapped to give per-frame feature vectors and the main person's pose in one pass."""
+    """YOLO pose model wrapped to give every person's feature vector, box and keypoints in one pass."""
 
     def __init__(self, config: ExtractorConfig, max_people: int = MAX_PEOPLE):
         super().__init__()
