@@ -41,9 +41,9 @@ def extract_video(extractor: FeatureExtractor, source: str | Path, batch_size: i
     seen = 0
     for idx, frames, _ in prefetch(reader.batches(batch_size)):
         det = extractor(frames)
-        host = torch.cat([det.boxes, det.scores[:, None]], 1).cpu().numpy()
-        features = det.features.cpu().numpy()
-        for i, (ids, rows) in enumerate(track_batch(tracker, det.frame.cpu().numpy(), host[:, :4], host[:, 4], len(idx))):
+        host = torch.cat([det.boxes, det.scores[:, None], det.frame[:, None].float(), det.features], 1).cpu().numpy()  # one copy
+        features = host[:, 6:]
+        for i, (ids, rows) in enumerate(track_batch(tracker, host[:, 5].astype(np.int64), host[:, :4], host[:, 4], len(idx))):
             feats.append(features[rows])
             frame.append(np.full(len(ids), seen + i))
             track.append(ids)

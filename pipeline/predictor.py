@@ -135,7 +135,6 @@ class ActionPredictor:
         self.tracker_config = tracker or TrackerConfig(conf=self.config.conf)
         self.inspect = False  # also run the explicit GRU cell for its gates (the timeline plot's lower panel)
         self._inspector = ExplicitGRU(self.model.rnn).to(self.device) if self.cell == "gru" else None
-        self._fps: float | None = None
         self.reset()
 
     @property
@@ -153,8 +152,7 @@ class ActionPredictor:
 
     def reset(self, fps: float | None = None) -> None:
         """Start a new video whose frames arrive at ``fps`` (default: the model's)."""
-        self._fps = fps or self.fps or 25.0
-        self.tracker = PersonTracker(self.tracker_config, self._fps)
+        self.tracker = PersonTracker(self.tracker_config, fps or self.fps or 25.0)
         self.states = TrackStates(self.tracker.lost_frames)
         self.gate_states = TrackStates(self.tracker.lost_frames)
         self.frame_no = 0

@@ -88,9 +88,6 @@ class PersonTracker:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return out[:, 4].astype(np.int64), out[:, 7].astype(np.int64)
 
-    def reset(self) -> None:
-        self._tracker.reset()
-
 
 def subject_weight(features):
     """Per-row weight of the main-subject rule (module docstring) from the pose block of features (N, D)."""
