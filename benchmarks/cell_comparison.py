@@ -2,7 +2,7 @@
 
     python benchmarks/cell_comparison.py [--root ../shared/data/weizmann] [--cells gru lstm rnn] [--seeds 0 1 2]
 
-For every cell and seed: the 9-fold protocol of ``benchmarks/weizmann_loao.py`` with ``--model.cell CELL``
+For every cell and seed: the 9-fold protocol of ``benchmarks/cross_validate.py`` with ``--model.cell CELL``
 and the default config otherwise (features extracted once, before any timing, and shared). Prints one
 table: parameters of the temporal model, training time (9 folds, cached features), per-step latency of
 streaming (batch 1, one frame, hidden state carried; CPU, and CUDA when there is one), and mean video-level
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.weizmann_loao import run as loao  # noqa: E402
+from benchmarks.cross_validate import run as loao  # noqa: E402
 from pipeline.features import POSE_DIM  # noqa: E402
 from pipeline.model import ActionRNN  # noqa: E402
 from pipeline.videoset import DatasetDefinition  # noqa: E402
@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if out.is_file() and not a.fresh:  # a finished (cell, seed): resume instead of redoing it
                 runs.append(json.loads(out.read_text()))
                 continue
-            runs.append(loao(["--config", a.config, "--root", a.root, "--seed", str(seed), "--out", str(out), "--", f"--model.cell={cell}", *a.extra]))
+            runs.append(loao(["--config", a.config, "--root", a.root, "--seeds", str(seed), "--out", str(out), "--", f"--model.cell={cell}", *a.extra]))
         # the default extractor is pose only (layers: []): POSE_DIM features per frame
         model = ActionRNN(POSE_DIM, len(CLASSES), m["hidden_size"], m.get("num_layers", 1), m["proj_dim"], cell=cell)
-        video = [r["mean_video_top1"] for r in runs]
-        clip = [r["mean_clip_top1"] for r in runs]
+        video = [r["mean"]["video_top1"]["mean"] for r in runs]
+        clip = [r["mean"]["clip_top1"]["mean"] for r in runs]
         rows.append({
             "cell": cell,
             "params": sum(p.numel() for p in model.parameters()),

@@ -1,9 +1,9 @@
 """Several people in view: per-person accuracy on composites of held-out actors, and speed with 1, 3, 6 people.
 
-    python benchmarks/multiperson.py accuracy --loao runs/weizmann_loao.json [--root ../shared/data/weizmann]
+    python benchmarks/multiperson.py accuracy --loao runs/cv_weizmann.json [--root ../shared/data/weizmann]
     python benchmarks/multiperson.py speed [--baseline REV] [--threads 2]
 
-accuracy: for every leave-one-actor-out fold (checkpoints from ``benchmarks/weizmann_loao.py``), the held-out
+accuracy: for every leave-one-actor-out fold (checkpoints from ``benchmarks/cross_validate.py``), the held-out
 actor's clips are keyed out of Weizmann's shared background (``pipeline.composite``) and put together in
 one 180x144 frame, people at their own size: every pair and five triples of the in-place actions (bend,
 jack, pjump, wave1, wave2; each actor moved so as to stand at a given column, apart, so nobody crosses),
@@ -102,7 +102,7 @@ def accuracy(a: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for fold in summary["folds"]:
             report = json.loads((ROOT / fold["report"]).read_text())
-            actor = fold["test_actor"]
+            actor = fold["test"]
             predictor = ActionPredictor(ROOT / report["checkpoint"] if not Path(report["checkpoint"]).is_absolute() else report["checkpoint"], device=a.device)
             clips = {c: read_frames(Path(a.root) / c / f"{actor}_{c}.avi") for c in IN_PLACE + MOVING}
             key = {c: best_background(f, scenes) for c, f in clips.items()}
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     acc = sub.add_parser("accuracy")
-    acc.add_argument("--loao", default="runs/weizmann_loao.json", help="summary written by benchmarks/weizmann_loao.py")
+    acc.add_argument("--loao", default="runs/cv_weizmann.json", help="Weizmann summary written by benchmarks/cross_validate.py")
     spd = sub.add_parser("speed")
     spd.add_argument("--baseline", default="418b867", help="git revision to compare single-person speed with ('' to skip)")
     spd.add_argument("--repeats", type=int, default=3)

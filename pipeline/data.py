@@ -8,6 +8,7 @@ It lists and splits the videos (``pipeline.videoset``), fetches a missing datase
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.cache import FeatureCache
 from pipeline.download import download_dataset
 from pipeline.extract import extract_features, extractor_record
-from pipeline.features import ExtractorConfig, FeatureExtractor, mirror_features
+from pipeline.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe
 from pipeline.videoset import DATASETS_DIR, DatasetDefinition, DatasetError, Video, list_videos, make_splits
 
 log = logging.getLogger(__name__)
@@ -28,23 +29,40 @@ STAGE_SPLITS = {"fit": ("train", "val", "test"), "validate": ("val",), "test": (
 
 
 class CropDataset(Dataset):
-    """Random temporal crops of ``clip_len`` frames (whole video if shorter), mirrored with probability ``flip``."""
+    """Random temporal crops of ``clip_len`` frames (whole video if shorter; a random length from ``min_len``
+    when given, as short clips are), played at a random speed in
+    ``[1 / (1 + speed), 1 + speed]``, reframed (zoom in ``[1 / (1 + zoom), 1 + zoom]``, moved up to ``zoom / 2``
+    of the frame), mirrored with probability ``flip``, each frame lost (the "nobody" vector, as when the
+    detector misses the person) with probability ``drop``: what other footage of the same action looks like."""
 
-    def __init__(self, seqs: list[torch.Tensor], labels: list[int], clip_len: int, flip: float, noise: float, std: torch.Tensor):
+    def __init__(
+        self, seqs: list[torch.Tensor], labels: list[int], clip_len: int, flip: float, noise: float, std: torch.Tensor,
+        speed: float = 0.0, zoom: float = 0.0, drop: float = 0.0, min_len: int | None = None,
+    ):  # fmt: skip
         self.seqs, self.labels, self.clip_len, self.flip, self.noise, self.std = seqs, labels, clip_len, flip, noise, std
+        self.speed, self.zoom, self.drop, self.min_len = speed, zoom, drop, min_len
 
     def __len__(self) -> int:
         return len(self.seqs)
 
     def __getitem__(self, i: int):
         x = self.seqs[i]
-        n = min(self.clip_len, len(x))
-        start = int(torch.randint(0, len(x) - n + 1, ()))
-        x = x[start : start + n]
+        length = int(torch.randint(self.min_len, self.clip_len + 1, ())) if self.min_len else self.clip_len
+        rate = float(torch.empty(()).uniform_(-1, 1).mul(math.log1p(self.speed)).exp()) if self.speed else 1.0
+        span = min(max(round(length * rate), 1), len(x))  # source frames that make one crop
+        start = int(torch.randint(0, len(x) - span + 1, ()))
+        n = min(length, max(round(span / rate), 1))
+        x = x[start + (torch.arange(n) * span // n)] if rate != 1.0 else x[start : start + span]
+        if self.zoom:
+            z = float(torch.empty(()).uniform_(-1, 1).mul(math.log1p(self.zoom)).exp())
+            dx, dy = (torch.rand(2) - 0.5).mul(self.zoom).tolist()
+            x = reframe(x, z, dx, dy)
         if self.flip and torch.rand(()) < self.flip:
             x = mirror_features(x)
         if self.noise:
             x = x + self.noise * self.std * torch.randn_like(x)
+        if self.drop:
+            x = x * (torch.rand(len(x), 1) >= self.drop)
         return x, self.labels[i], i
 
 
@@ -85,14 +103,20 @@ class ActionDataModule(L.LightningDataModule):
         dataset: definition YAML, a name in ``datasets/`` (``weizmann``), a folder of class folders, or a CSV.
         root: folder holding the videos. Default: ``$ACTIONS_DATA_DIR/<name>`` if that variable is set,
             else ``datasets/<name>``; a missing default root is downloaded when the definition says how.
-        split: ``group`` (folds by actor), ``stratified`` (seeded random) or ``official`` (dataset lists).
-        fold: test fold for ``group`` splits (validation is the next fold); ``num_folds`` None = one per group.
+        split: ``group`` (folds by actor), ``stratified`` (class-balanced folds) or ``official`` (dataset lists).
+        fold: the test fold. ``group``: validation is the next fold; ``num_folds`` None = one per group.
+            ``stratified``: validation is ``val_fraction`` of the videos, from the other folds; ``num_folds``
+            None = 5 (1: one seeded split with ``test_fraction`` in test).
         split_id: which official split list (UCF101 / HMDB51: 1..3).
         extractor: feature settings; the checkpoint keeps them so inference extracts the same features.
         cache_dir: where features are cached. Default: ``datasets/cache/<name>``.
         download: fetch the dataset into the default root when missing.
         clip_len: training crop length in frames; ``eval_window`` / ``eval_stride``: clip-level evaluation.
+        min_len: when given, each training crop has a random length from ``min_len`` to ``clip_len`` frames.
         flip: probability of mirroring a training crop (pose mirrored, left/right keypoints swapped).
+        speed: training crops play at a random speed within ``1 + speed`` times faster or slower.
+        zoom: training crops are reframed: zoomed within ``1 + zoom`` times and moved up to ``zoom / 2``.
+        drop: chance that a frame of a training crop is lost (all zeros: nobody seen).
         noise: Gaussian feature noise, in units of each feature's standard deviation.
     """
 
@@ -111,9 +135,13 @@ class ActionDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         download: bool = True,
         clip_len: int = 32,
+        min_len: int | None = None,
         eval_window: int = 32,
         eval_stride: int = 16,
         flip: float = 0.5,
+        speed: float = 0.0,
+        zoom: float = 0.0,
+        drop: float = 0.0,
         noise: float = 0.0,
         batch_size: int = 16,
         num_workers: int = 0,
@@ -133,8 +161,8 @@ class ActionDataModule(L.LightningDataModule):
         self.split, self.fold, self.num_folds = split, fold, num_folds
         self.val_fraction, self.test_fraction, self.split_seed, self.split_id = val_fraction, test_fraction, split_seed, split_id
         self.download = download
-        self.clip_len, self.eval_window, self.eval_stride = clip_len, eval_window, eval_stride
-        self.flip, self.noise = flip, noise
+        self.clip_len, self.min_len, self.eval_window, self.eval_stride = clip_len, min_len, eval_window, eval_stride
+        self.flip, self.speed, self.zoom, self.drop, self.noise = flip, speed, zoom, drop, noise
         self.batch_size, self.num_workers, self.extract_batch_size = batch_size, num_workers, extract_batch_size
         self.extractor = FeatureExtractor(extractor)  # resolves the weights now: a bad name fails before any work
         self.cache = FeatureCache(
@@ -225,7 +253,10 @@ class ActionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         seqs, labels, _ = self.data["train"]
-        return self._loader(CropDataset(seqs, labels, self.clip_len, self.flip, self.noise, self.std), shuffle=True)
+        crops = CropDataset(
+            seqs, labels, self.clip_len, self.flip, self.noise, self.std, self.speed, self.zoom, self.drop, self.min_len
+        )
+        return self._loader(crops, shuffle=True)
 
     def _eval_loaders(self, name: str) -> list[DataLoader]:
         seqs, labels, _ = self.data[name]

@@ -31,15 +31,24 @@ from torch import nn
 
 from pipeline.weights import WeightsIdentity, load_pose_model
 
-FEATURE_VERSION = 3  # bump when the meaning of the vector changes; it is part of every cache key
+FEATURE_VERSION = 5  # bump when the meaning of the vector changes; it is part of every cache key
 NUM_KEYPOINTS = 17
-POSE_DIM = 2 + 4 + NUM_KEYPOINTS * 3
+# the pose block, in order: present, score, box (cx, cy, w, h), keypoints (x, y), confidences
+KXY = slice(6, 6 + 2 * NUM_KEYPOINTS)
+KCONF = slice(KXY.stop, KXY.stop + NUM_KEYPOINTS)
+POSE_DIM = KCONF.stop
 STRIDE = 32
 PAD_VALUE = 114 / 255  # Ultralytics' letterbox grey
 LOW_CONF = 0.1  # detections down to this score reach the tracker (ByteTrack's second association)
 # Lower than Ultralytics' 0.7: a waving person's arm-less box (IoU ~0.7 with the full one) otherwise opens a
 # second track on the same person (benchmarks/multiperson.py: 9 id switches in 120 people at 0.7, none at 0.5)
 NMS_IOU = 0.5
+# Boxes apart, poses the same: a person with arms out is also found as their arms-in box (IoU ~0.3), with the
+# same head, shoulders, hips and legs; a detection whose keypoint similarity (COCO OKS) with a better one is
+# above this is that person again (benchmarks/multiperson.py: 8 id switches in one waving pair without it).
+NMS_OKS = 0.5
+# COCO's per-keypoint spread (sigmas): how far a keypoint may move and still be the same point
+OKS_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
 MAX_PEOPLE = 16  # default cap on people per frame: a crowd beyond this is rarely about one action each
 # COCO keypoint order; left/right pairs swap under a horizontal flip
 KEYPOINT_NAMES = (
@@ -221,12 +230,15 @@ class FeatureExtractor(nn.Module):
         xy = (kp[..., :2] * 2.0 + (anchor[:, None] - 0.5)) * stride[:, None]
         return image, logits[image, best].sigmoid(), boxes, torch.cat([xy, kp[..., 2:].sigmoid()], -1)
 
-    def _nms(self, image: torch.Tensor, score: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-        """Indices of the detections NMS keeps, at most ``max_people`` per image, grouped by image, best first."""
+    def _nms(self, image: torch.Tensor, score: torch.Tensor, box: torch.Tensor, kpts: torch.Tensor) -> torch.Tensor:
+        """Indices of the detections NMS keeps, at most ``max_people`` per image, grouped by image, best first:
+        box NMS, then any detection whose pose matches a better one in its image (``NMS_OKS``) goes too."""
         from torchvision.ops import batched_nms
 
         keep = batched_nms(box, score, image, NMS_IOU)  # by decreasing score
         keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, still best first
+        same = (pose_similarity(kpts[keep], box[keep]) > NMS_OKS) & (image[keep][:, None] == image[keep][None])
+        keep = keep[~same.triu(1).any(0)]  # a row earlier in the order (better, same image) claims it
         img = image[keep]
         first = torch.searchsorted(img, img)  # index of each image's first row
         return keep[torch.arange(len(keep), device=keep.device) - first < self.max_people]
@@ -267,10 +279,12 @@ class FeatureExtractor(nn.Module):
             frames = torch.from_numpy(frames)
         b, height, width, _ = frames.shape
         h, w, ph, pw, r = letterbox_shape(height, width, self.config.imgsz)
-        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(self.dtype)
+        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         if (h, w) != (height, width):
+            # on the CPU, resize the uint8 frames: 10x faster than making a float copy of a full HD batch first
+            x = x if self.device.type == "cpu" else x.to(self.dtype)
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        x = x.mul_(1 / 255)
+        x = x.to(self.dtype).mul_(1 / 255)
         top, left = round((ph - h) / 2 - 0.1), round((pw - w) / 2 - 0.1)
         if (ph, pw) != (h, w):
             x = F.pad(x, (left, pw - w - left, top, ph - h - top), value=PAD_VALUE)
@@ -283,7 +297,7 @@ class FeatureExtractor(nn.Module):
         x, r, left, top = self.preprocess(frames)
         maps, feats = self._body(x)
         image, score, box, kpts = self._detect(feats)
-        keep = self._nms(image, score, box)
+        keep = self._nms(image, score, box, kpts)
         image, score, box, kpts = image[keep], score[keep], box[keep], kpts[keep]
         pooled = self._pool([maps[i] for i in self.layers], image, box, x.shape[2])
         offset = box.new_tensor([left, top])
@@ -291,20 +305,29 @@ class FeatureExtractor(nn.Module):
         kpts = torch.cat([(kpts[..., :2] - offset) / r, kpts[..., 2:]], -1)
         cxcy, wh = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
         frame_wh = box.new_tensor([width, height])
-        box_wh = wh.clamp(min=1.0)
-        pose = torch.cat(
-            [
-                torch.ones_like(score)[:, None],
-                score[:, None],
-                cxcy / frame_wh,
-                wh / frame_wh,
-                ((kpts[..., :2] - boxes[:, None, :2]) / box_wh[:, None]).flatten(1),
-                kpts[..., 2],
-            ],
-            dim=1,
-        )
+        pose = torch.cat([torch.ones_like(score)[:, None], score[:, None], cxcy / frame_wh, wh / frame_wh, body_shape(kpts, boxes)], 1)
         features = torch.cat([*pooled, pose], dim=1)
         return Detections(features, image, boxes, kpts, score)
+
+
+def body_shape(kpts: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Keypoints (N, 17, 3) and boxes (N, 4) in pixels -> (N, POSE_DIM - 6): keypoints relative to the box
+    (0..1 inside it) and their confidences."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
+    return torch.cat([((kpts[..., :2] - boxes[:, None, :2]) / wh[:, None]).flatten(1), kpts[..., 2]], 1)
+
+
+def pose_similarity(kpts: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """COCO object keypoint similarity between every two detections (N, N), over the keypoints both see
+    (confidence > 0.5), at the scale of the smaller box; 0 where they share fewer than 4 keypoints."""
+    seen = kpts[..., 2] > 0.5  # (N, 17)
+    both = (seen[:, None] & seen[None]).float()
+    d2 = (kpts[:, None, :, :2] - kpts[None, :, :, :2]).pow(2).sum(-1)  # (N, N, 17)
+    area = ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).clamp(min=1.0)
+    scale = torch.minimum(area[:, None], area[None])[..., None]
+    var = (2 * kpts.new_tensor(OKS_SIGMAS)) ** 2
+    oks = (torch.exp(-d2 / (2 * scale * var)) * both).sum(-1) / both.sum(-1).clamp(min=1)
+    return oks * (both.sum(-1) >= 4)
 
 
 def mirror_features(x: torch.Tensor) -> torch.Tensor:
@@ -318,8 +341,20 @@ def mirror_features(x: torch.Tensor) -> torch.Tensor:
     pose = x[..., -POSE_DIM:]
     present = pose[..., 0:1]
     pose[..., 2:3] = (1 - pose[..., 2:3]) * present
-    kxy = pose[..., 6 : 6 + 2 * NUM_KEYPOINTS].unflatten(-1, (NUM_KEYPOINTS, 2))[..., FLIP_KEYPOINTS, :].clone()
+    kxy = pose[..., KXY].unflatten(-1, (NUM_KEYPOINTS, 2))[..., FLIP_KEYPOINTS, :].clone()
     kxy[..., 0] = (1 - kxy[..., 0]) * present
-    pose[..., 6 : 6 + 2 * NUM_KEYPOINTS] = kxy.flatten(-2)
-    pose[..., 6 + 2 * NUM_KEYPOINTS :] = pose[..., 6 + 2 * NUM_KEYPOINTS :][..., FLIP_KEYPOINTS]
+    pose[..., KXY] = kxy.flatten(-2)
+    pose[..., KCONF] = pose[..., KCONF][..., FLIP_KEYPOINTS]
+    return x
+
+
+def reframe(x: torch.Tensor, zoom: float, dx: float, dy: float) -> torch.Tensor:
+    """Features (..., D) as if the camera had zoomed by ``zoom`` about the frame's centre and the picture
+    moved by (``dx``, ``dy``) frame widths / heights: only the box's place and size in the frame change
+    (the body's shape is relative to the box). Frames with nobody stay all-zero."""
+    x = x.clone()
+    pose = x[..., -POSE_DIM:]
+    present = pose[..., 0:1]
+    pose[..., 2:4] = ((pose[..., 2:4] - 0.5) * zoom + 0.5 + pose.new_tensor([dx, dy])) * present
+    pose[..., 4:6] = pose[..., 4:6] * zoom
     return x

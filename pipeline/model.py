@@ -20,7 +20,7 @@ class ActionRNN(nn.Module):
     """Input normalisation and projection, dropout, a GRU (or LSTM / plain RNN), a classification head.
 
     ``pooled_dim``: size of the leading pooled-backbone block of the input; ``pooled_dropout``: chance of
-    zeroing that whole block for a training sequence.
+    zeroing that whole block for a training sequence (1: always, in evaluation too: the block is unused).
     """
 
     def __init__(
@@ -56,7 +56,9 @@ class ActionRNN(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Features (B, T, D) -> the recurrent cell's input (B, T, proj_dim): normalise and project."""
         x = (x - self.mean) / self.std
-        if self.training and self.pooled_dropout and self.pooled_dim:
+        if self.pooled_dropout >= 1 and self.pooled_dim:
+            x = torch.cat([torch.zeros_like(x[..., : self.pooled_dim]), x[..., self.pooled_dim :]], dim=-1)
+        elif self.training and self.pooled_dropout and self.pooled_dim:
             # drop the appearance block of whole sequences so the model cannot lean on it alone
             keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= self.pooled_dropout).to(x.dtype)
             x = torch.cat([x[..., : self.pooled_dim] * keep, x[..., self.pooled_dim :]], dim=-1)

@@ -76,7 +76,9 @@ class PersonTracker:
         self.lost_frames = max(int(round(config.lost_s * fps)), 0)
         args = SimpleNamespace(
             tracker_type=config.kind, track_high_thresh=config.conf, track_low_thresh=0.1, new_track_thresh=config.conf,
-            track_buffer=self.lost_frames, match_thresh=config.match_iou, fuse_score=True,
+            # fuse_score off: matching by IoU times score asks IoU 0.67 of a person scoring 0.3 whose box changes
+            # shape (a jumping jack), and gave them a new id (benchmarks/multiperson.py)
+            track_buffer=self.lost_frames, match_thresh=config.match_iou, fuse_score=False,
             gmc_method="sparseOptFlow", proximity_thresh=0.5, appearance_thresh=0.8, with_reid=False, model="auto",
         )  # fmt: skip
         self._tracker = TRACKER_MAP[config.kind](args)

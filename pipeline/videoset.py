@@ -52,6 +52,7 @@ class DatasetDefinition:
     download: list[dict] = field(default_factory=list)  # [{url: ..., into: subfolder}]
     citation: str = ""
     notes: str = ""
+    folder: str | None = None  # a dataset given as a folder of class folders lives there
 
     @classmethod
     def load(cls, spec: str | Path) -> DatasetDefinition:
@@ -60,7 +61,7 @@ class DatasetDefinition:
         if not path.suffix and not path.exists() and (DATASETS_DIR / f"{spec}.yaml").is_file():
             path = DATASETS_DIR / f"{spec}.yaml"
         if path.is_dir():
-            return cls(name=path.name)
+            return cls(name=path.resolve().name, folder=str(path.resolve()))
         if path.suffix.lower() == ".csv":
             return cls(name=path.stem, layout="csv", csv=str(path.resolve()))
         if not path.is_file():
@@ -75,6 +76,8 @@ class DatasetDefinition:
         return d
 
     def default_root(self) -> Path:
+        if self.folder:
+            return Path(self.folder)
         base = os.environ.get(DATA_DIR_ENV)
         return Path(base) / self.name if base else DATASETS_DIR / self.name
 
@@ -168,7 +171,11 @@ def make_splits(
 
     * ``group``: groups (sorted) are dealt round-robin into ``num_folds`` folds (default: one per group,
       i.e. leave-one-group-out); fold ``fold`` is the test set and the next fold the validation set.
-    * ``stratified``: per class, a seeded shuffle puts ``test_fraction`` in test and ``val_fraction`` in val.
+    * ``stratified``: K-fold cross-validation. Per class, a seeded shuffle deals the videos round-robin
+      into ``num_folds`` folds (default 5), so every fold holds each class in proportion; fold ``fold`` is
+      the test set, and ``val_fraction`` of all videos, per class, from the other folds the validation set.
+      Running every fold tests every video exactly once. ``num_folds`` 1 keeps the older single split:
+      ``test_fraction`` test, ``val_fraction`` val.
     * ``official``: the dataset's own train/test lists; validation is carved out of train by group when
       groups exist, else stratified.
     """
@@ -194,7 +201,12 @@ def make_splits(
             out["test" if f == fold else "val" if f == (fold + 1) % k else "train"].append(v)
         return out
     if kind == "stratified":
-        return _stratified(videos, val_fraction, test_fraction, seed)
+        k = 5 if num_folds is None else num_folds
+        if k == 1:
+            return _stratified(videos, val_fraction, test_fraction, seed)
+        if not 0 <= fold < k:
+            raise DatasetError(f"fold {fold} of {k} folds does not exist: use --data.fold 0..{k - 1}")
+        return _stratified_folds(videos, k, fold, val_fraction, seed)
     if kind == "official":
         train = [v for v in videos if v.split == "train"]
         test = [v for v in videos if v.split == "test"]
@@ -214,19 +226,40 @@ def make_splits(
     raise DatasetError(f"split '{kind}' is not one of {SPLITS}")
 
 
-def _stratified(videos: list[Video], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[Video]]:
+def _shuffled_classes(videos: list[Video], seed: int) -> list[list[Video]]:
+    """Each class's videos, in a seeded random order (the same order for the same files and seed)."""
     by_class: dict[int, list[Video]] = defaultdict(list)
     for v in videos:
         by_class[v.label].append(v)
     rng = random.Random(seed)
-    out = {"train": [], "val": [], "test": []}
+    out = []
     for label in sorted(by_class):
         vs = sorted(by_class[label], key=lambda v: str(v.path))
         rng.shuffle(vs)
+        out.append(vs)
+    return out
+
+
+def _stratified_folds(videos: list[Video], k: int, fold: int, val_fraction: float, seed: int) -> dict[str, list[Video]]:
+    out = {"train": [], "val": [], "test": []}
+    for vs in _shuffled_classes(videos, seed):
+        if len(vs) < k:
+            raise DatasetError(f"class {vs[0].label} has {len(vs)} videos: too few for {k} folds (--data.num_folds)")
+        rest = [v for i, v in enumerate(vs) if i % k != fold]
+        n_val = min(round(len(vs) * val_fraction), len(rest) - 1)
+        out["test"] += vs[fold::k]
+        out["val"] += rest[:n_val]
+        out["train"] += rest[n_val:]
+    return out
+
+
+def _stratified(videos: list[Video], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[Video]]:
+    out = {"train": [], "val": [], "test": []}
+    for vs in _shuffled_classes(videos, seed):
         n_test = round(len(vs) * test_fraction)
         n_val = round(len(vs) * val_fraction)
         if len(vs) - n_test - n_val < 1:
-            raise DatasetError(f"class {label} has {len(vs)} videos: too few for val/test fractions {val_fraction}/{test_fraction}")
+            raise DatasetError(f"class {vs[0].label} has {len(vs)} videos: too few for val/test fractions {val_fraction}/{test_fraction}")
         out["test"] += vs[:n_test]
         out["val"] += vs[n_test : n_test + n_val]
         out["train"] += vs[n_test + n_val :]

@@ -4,7 +4,8 @@ import torch
 
 from conftest import REAL_WEIGHTS, TINY_MODEL, WEIZMANN, needs_shared, seeing_weights, write_clip
 from pipeline.features import (
-    FLIP_KEYPOINTS, NMS_IOU, POSE_DIM, ExtractorConfig, FeatureExtractor, letterbox_shape, mirror_features,
+    FLIP_KEYPOINTS, KCONF, KXY, NMS_IOU, POSE_DIM, ExtractorConfig, FeatureExtractor, letterbox_shape, mirror_features,
+    pose_similarity,
 )  # fmt: skip
 from pipeline.video import VideoReader
 
@@ -48,6 +49,28 @@ def test_max_people_keeps_the_highest_scoring(crowd, tmp_path):
     assert torch.equal(capped.frame, torch.arange(3).repeat_interleave(3))
     for f in range(3):
         assert torch.allclose(capped.scores[capped.frame == f], everyone.scores[everyone.frame == f][:3])
+
+
+def standing(cx: float, arms_out: bool) -> torch.Tensor:
+    """17 COCO keypoints (x, y, conf) of a 60 px tall person centred at ``cx``, arms down or stretched out."""
+    y = [10, 9, 9, 10, 10, 18, 18, 28, 28, 36, 36, 38, 38, 52, 52, 66, 66]
+    x = [0, 1, -1, 2, -2, 6, -6, 7, -7, 7, -7, 4, -4, 4, -4, 4, -4]
+    if arms_out:
+        x[7:11], y[7:11] = [14, -14, 24, -24], [17, 17, 15, 15]
+    return torch.tensor([[cx + a, b, 0.9] for a, b in zip(x, y)])
+
+
+def test_a_second_box_on_the_same_pose_is_dropped_a_neighbour_is_not(tiny):
+    """A person with arms out is found twice, as the wide box and as the arms-in box (IoU ~0.3, so box NMS
+    keeps both); the two share head, torso and legs, so the weaker goes. A neighbour as close stays."""
+    boxes = torch.tensor([[66.0, 8, 134, 68], [92, 8, 108, 68], [118, 8, 134, 68]])  # wide, tight, neighbour
+    kpts = torch.stack([standing(100, True), standing(100, False), standing(126, False)])
+    sim = pose_similarity(kpts, boxes)
+    assert sim[0, 1] > 0.6 and sim[0, 2] < 0.1 and sim[1, 2] < 0.1 and torch.allclose(sim.diagonal(), torch.ones(3))
+    keep = tiny._nms(torch.zeros(3, dtype=torch.long), torch.tensor([0.8, 0.5, 0.6]), boxes, kpts)
+    assert keep.tolist() == [0, 2]
+    keep = tiny._nms(torch.tensor([0, 1, 1]), torch.tensor([0.8, 0.5, 0.6]), boxes, kpts)  # other images: all stay
+    assert sorted(keep.tolist()) == [0, 1, 2]
 
 
 def test_nobody_gives_no_rows(tiny):
@@ -111,11 +134,22 @@ def test_mirroring_flips_x_swaps_sides_and_is_its_own_inverse():
     pose, mpose = x[:, -POSE_DIM:], m[:, -POSE_DIM:]
     assert torch.equal(m[:, :10], x[:, :10])
     assert torch.allclose(mpose[:3, 2], 1 - pose[:3, 2])
-    kx = pose[:3, 6:40:2]
-    assert torch.allclose(mpose[:3, 6:40:2], 1 - kx[:, list(FLIP_KEYPOINTS)])
-    assert torch.equal(mpose[:3, 40:], pose[:3, 40:][:, list(FLIP_KEYPOINTS)])
+    kx = pose[:3, KXY][:, 0::2]
+    assert torch.allclose(mpose[:3, KXY][:, 0::2], 1 - kx[:, list(FLIP_KEYPOINTS)])
+    assert torch.equal(mpose[:3, KCONF], pose[:3, KCONF][:, list(FLIP_KEYPOINTS)])
     assert (mpose[3] == 0).all()
     assert torch.allclose(mirror_features(m), x)
+
+
+@needs_shared
+def test_mirrored_features_are_those_of_the_mirrored_frame():
+    ex = FeatureExtractor(ExtractorConfig(weights=str(REAL_WEIGHTS), imgsz=320, layers=()))
+    frames = np.stack([f for _, f in VideoReader(WEIZMANN / "jack" / "daria_jack.avi", max_frames=30)])[::6]
+    a, b = ex(frames), ex(np.ascontiguousarray(frames[:, :, ::-1]))
+    assert torch.equal(a.frame, b.frame)  # one person, found in both
+    m, f = mirror_features(a.features), b.features
+    assert (m[:, 2] - f[:, 2]).abs().median() < 0.01  # box centre (the detector is not exactly mirror-symmetric)
+    assert (m[:, KXY] - f[:, KXY]).abs().median() < 0.02  # keypoints, in units of the box
 
 
 @needs_shared

@@ -273,3 +273,18 @@ def test_tracker_settings_are_checked():
     for bad in ({"kind": "sort"}, {"conf": 0}, {"lost_s": -1}):
         with pytest.raises(ValueError):
             TrackerConfig(**bad)
+
+
+def test_a_weak_detection_on_the_track_continues_it():
+    """A person whose score dips (0.3, above the start threshold) while their box changes shape keeps their
+    id: association is by overlap alone, not overlap times score (which would need IoU > 0.67 at 0.3)."""
+    from pipeline.tracking import PersonTracker
+
+    tracker = PersonTracker(fps=25)
+    ids = []
+    for t in range(12):
+        wide = t % 2 == 1  # a jumping jack: arms in, arms out
+        box = np.array([[40.0 - 12 * wide, 20, 60 + 12 * wide, 80]])
+        tid, _ = tracker.update(box, np.array([0.9 if t < 6 else 0.3]))
+        ids.extend(tid.tolist())
+    assert len(ids) >= 11 and len(set(ids)) == 1

@@ -11,6 +11,7 @@ import torch
 from conftest import TINY_MODEL, make_dataset, run_script
 from test_download import server  # noqa: F401  (fixture)
 from test_extract import _bad_files
+from pipeline.features import POSE_DIM
 
 
 def _args(tmp: Path, *extra: str, dataset: Path | None = None, root: Path | None = None, epochs: int = 2) -> list[str]:
@@ -120,7 +121,7 @@ def test_checkpoint_errors(tmp_path):
 
     # resuming with another extractor: the checkpoint's feature size does not match
     err = _one_line_error(run_script(*_args(tmp_path, "fit", "--ckpt_path", str(last), "--data.extractor.layers", "[16]", root=root)))
-    assert "expects 57 features per frame" in err and "layers []" in err
+    assert f"expects {POSE_DIM} features per frame" in err and "layers []" in err
 
     err = _one_line_error(run_script(*_args(tmp_path, "test", "--ckpt_path", str(tmp_path / "none.ckpt"), root=root)))
     assert "not found" in err

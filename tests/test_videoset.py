@@ -37,6 +37,23 @@ def test_stratified_split_is_seeded_and_keeps_every_class():
     assert len(a["test"]) == 8 and len(a["val"]) == 4
 
 
+def test_stratified_folds_test_every_video_once_with_every_class_in_proportion():
+    vs = videos_of(["g"], classes=2, per=13)
+    tested = []
+    for fold in range(5):
+        s = make_splits(vs, "stratified", fold, num_folds=5, seed=1)
+        assert not {v.path for v in s["test"]} & {v.path for v in s["train"] + s["val"]}
+        assert not {v.path for v in s["val"]} & {v.path for v in s["train"]}
+        assert sorted(sum(v.label == c for v in s["test"]) for c in (0, 1)) in ([2, 2], [2, 3], [3, 3])
+        assert {v.label for v in s["val"]} == {0, 1}
+        tested += [v.path for v in s["test"]]
+    assert sorted(tested) == sorted(v.path for v in vs)  # each video in exactly one test fold
+    with pytest.raises(DatasetError, match="fold 5 of 5"):
+        make_splits(vs, "stratified", 5, num_folds=5)
+    one = make_splits(vs, "stratified", num_folds=1)  # the older single split
+    assert len(one["test"]) == 6
+
+
 def test_folder_layout_with_group_pattern(tiny_dataset, toy_definition):
     d = DatasetDefinition.load(toy_definition)
     videos, classes = list_videos(d, tiny_dataset)
@@ -94,3 +111,9 @@ def test_weizmann_leave_one_actor_out_on_the_real_clips():
     assert len(videos) == 90 and len(classes) == 10
     s = make_splits(videos, "group", fold=0)
     assert {v.group for v in s["test"]} == {"daria"} and len(s["test"]) == 10 and len(s["train"]) == 70
+
+
+def test_a_folder_of_class_folders_is_its_own_root(tmp_path):
+    (tmp_path / "mine" / "clap").mkdir(parents=True)
+    d = DatasetDefinition.load(str(tmp_path / "mine"))
+    assert d.name == "mine" and d.default_root() == tmp_path / "mine"

@@ -1,0 +1,124 @@
+"""Cross-validation of any dataset: train and test every fold (and seed), print per-fold and mean +- sd.
+
+    python benchmarks/cross_validate.py --config configs/weizmann.yaml --root ../shared/data/weizmann
+    python benchmarks/cross_validate.py --config configs/weizmann.yaml --dataset ../shared/data/pushfit \\
+        --split stratified --seeds 0 1 2 --out runs/cv_pushfit.json
+    python benchmarks/cross_validate.py ... -- --model.hidden_size 128    # further train.py arguments
+
+Each fold is ``train.py fit --config CONFIG --data.fold K --seed_everything S`` in its own process, so its
+result is exactly what that command gives alone. Folds: ``group`` splits one per group (leave-one-actor-
+out on Weizmann: test actor K, validation actor K+1) or ``--num-folds``; ``stratified`` splits
+``--num-folds`` (default 5) class-balanced folds, validation carved from the other folds; every video is
+tested exactly once per seed. Features are extracted by the first fold and read from the cache by the rest.
+
+Printed and written to ``--out`` (JSON): per fold video-level top-1 and mean-class accuracy and
+clip-level top-1 (32-frame windows); per seed the mean over folds and the standard deviation over folds;
+over seeds the mean of the seed means and their standard deviation; the wall time of the whole protocol,
+extraction included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import yaml  # noqa: E402
+
+from pipeline.errors import run_cli  # noqa: E402
+from pipeline.videoset import DatasetDefinition, DatasetError, list_videos  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("video_top1", "video_mean_class", "clip_top1")
+
+
+def fold_count(config: str, dataset: str | None, root: str | None, split: str | None, num_folds: int | None) -> int:
+    """How many folds ``train.py`` has for these settings (the config's where not given)."""
+    data = yaml.safe_load((ROOT / config).read_text()).get("data", {})
+    split = split or data.get("split", "group")
+    num_folds = num_folds or data.get("num_folds")
+    if num_folds:
+        return num_folds
+    if split == "stratified":
+        return 5
+    if split != "group":
+        raise DatasetError(f"split '{split}' has no folds to cross-validate: use --split group or stratified")
+    definition = DatasetDefinition.load(dataset or data.get("dataset", "weizmann"))
+    folder = Path(root or data.get("root") or definition.default_root())
+    if not folder.is_dir():
+        raise DatasetError(f"data root {folder} does not exist: pass --root")
+    return len({v.group for v in list_videos(definition, folder)[0]})
+
+
+def train_fold(a: argparse.Namespace, fold: int, seed: int) -> dict:
+    args = ["fit", "--config", a.config, f"--data.fold={fold}", f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
+    for flag, value in (("dataset", a.dataset), ("root", a.root), ("split", a.split), ("num_folds", a.num_folds)):
+        args += [f"--data.{flag}={value}"] if value is not None else []
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, *a.extra], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"fold {fold} (seed {seed}) failed:\n{r.stderr[-3000:]}")
+    report_path = next(ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.startswith("report:"))
+    report = json.loads((ROOT / report_path).read_text())
+    m = report["metrics"]
+    names = sorted({Path(v["path"]).name.split("_")[0] for v in report["videos"]})
+    return {
+        "fold": fold, "seed": seed, "test": names[0] if len(names) == 1 else f"{len(report['videos'])} videos",
+        "video_top1": m["test/video_top1"], "video_mean_class": m["test/video_mean_class"], "clip_top1": m["test/clip_top1"],
+        "seconds": round(time.perf_counter() - t0, 1), "report": report_path,
+    }  # fmt: skip
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def run(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/weizmann.yaml")
+    p.add_argument("--dataset", help="--data.dataset: a definition name, a folder of class folders, a CSV")
+    p.add_argument("--root", help="--data.root: the folder of the videos")
+    p.add_argument("--split", choices=("group", "stratified"), help="--data.split (default: the config's)")
+    p.add_argument("--num-folds", type=int, help="--data.num_folds (default: one per group; stratified 5)")
+    p.add_argument("--folds", type=int, nargs="*", help="only these folds (default: all)")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--out", default="runs/cross_validation.json", help="where to write the summary")
+    p.add_argument("extra", nargs="*", help="further train.py arguments, after --")
+    a = p.parse_args(argv)
+    folds = a.folds if a.folds else list(range(fold_count(a.config, a.dataset, a.root, a.split, a.num_folds)))
+    rows, start = [], time.perf_counter()
+    for seed in a.seeds:
+        for fold in folds:
+            rows.append(train_fold(a, fold, seed))
+            r = rows[-1]
+            print(f"seed {seed} fold {fold} ({r['test']}): video top-1 {r['video_top1']:.3f}  mean-class {r['video_mean_class']:.3f}  "
+                  f"clip top-1 {r['clip_top1']:.3f}  {r['seconds']:.0f} s", flush=True)  # fmt: skip
+    total = time.perf_counter() - start
+    per_seed = {}
+    print(f"\n{'seed':>4}  {'folds':>5}  " + "  ".join(f"{m:>22}" for m in METRICS) + "   (mean +- sd over folds)")
+    for seed in a.seeds:
+        sel = [r for r in rows if r["seed"] == seed]
+        per_seed[seed] = {m: mean_sd([r[m] for r in sel]) for m in METRICS}
+        print(f"{seed:>4}  {len(sel):>5}  " + "  ".join(f"{per_seed[seed][m][0]:>14.3f} +- {per_seed[seed][m][1]:.3f}" for m in METRICS))
+    overall = {m: mean_sd([per_seed[s][m][0] for s in a.seeds]) for m in METRICS}
+    print(f"{'all':>4}  {len(rows):>5}  " + "  ".join(f"{overall[m][0]:>14.3f} +- {overall[m][1]:.3f}" for m in METRICS)
+          + f"   (mean +- sd over {len(a.seeds)} seed(s))")  # fmt: skip
+    print(f"total {total:.0f} s for {len(rows)} runs, feature extraction included")
+    summary = {
+        "folds": rows, "per_seed": {str(s): {m: {"mean": v[0], "sd_over_folds": v[1]} for m, v in d.items()} for s, d in per_seed.items()},
+        "mean": {m: {"mean": v[0], "sd_over_seeds": v[1]} for m, v in overall.items()},
+        "mean_video_top1": overall["video_top1"][0], "total_seconds": round(total, 1), "args": vars(a),
+    }  # fmt: skip
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(run)

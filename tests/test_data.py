@@ -1,0 +1,57 @@
+"""Training crops: the augmentations that make other footage of the same action out of one video."""
+
+import torch
+
+from pipeline.data import CropDataset
+from pipeline.features import POSE_DIM, reframe
+
+
+def frames(n: int, dim: int = 4 + POSE_DIM) -> torch.Tensor:
+    """A sequence whose first feature is the frame index, a person present with a box at the centre."""
+    x = torch.zeros(n, dim)
+    x[:, 0] = torch.arange(n, dtype=torch.float32)
+    x[:, -POSE_DIM] = 1.0
+    x[:, -POSE_DIM + 2 : -POSE_DIM + 6] = torch.tensor([0.6, 0.5, 0.2, 0.4])
+    return x
+
+
+def test_speed_plays_crops_faster_and_slower_in_order():
+    torch.manual_seed(0)
+    ds = CropDataset([frames(200)], [0], clip_len=32, flip=0, noise=0, std=torch.ones(1), speed=1.0)
+    steps = set()
+    for _ in range(50):
+        x, _, _ = ds[0]
+        idx = x[:, 0]
+        assert len(x) <= 32 and (idx[1:] >= idx[:-1]).all()  # never backwards
+        steps.add(round(float(idx[-1] - idx[0]) / (len(x) - 1), 1))
+    assert min(steps) <= 0.7 and max(steps) >= 1.5  # slowed down (frames repeat) and sped up (frames skipped)
+
+
+def test_short_videos_are_taken_whole_without_padding():
+    ds = CropDataset([frames(10)], [0], clip_len=32, flip=0, noise=0, std=torch.ones(1), speed=0.5)
+    for _ in range(10):
+        x, _, _ = ds[0]
+        assert 6 <= len(x) <= 15 and float(x[0, 0]) == 0.0  # the whole video, at some speed
+
+
+def test_reframe_zooms_about_the_centre_and_moves_the_box_only():
+    x = frames(3)
+    x[2, -POSE_DIM:] = 0.0  # nobody in the last frame
+    y = reframe(x, 2.0, 0.1, 0.0)
+    pose = y[:2, -POSE_DIM:]
+    assert torch.allclose(pose[:, 2:6], torch.tensor([0.8, 0.5, 0.4, 0.8]).expand(2, 4))
+    assert torch.equal(y[:, : -POSE_DIM + 2], x[:, : -POSE_DIM + 2]) and torch.equal(y[:, -POSE_DIM + 6 :], x[:, -POSE_DIM + 6 :])
+    assert (y[2, -POSE_DIM:] == 0).all()
+
+
+def test_min_len_gives_crops_of_every_length_and_drop_loses_whole_frames():
+    torch.manual_seed(0)
+    ds = CropDataset([frames(100)], [0], clip_len=16, flip=0, noise=0, std=torch.ones(1), min_len=4, drop=0.5)
+    lengths, lost = set(), 0
+    for _ in range(60):
+        x, _, _ = ds[0]
+        lengths.add(len(x))
+        gone = (x[:, -POSE_DIM:] == 0).all(1)
+        assert torch.equal(gone, (x == 0).all(1))  # a lost frame is all zeros, the others untouched
+        lost += int(gone.sum())
+    assert lengths == set(range(4, 17)) and lost > 0
