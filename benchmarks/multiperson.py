@@ -100,7 +100,8 @@ def accuracy(a: argparse.Namespace) -> dict:
     scenes = empty_scenes(Path(a.root))
     rows, skipped, t0 = [], [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for fold in summary["folds"]:
+        first_seed = summary["folds"][0].get("seed")
+        for fold in (f for f in summary["folds"] if f.get("seed") == first_seed):  # one checkpoint per fold
             report = json.loads((ROOT / fold["report"]).read_text())
             actor = fold["test"]
             predictor = ActionPredictor(ROOT / report["checkpoint"] if not Path(report["checkpoint"]).is_absolute() else report["checkpoint"], device=a.device)
