@@ -73,6 +73,20 @@ def test_a_second_box_on_the_same_pose_is_dropped_a_neighbour_is_not(tiny):
     assert sorted(keep.tolist()) == [0, 1, 2]
 
 
+@needs_shared
+def test_a_real_waving_person_is_one_detection(monkeypatch):
+    """lena waving with both arms: the pose model also finds her arms-in box in about half the frames; pose
+    NMS leaves one detection per frame (without it, a second track opened on her)."""
+    import pipeline.features as features
+
+    ex = FeatureExtractor(ExtractorConfig(weights=str(REAL_WEIGHTS), imgsz=320, layers=()))
+    frames = np.stack([f for _, f in VideoReader(WEIZMANN / "wave2" / "lena_wave2.avi")])
+    per_frame = torch.bincount(ex(frames).frame, minlength=len(frames))
+    assert (per_frame == 1).all()
+    monkeypatch.setattr(features, "NMS_OKS", float("inf"))  # box NMS only
+    assert (torch.bincount(ex(frames).frame, minlength=len(frames)) > 1).sum() > len(frames) // 4
+
+
 def test_nobody_gives_no_rows(tiny):
     out = tiny(np.zeros((3, 48, 64, 3), np.uint8))  # random init: no person anywhere
     assert out.features.shape == (0, tiny.feature_dim) and out.boxes.shape == (0, 4) and len(out.frame) == 0
