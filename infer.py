@@ -25,14 +25,28 @@ from pipeline.errors import run_cli
 from pipeline.features import MAX_PEOPLE
 from pipeline.inference import OutputPaths, Smoothing, analyse_many
 from pipeline.live import DisplayError, LiveOptions, check_display, run_live
+from pipeline.options import OptionError, check_range
 from pipeline.outputs import OutputError, check_writable
 from pipeline.predictor import ActionPredictor
 from pipeline.tracking import TRACKERS, TrackerConfig
-from pipeline.video import VideoError, expand_sources
+from pipeline.video import VideoError, check_source, expand_sources
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as every other error of the tool
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+# option: (lowest, highest, whether the lowest is excluded); None: no bound
+RANGES = {
+    "top_k": (1, None, False), "smooth": (0, None, False), "min_segment": (0, None, False), "threshold": (0, 1, False),
+    "max_people": (1, None, False), "lost_time": (0, None, False), "display_threshold": (0, 1, False),
+    "display_smooth": (0, None, False), "reset_after": (0, None, False), "duration": (0, None, True), "batch_size": (1, 4096, False),
+}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="*", help="video files, folders, globs, or OpenCV URLs (rtsp://, http://)")
     p.add_argument("--source", action="append", default=[], help="another source (same as a positional one)")
     p.add_argument("-c", "--checkpoint", required=True, help="a checkpoint written by train.py")
@@ -71,10 +85,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--weights", help="path of the checkpoint's weights file if it moved (its sha256 must match)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
-    if a.max_people < 1:
-        p.error(f"--max-people must be at least 1, got {a.max_people}")
-    if a.lost_time < 0:
-        p.error(f"--lost-time must be >= 0 seconds, got {a.lost_time}")
+    for name, (low, high, above) in RANGES.items():
+        try:
+            check_range(f"--{name.replace('_', '-')}", getattr(a, name), low, high, above=above)
+        except OptionError as e:
+            p.error(str(e))
+    if a.serve:
+        host, _, port = a.serve.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            p.error(f"--serve takes HOST:PORT with a port from 1 to 65535, got '{a.serve}'")
     a.sources = a.sources + a.source
     if not a.sources:
         p.error("give at least one video, folder, glob or URL")
@@ -122,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     single = OutputPaths(a.save_video, a.json, a.csv, a.plot)
     if len(sources) > 1 and any(vars(single).values()):
         raise OutputError(f"{len(sources)} videos: use --output DIR instead of --save-video/--json/--csv/--plot")
+    bad = []
+    for s in sources:  # before the model loads (seconds): a wrong name is said at once
+        try:
+            check_source(s)
+        except VideoError as e:
+            bad.append(e)
+    if bad and len(bad) == len(sources):
+        raise bad[0] if len(bad) == 1 else VideoError(f"none of the {len(sources)} videos can be read, e.g. {bad[0]}")
+    signal.signal(signal.SIGTERM, _stop)  # a killed batch says what it finished and keeps no partial file
     predictor = _predictor(a)
     results, failed = analyse_many(
         sources, predictor, a.output, single, smoothing=Smoothing(a.smooth, a.min_segment, a.threshold),

@@ -19,7 +19,8 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "extractor" not in hp or "class_names" not in hp:
         raise CheckpointError(f"{path}: not a checkpoint of this pipeline (no class names or extractor record)")

@@ -4,7 +4,13 @@ Training: cross-entropy on every frame of a random crop after a short warm-up (t
 crop have too little context to be judged), so the model gives a label at every frame when it streams.
 Evaluation: per-frame probabilities averaged over a whole video (video level) or over a fixed window
 (clip level). The checkpoint holds what inference needs: class names, the extractor record (settings,
-weights identity, feature size) and, as buffers, the normalisation statistics.
+weights identity, feature size), as buffers the normalisation statistics, and which stream was kept.
+
+Streams: what works differs with the footage. In a lab (one background, few actors) what a person looks
+like identifies the actor, not the action, and keypoints alone generalise; on real footage appearance
+helps. With ``streams="auto"`` two models train side by side on the same batches, one on keypoints alone
+(``pose``), one on pooled appearance and keypoints (``fused``), and the one with the lower video-level
+validation loss is kept: the user's own validation split picks the preset.
 """
 
 from __future__ import annotations
@@ -14,13 +20,16 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
-from torchmetrics import MetricCollection
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from pipeline.features import POSE_DIM
 from pipeline.model import ActionRNN
+from pipeline.options import OptionError, check_choice, check_range
 
 LEVELS = ("video", "clip")  # dataloader 0 and 1 of validation and test
+STREAMS = ("pose", "fused")
 
 
 def masked_mean(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -34,7 +43,9 @@ class ActionClassifier(L.LightningModule):
     input_dim, class_names, extractor: from the data (linked by the CLI); the extractor record
         configures inference.
     hidden_size, num_layers, proj_dim, dropout, input_dropout, cell: the temporal model.
-    pooled_dropout: chance of hiding the pooled backbone block from a training sequence.
+    streams: ``pose``, ``fused`` or ``auto`` (both trained, the lower validation loss kept); without pooled
+        layers in the features there is only ``pose``.
+    pooled_dropout: chance of hiding the pooled backbone block from a training sequence of the fused stream.
     lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
     warmup_frames: frames at the start of each training crop left out of the loss.
     label_smoothing: cross-entropy label smoothing.
@@ -52,6 +63,7 @@ class ActionClassifier(L.LightningModule):
         input_dropout: float = 0.0,
         cell: str = "gru",
         pooled_dropout: float = 0.5,
+        streams: str = "auto",
         lr: float = 2e-3,
         weight_decay: float = 1e-2,
         warmup_frames: int = 8,
@@ -60,10 +72,25 @@ class ActionClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
+        check_choice("--model.streams", streams, ("auto", *STREAMS))
+        check_range("--model.lr", lr, 0, 10, above=True)
+        check_range("--model.weight_decay", weight_decay, 0, 10)
+        check_range("--model.warmup_frames", warmup_frames, 0, 10_000)
+        check_range("--model.label_smoothing", label_smoothing, 0, 0.99)
+        if len(class_names) < 2:
+            raise OptionError(f"a classifier needs at least 2 classes, got {len(class_names)} ({', '.join(class_names)}): add class folders")
         pooled_dim = input_dim - POSE_DIM
-        self.model = ActionRNN(
-            input_dim, len(class_names), hidden_size, num_layers, proj_dim, dropout, input_dropout, cell, pooled_dim, pooled_dropout
+        names = ["pose"] if not pooled_dim else list(STREAMS) if streams == "auto" else [streams]
+        self.streams = nn.ModuleDict(
+            {
+                name: ActionRNN(
+                    input_dim, len(class_names), hidden_size, num_layers, proj_dim, dropout, input_dropout, cell,
+                    pooled_dim, 1.0 if name == "pose" else pooled_dropout,
+                )  # fmt: skip
+                for name in names
+            }
         )
+        self.stream = names[-1]  # the one used outside validation; chosen anew at each validation
         n = len(class_names)
         metrics = MetricCollection(
             {
@@ -72,39 +99,64 @@ class ActionClassifier(L.LightningModule):
                 "mean_class": MulticlassAccuracy(n, average="macro"),
             }
         )
-        self.metrics = torch.nn.ModuleDict({f"{s}_{lv}": metrics.clone(prefix=f"{s}/{lv}_") for s in ("val", "test") for lv in LEVELS})
+        keys = [f"{s}_{lv}_{name}" for s in ("val", "test") for lv in LEVELS for name in names]
+        self.metrics = nn.ModuleDict({k: metrics.clone(prefix=f"{k.split('_')[0]}/{k.split('_')[1]}_") for k in keys})
+        self.losses = nn.ModuleDict({k: MeanMetric() for k in keys})
         self.confusion = torch.nn.ModuleDict({lv: MulticlassConfusionMatrix(n) for lv in LEVELS})
         self.test_predictions: list[tuple[int, int, list[float]]] = []  # (video, label, video-level probs)
+
+    @property
+    def model(self) -> ActionRNN:
+        """The kept stream: what inference runs."""
+        return self.streams[self.stream]
+
+    def get_extra_state(self) -> dict:
+        return {"stream": self.stream}
+
+    def set_extra_state(self, state: dict) -> None:
+        if state["stream"] not in self.streams:
+            raise RuntimeError(f"the checkpoint kept stream '{state['stream']}', which these settings do not build")
+        self.stream = state["stream"]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the weight-averaging callback saves its averaged copy, made before the stream was chosen: say which
+        for key in ("state_dict", "current_model_state"):
+            if key in checkpoint:
+                checkpoint[key]["_extra_state"] = self.get_extra_state()
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and dm is not None and getattr(dm, "mean", None) is not None:
-            self.model.set_normalization(dm.mean, dm.std)
+            for m in self.streams.values():
+                m.set_normalization(dm.mean, dm.std)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths)[0]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["x"], batch["lengths"])
-        t = torch.arange(logits.shape[1], device=self.device)[None]
         lengths = batch["lengths"].to(self.device)[:, None]
+        t = torch.arange(batch["x"].shape[1], device=self.device)[None]
         mask = (t < lengths) & (t >= torch.clamp(lengths - 1, max=self.hparams.warmup_frames))
         targets = batch["y"][:, None].expand_as(mask)
-        loss = F.cross_entropy(logits[mask], targets[mask], label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["y"]))
+        loss = sum(
+            F.cross_entropy(m(batch["x"], batch["lengths"])[0][mask], targets[mask], label_smoothing=self.hparams.label_smoothing)
+            for m in self.streams.values()
+        )
+        self.log("train/loss", loss / len(self.streams), prog_bar=True, batch_size=len(batch["y"]))
         return loss
 
-    def _evaluate(self, batch: dict, stage: str, dataloader_idx: int) -> torch.Tensor:
+    def _evaluate(self, batch: dict, stage: str, dataloader_idx: int) -> None:
+        # validation scores every stream (to choose one); test only the kept one
         level = LEVELS[dataloader_idx]
-        probs = masked_mean(self(batch["x"], batch["lengths"]).softmax(-1), batch["lengths"])
-        loss = F.nll_loss(probs.clamp(min=1e-8).log(), batch["y"])
-        self.metrics[f"{stage}_{level}"].update(probs, batch["y"])
-        self.log(f"{stage}/{level}_loss", loss, batch_size=len(batch["y"]), add_dataloader_idx=False, sync_dist=True)
-        if stage == "test":
-            self.confusion[level].update(probs, batch["y"])
-            if level == "video":
-                self.test_predictions += list(zip(batch["video"].tolist(), batch["y"].tolist(), probs.tolist()))
-        return probs
+        for name in self.streams if stage == "val" else [self.stream]:
+            probs = masked_mean(self.streams[name](batch["x"], batch["lengths"])[0].softmax(-1), batch["lengths"])
+            key = f"{stage}_{level}_{name}"
+            self.losses[key].update(F.nll_loss(probs.clamp(min=1e-8).log(), batch["y"], reduction="none"))
+            self.metrics[key].update(probs, batch["y"])
+            if stage == "test":
+                self.confusion[level].update(probs, batch["y"])
+                if level == "video":
+                    self.test_predictions += list(zip(batch["video"].tolist(), batch["y"].tolist(), probs.tolist()))
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "val", dataloader_idx)
@@ -113,10 +165,21 @@ class ActionClassifier(L.LightningModule):
         self._evaluate(batch, "test", dataloader_idx)
 
     def _log_metrics(self, stage: str) -> None:
+        names = list(self.streams) if stage == "val" else [self.stream]
+        losses = {(lv, n): self.losses[f"{stage}_{lv}_{n}"].compute() for lv in LEVELS for n in names}
+        if stage == "val" and not self.trainer.sanity_checking:
+            self.stream = min(names, key=lambda n: float(losses["video", n]))
         for level in LEVELS:
-            m = self.metrics[f"{stage}_{level}"]
-            self.log_dict(m.compute(), prog_bar=level == "video", add_dataloader_idx=False, sync_dist=True)
-            m.reset()
+            self.log(f"{stage}/{level}_loss", losses[level, self.stream])
+            self.log_dict(self.metrics[f"{stage}_{level}_{self.stream}"].compute(), prog_bar=level == "video")
+            if len(names) > 1:
+                self.log_dict({f"{stage}/{level}_loss_{n}": losses[level, n] for n in names})
+        if len(names) > 1:
+            self.log(f"{stage}/stream", float(STREAMS.index(self.stream)))  # 0 pose, 1 fused
+        for n in names:
+            for level in LEVELS:
+                self.metrics[f"{stage}_{level}_{n}"].reset()
+                self.losses[f"{stage}_{level}_{n}"].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")

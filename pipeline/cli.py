@@ -11,21 +11,51 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import warnings
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
 from pipeline.classifier import ActionClassifier
 from pipeline.data import ActionDataModule
 from pipeline.evaluate import ReportWriter
 from pipeline.features import ExtractorConfig
+from pipeline.options import OptionError
 
 LINKS = (("data.feature_dim", "model.input_dim"), ("data.class_names", "model.class_names"), ("data.extractor_info", "model.extractor"))
 LINKED_HPARAMS = ("input_dim", "class_names", "extractor", "_instantiator", "_class_path")
 
 
+class OneLineParser(LightningArgumentParser):
+    """A wrong option is one ``error:`` line that names it and the value given, not a page of usage."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:  # jsonargparse tries alternatives this way: keep its behaviour
+            return super().error(message, ex)
+        lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+        given = next((ln for ln in lines if ln.startswith("Given value:")), "")
+        text = (lines[0] if lines else "invalid arguments").rstrip(":")
+        if given:
+            text += f": invalid value '{given.split(':', 1)[1].strip()}'"
+        sys.stderr.write(f"error: {text} (see {self.prog.split(' [')[0]} --help)\n")
+        self.exit(2)
+
+
 class ActionCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate, test; labelling videos is ``infer.py``'s work, so no ``predict`` here."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+
+    def instantiate_trainer(self, **kwargs):
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError) as e:  # e.g. --trainer.accelerator banana
+            raise OptionError(f"trainer settings: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in LINKS:
             parser.link_arguments(source, target, apply_on="instantiate")
@@ -90,6 +120,8 @@ class ActionCLI(LightningCLI):
         lines = [
             f"run:          {self.trainer.log_dir}",
             f"checkpoint:   {ckpt}",
+            f"stream:       {self.model.stream}"
+            + (f" (chosen on the validation split from {', '.join(self.model.streams)})" if len(self.model.streams) > 1 else ""),
             "test:         "
             + ", ".join(f"{k.split('/')[1]} {float(m[k]):.4f}" for k in sorted(m) if k.startswith("test/") and not k.endswith("loss")),
             f"report:       {report}",
@@ -108,9 +140,24 @@ def quiet_third_party() -> None:
 
 def main(args: list[str] | None = None) -> ActionCLI:
     quiet_third_party()
+    signal.signal(signal.SIGTERM, _terminated)  # Lightning adds its own while a trainer runs, and calls this one too
+    try:
+        return _cli(args)
+    except SIGTERMException:  # Lightning's own SystemExit, with status 0: a scheduler would read success
+        print("error: stopped by SIGTERM before the run finished; its checkpoints so far are kept "
+              "(resume with the same command and --ckpt_path last)", file=sys.stderr)  # fmt: skip
+        sys.exit(143)
+
+
+def _terminated(*_) -> None:
+    raise SIGTERMException  # wherever the run is (extraction, between stages, an epoch): stop, say so below
+
+
+def _cli(args: list[str] | None) -> ActionCLI:
     return ActionCLI(
         ActionClassifier,
         ActionDataModule,
+        parser_class=OneLineParser,
         trainer_defaults={"callbacks": [ReportWriter()]},
         save_config_kwargs={"overwrite": True},
         args=args,

@@ -22,6 +22,7 @@ from pipeline.cache import FeatureCache
 from pipeline.download import download_dataset
 from pipeline.extract import extract_features, extractor_record
 from pipeline.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe
+from pipeline.options import check_range
 from pipeline.videoset import DATASETS_DIR, DatasetDefinition, DatasetError, Video, list_videos, make_splits
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,14 @@ class ActionDataModule(L.LightningDataModule):
         extract_batch_size: int = 32,
     ):
         super().__init__()
+        for name, value, low, high in (
+            ("fold", fold, 0, None), ("num_folds", num_folds, 1, None), ("val_fraction", val_fraction, 0, 0.9),
+            ("test_fraction", test_fraction, 0, 0.9), ("clip_len", clip_len, 1, None), ("min_len", min_len, 1, clip_len),
+            ("eval_window", eval_window, 1, None), ("eval_stride", eval_stride, 1, None), ("flip", flip, 0, 1),
+            ("speed", speed, 0, 4), ("zoom", zoom, 0, 4), ("drop", drop, 0, 0.9), ("noise", noise, 0, 10),
+            ("batch_size", batch_size, 1, 65536), ("num_workers", num_workers, 0, 256), ("extract_batch_size", extract_batch_size, 1, 4096),
+        ):  # fmt: skip
+            check_range(f"--data.{name}", value, low, high)
         self.definition = DatasetDefinition.load(dataset)
         self.explicit_root = root is not None
         if root is not None:
@@ -156,6 +165,8 @@ class ActionDataModule(L.LightningDataModule):
             self.root = Path(self.definition.csv).parent
         else:
             self.root = self.definition.default_root()
+        if self.explicit_root and self.root.is_file():
+            raise DatasetError(f"--data.root {self.root} is a file: give the folder that holds one folder of videos per class")
         if self.explicit_root and not self.root.is_dir():
             raise DatasetError(f"--data.root {self.root} does not exist")
         self.split, self.fold, self.num_folds = split, fold, num_folds
@@ -175,6 +186,7 @@ class ActionDataModule(L.LightningDataModule):
             raise DatasetError(f"data root {self.root} does not exist and the dataset defines no classes; pass --data.root")
         self.splits: dict[str, list[Video]] = {}
         self.skipped: list[tuple[str, str]] = []
+        self.truncated: dict[str, tuple[int, int]] = {}  # path: (frames read, frames declared)
         self._reported: set[tuple[str, str]] = set()
         self.data: dict[str, tuple[list[torch.Tensor], list[int], list[Video]]] = {}
         self.mean = self.std = None
@@ -222,13 +234,17 @@ class ActionDataModule(L.LightningDataModule):
             for v in splits[name]:
                 try:
                     entry = self.cache.entry(v.path, self.root)
-                except OSError:
-                    entry = None
-                if entry is None or not entry.is_file():
+                    cached = self.cache.load(entry) if entry.is_file() else None
+                    seq = cached.subject() if cached is not None else None  # the main subject's track
+                except Exception:  # noqa: BLE001 - gone or unreadable since extraction checked it: skip, say so
+                    seq = None
+                if seq is None:
                     if not any(p == str(v.path) for p, _ in self.skipped):
                         self.skipped.append((str(v.path), "no features (not extracted)"))
                     continue
-                seqs.append(torch.from_numpy(self.cache.load(entry).subject()))  # the main subject's track
+                if cached.truncated:
+                    self.truncated[str(v.path)] = (cached.frames_read, cached.declared_frames)
+                seqs.append(torch.from_numpy(seq))
                 labels.append(v.label)
                 kept.append(v)
             if not seqs:

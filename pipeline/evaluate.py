@@ -71,6 +71,8 @@ class ReportWriter(Callback):
         report = {
             "checkpoint": str(ckpt) if ckpt else None,
             "classes": names,
+            "stream": pl_module.stream,  # the kept stream (pipeline.classifier)
+            "streams_trained": list(pl_module.streams),
             "metrics": metrics,
             "per_class_accuracy": {
                 lv: {n: (float(c[i, i] / c[i].sum()) if c[i].sum() else None) for i, n in enumerate(names)} for lv, c in confusion.items()
@@ -86,6 +88,7 @@ class ReportWriter(Callback):
                 for v, y, p in predictions
             ],
             "skipped": [{"path": p, "reason": r} for p, r in (getattr(dm, "skipped", None) or [])],
+            "truncated": [{"path": p, "frames_read": r, "declared_frames": d} for p, (r, d) in (getattr(dm, "truncated", None) or {}).items()],
         }
         if dm is not None:
             report["split"] = {"dataset": dm.definition.name, "split": dm.split, "fold": dm.fold, "root": str(dm.root)}

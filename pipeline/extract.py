@@ -21,9 +21,10 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from pipeline.cache import FeatureCache, Sequence
+from pipeline.cache import CacheError, FeatureCache, Sequence
 from pipeline.features import ExtractorConfig, FeatureExtractor
 from pipeline.tracking import PersonTracker, TrackerConfig, track_batch
 from pipeline.video import VideoError, VideoReader, prefetch
@@ -49,9 +50,14 @@ def extract_video(extractor: FeatureExtractor, source: str | Path, batch_size: i
             track.append(ids)
         seen += len(idx)
         index.append(idx)
-    return Sequence(
-        np.concatenate(feats).astype(np.float32), np.concatenate(frame), np.concatenate(track), np.concatenate(index), reader.fps, reader.info.fps
-    )
+    declared = reader.info.frame_count if cfg.max_frames is None else 0  # a cap reads fewer on purpose
+    seq = Sequence(
+        np.concatenate(feats).astype(np.float32), np.concatenate(frame), np.concatenate(track), np.concatenate(index), reader.fps,
+        reader.info.fps, declared,
+    )  # fmt: skip
+    if seq.truncated:
+        log.warning("%s: read %d of %d declared frames (corrupt or cut short); features of the frames read", source, seq.frames_read, declared)
+    return seq
 
 
 class ExtractionModule(L.LightningModule):
@@ -91,7 +97,12 @@ class CacheWriter(BasePredictionWriter):
         if "error" in prediction:
             self.failed.append((prediction["path"], prediction["error"]))
             return
-        self.cache.save(self.cache.entry(prediction["path"], self.data_root), prediction["sequence"])
+        try:
+            self.cache.save(self.cache.entry(prediction["path"], self.data_root), prediction["sequence"])
+        except OSError as e:
+            raise CacheError(
+                f"cannot write the feature cache {self.cache.dir}: {e.strerror or e}; the {self.done} videos extracted before are kept"
+            ) from None
         self.done += 1
 
     def on_predict_end(self, trainer, pl_module) -> None:
@@ -133,12 +144,19 @@ def extract_features(
     """
     failed: list[tuple[str, str]] = []
     todo: list[str] = []
+    corrupt: list[str] = []
     for v in videos:
         try:
-            if not cache.has(v, data_root):
+            entry = cache.entry(v, data_root)
+            if entry.is_file() and not cache.readable(entry):
+                entry.unlink()  # truncated, empty or of another feature size: extract again
+                corrupt.append(str(v))
+            if not entry.is_file():
                 todo.append(str(v))
         except OSError as e:
             failed.append((str(v), f"{v}: {e.strerror or e}"))
+    if corrupt:
+        rank_zero_warn(f"{len(corrupt)} unreadable cache entr{'y' if len(corrupt) == 1 else 'ies'} in {cache.dir}, extracted again: " + ", ".join(corrupt[:5]) + (" ..." if len(corrupt) > 5 else ""))
     for stale in cache.dir.glob("failed.rank*.json"):
         stale.unlink(missing_ok=True)
     if todo:

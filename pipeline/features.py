@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.options import OptionError, check_choice, check_range
 from pipeline.weights import WeightsIdentity, load_pose_model
 
 FEATURE_VERSION = 5  # bump when the meaning of the vector changes; it is part of every cache key
@@ -90,6 +91,13 @@ class ExtractorConfig:
     conf: float = 0.25
     pool: str = "person"
 
+    def __post_init__(self) -> None:
+        check_range("--data.extractor.imgsz", self.imgsz, 32, 4096)
+        check_range("--data.extractor.fps", self.fps, 0, 1000, above=True)
+        check_range("--data.extractor.max_frames", self.max_frames, 1)
+        check_range("--data.extractor.conf", self.conf, 0, 1, above=True)
+        check_choice("--data.extractor.pool", self.pool, ("person", "global"))
+
     def key(self, identity: WeightsIdentity) -> str:
         """Cache key: a hash of the weights identity and every setting that changes the features."""
         blob = {**asdict(self), "weights": asdict(identity), "layers": list(self.layers), "version": FEATURE_VERSION}
@@ -119,10 +127,23 @@ def letterbox_shape(height: int, width: int, imgsz: int) -> tuple[int, int, int,
     return h, w, math.ceil(h / STRIDE) * STRIDE, math.ceil(w / STRIDE) * STRIDE, r
 
 
+class DeviceError(RuntimeError):
+    """A device name torch does not know, or one this machine does not have."""
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"device '{device}' is not a device name: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA GPU"
+        raise DeviceError(f"device '{device}' is not available: this machine has {have}; use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device '{device}' is not supported: use auto, cpu, cuda or cuda:N")
+    return dev
 
 
 class FeatureExtractor(nn.Module):
@@ -131,17 +152,15 @@ class FeatureExtractor(nn.Module):
     def __init__(self, config: ExtractorConfig, max_people: int = MAX_PEOPLE):
         super().__init__()
         if max_people < 1:
-            raise ValueError(f"max_people must be at least 1, got {max_people}")
+            raise OptionError(f"max_people must be at least 1, got {max_people}")
         self.config = config
         self.max_people = max_people
         model, self.identity = load_pose_model(config.weights)
         model = model.fuse(verbose=False) if hasattr(model, "fuse") else model
         n = len(model.model)
-        if config.pool not in ("global", "person"):
-            raise ValueError(f"pool '{config.pool}' is not 'global' or 'person'")
         layers = list(config.layers)
-        if layers != sorted(set(layers)) or not all(0 <= i < n - 1 for i in layers):
-            raise ValueError(f"layers {layers} invalid: give increasing indices in 0..{n - 2} of the model's {n} layers")
+        if layers != sorted(set(layers)) or not all(isinstance(i, int) and 0 <= i < n - 1 for i in layers):
+            raise OptionError(f"--data.extractor.layers {layers} invalid: give increasing indices in 0..{n - 2} of the model's {n} layers")
         # Frames arrive BGR: reorder the first convolution's input channels once instead of every frame.
         first = model.model[0].conv
         first.weight.data = first.weight.data[:, [2, 1, 0]].contiguous()

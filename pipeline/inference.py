@@ -10,6 +10,9 @@ drawn with the latest result.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.annotate import Overlay, Person, draw
-from pipeline.outputs import CsvTimeline, JsonTimeline, VideoSink, plot_timeline
+from pipeline.cache import TRUNCATED
+from pipeline.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, plot_timeline
 from pipeline.predictor import ActionPredictor, Predictions
 from pipeline.timeline import NOBODY, Segment, Timeline
 from pipeline.video import VideoError, VideoReader, prefetch
@@ -35,7 +39,20 @@ class OutputPaths:
 
     @classmethod
     def in_folder(cls, folder: Path, stem: str) -> OutputPaths:
+        if len(stem.encode()) > MAX_STEM_BYTES:  # room for ".partial.json" within a file system's 255 bytes
+            tag = hashlib.sha1(stem.encode()).hexdigest()[:8]
+            stem = stem.encode()[: MAX_STEM_BYTES - 9].decode(errors="ignore") + "_" + tag
         return cls(folder / f"{stem}.mp4", folder / f"{stem}.json", folder / f"{stem}.csv", folder / f"{stem}.png")
+
+    def check(self) -> None:
+        """Fail before any work when one of the outputs cannot be written."""
+        for path in vars(self).values():
+            if path is not None:
+                check_writable(path)
+
+
+MAX_STEM_BYTES = 200
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -82,6 +99,13 @@ class VideoResult:
     main_track: int | None = None
     tracks: list[TrackResult] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
+    declared_frames: int = 0  # the container's frame count (0: unknown)
+
+    @property
+    def truncated(self) -> bool:
+        """Far fewer frames decoded than the container declares: a corrupt middle or end."""
+        return self.declared_frames > 0 and self.frame_count < TRUNCATED * self.declared_frames
+
 
 
 class _TrackLog:
@@ -203,12 +227,14 @@ def analyse_video(
         else:
             label, score, probs, segments = NOBODY, 0.0, {n: 0.0 for n in names}, []
         result = VideoResult(
-            str(source), label, score, probs, segments, frames_read, processed, duration, processed / max(elapsed, 1e-9), main, tracks
-        )
+            str(source), label, score, probs, segments, frames_read, processed, duration, processed / max(elapsed, 1e-9), main, tracks,
+            declared_frames=info.frame_count,
+        )  # fmt: skip
         if "json" in sinks:
             sinks.pop("json").close(
                 {
-                    "frame_count": frames_read, "processed_frames": processed, "duration_s": round(duration, 4),
+                    "frame_count": frames_read, "declared_frames": info.frame_count, "truncated": result.truncated,
+                    "processed_frames": processed, "duration_s": round(duration, 4),
                     "main_track": main, "label": label, "score": round(score, 4),
                     "video": {"label": label, "score": round(score, 4), "probs": probs},
                     "segments": [s.to_dict() for s in segments], "tracks": [tr.to_dict() for tr in tracks],
@@ -216,17 +242,18 @@ def analyse_video(
                 }
             )  # fmt: skip
             result.outputs["json"] = str(out.json)
+        for name, path in (("csv", out.csv), ("video", out.video)):
+            if path:
+                sinks.pop(name).close()  # renamed from their partial names only now, complete
+                result.outputs[name] = str(path)
         if out.plot:
             _plot(out.plot, source, result, logs, names)
             result.outputs["plot"] = str(out.plot)
-        for name, path in (("csv", out.csv), ("video", out.video)):
-            if path:
-                result.outputs[name] = str(path)
         return result
     finally:
         predictor.inspect = False
-        for sink in sinks.values():  # close the CSV and video; a JSON still open here is unfinished: removed
-            sink.abort() if isinstance(sink, JsonTimeline) else sink.close()
+        for sink in sinks.values():  # still open here: the video failed or the run was stopped half-way
+            sink.abort()
 
 
 def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str], fps: float | None) -> Overlay:
@@ -262,23 +289,43 @@ def analyse_many(
     """
     results, failed = [], []
     stems: dict[str, int] = {}
-    for src in tqdm(sources, desc="Videos", unit="video", disable=len(sources) < 2 or not kwargs.get("progress", True)):
+    planned = []
+    for src in sources:
         paths = single
         if out_dir is not None:
             stem = Path(str(src)).stem or "stream"
             stems[stem] = stems.get(stem, 0) + 1
             paths = OutputPaths.in_folder(out_dir, stem if stems[stem] == 1 else f"{stem}_{stems[stem]}")
+        planned.append((src, paths))
+    if single is not None:
+        single.check()
+    if out_dir is not None:
+        check_writable(Path(out_dir) / ".probe")
+    done = lambda: f"{len(results)} of {len(sources)} video(s) finished" + (f" (last: {results[-1].source})" if results else "")  # noqa: E731
+    for src, paths in tqdm(planned, desc="Videos", unit="video", disable=len(sources) < 2 or not kwargs.get("progress", True)):
         try:
             r = analyse_video(src, predictor, paths, **kwargs)
-        except VideoError as e:
+        except OSError as e:
+            if e.errno in DISK_FULL:
+                raise OutputError(f"writing the outputs of {src} failed: {e.strerror}; {done()}, their outputs are complete") from None
+            if len(sources) == 1:
+                raise OutputError(f"{src}: {e.strerror or e}") from None
+            failed.append((str(src), f"{src}: {e.strerror or e}"))
+            continue
+        except (VideoError, OutputError) as e:
             if len(sources) == 1:
                 raise
             failed.append((str(src), str(e)))
             continue
+        except KeyboardInterrupt:
+            tqdm.write(f"interrupted at {src}: {done()}; nothing of {Path(str(src)).name} was kept", file=sys.stderr)
+            raise
         results.append(r)
         line = f"{src}: {r.label} ({r.score:.2f}) | " + ", ".join(
             f"{s.start_s:.1f}-{s.end_s:.1f}s {s.label} {s.score:.2f}" for s in r.segments
         )
+        if r.truncated:
+            line += f" | warning: read {r.frame_count} of {r.declared_frames} declared frames (corrupt or cut short)"
         if len(r.tracks) > 1:
             line += f" | {len(r.tracks)} people: " + ", ".join(f"#{t.id} {t.label} ({t.score:.2f})" for t in r.tracks)
         tqdm.write(line)  # stdout, around the progress bars

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pipeline.options import check_choice, check_range
+
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # LSTM carries (h, c)
 
@@ -37,8 +39,12 @@ class ActionRNN(nn.Module):
         pooled_dropout: float = 0.0,
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell '{cell}' is not one of {sorted(CELLS)}")
+        check_choice("--model.cell", cell, sorted(CELLS))
+        for name, v in (("hidden_size", hidden_size), ("num_layers", num_layers), ("proj_dim", proj_dim)):
+            check_range(f"--model.{name}", v, 1, 4096)
+        for name, v in (("dropout", dropout), ("input_dropout", input_dropout)):
+            check_range(f"--model.{name}", v, 0, 0.99)
+        check_range("--model.pooled_dropout", pooled_dropout, 0, 1)
         self.pooled_dim, self.pooled_dropout = pooled_dim, pooled_dropout
         self.register_buffer("mean", torch.zeros(input_dim))
         self.register_buffer("std", torch.ones(input_dim))

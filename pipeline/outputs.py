@@ -25,6 +25,8 @@ JSON schema (``schema_version`` 2)::
          ]}
       ],
       "frame_count": int,            # source frames read
+      "declared_frames": int,        # the container's count (0: unknown)
+      "truncated": bool,             # frame_count under 90% of declared_frames: a corrupt or cut-short file
       "processed_frames": int,
       "duration_s": float,
       "main_track": int | null,      # the main subject (see pipeline/tracking.py); null: nobody was seen
@@ -71,11 +73,33 @@ def check_writable(path: Path) -> Path:
     return path
 
 
+def partial(path: Path) -> Path:
+    """Where ``path`` is written until it is complete: ``name.partial.ext`` beside it, renamed at the end,
+    so a killed run or a full disk never leaves a broken file under the final name."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 def _open(path: Path, newline: str | None = None) -> IO[str]:
     try:
-        return open(check_writable(path), "w", newline=newline)
+        return open(partial(check_writable(path)), "w", newline=newline)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _finish(f: IO[str], path: Path) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.replace(partial(path), path)
+
+
+def _discard(f: IO[str] | None, path: Path) -> None:
+    try:
+        if f is not None:
+            f.close()
+    except OSError:
+        pass  # a full disk fails the close too; the file goes anyway
+    partial(path).unlink(missing_ok=True)
 
 
 class JsonTimeline:
@@ -97,19 +121,19 @@ class JsonTimeline:
 
     def close(self, summary: dict) -> None:
         self._f.write(("\n  ]" if not self._first else "]") + "".join(f",\n  {json.dumps(k)}: {json.dumps(v)}" for k, v in summary.items()) + "\n}\n")
-        self._f.close()
+        _finish(self._f, self.path)
 
     def abort(self) -> None:
         """The video failed half-way: remove the unfinished file rather than leave invalid JSON."""
-        self._f.close()
-        self.path.unlink(missing_ok=True)
+        _discard(self._f, self.path)
 
 
 class CsvTimeline:
     """``frame,time_s,track,label,score,<class probabilities>`` per processed frame and person in view."""
 
     def __init__(self, path: Path, class_names: list[str]):
-        self._f = _open(Path(path), newline="")
+        self.path = Path(path)
+        self._f = _open(self.path, newline="")
         self._w = csv.writer(self._f)
         self._w.writerow(["frame", "time_s", "track", "label", "score", *class_names])
 
@@ -117,7 +141,10 @@ class CsvTimeline:
         self._w.writerow([int(index), f"{time_s:.4f}", int(track), label, f"{score:.4f}", *(f"{p:.4f}" for p in probs)])
 
     def close(self) -> None:
-        self._f.close()
+        _finish(self._f, self.path)
+
+    def abort(self) -> None:
+        _discard(self._f, self.path)
 
 
 class VideoSink:
@@ -131,7 +158,7 @@ class VideoSink:
         if codec is None:
             raise OutputError(f"cannot write video {path}: use one of {', '.join(sorted(self.CODECS))}")
         self.path = path
-        self._w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
+        self._w = cv2.VideoWriter(str(partial(path)), cv2.VideoWriter_fourcc(*codec), fps, size)
         if not self._w.isOpened():
             raise OutputError(f"cannot write video {path} (OpenCV could not open a {codec} writer)")
 
@@ -140,6 +167,15 @@ class VideoSink:
 
     def close(self) -> None:
         self._w.release()
+        size = partial(self.path).stat().st_size if partial(self.path).exists() else 0
+        if size == 0:  # OpenCV reports no write error (a full disk, for one): an empty file is the sign
+            partial(self.path).unlink(missing_ok=True)
+            raise OutputError(f"cannot write video {self.path}: nothing was written (disk full?)")
+        os.replace(partial(self.path), self.path)
+
+    def abort(self) -> None:
+        self._w.release()
+        partial(self.path).unlink(missing_ok=True)
 
 
 def plot_timeline(
@@ -199,6 +235,12 @@ def plot_timeline(
         ax.set_xlim(0, duration_s)
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(partial(path), dpi=110)
+        os.replace(partial(path), path)
+    except OSError as e:
+        partial(path).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
     return path

@@ -1,5 +1,9 @@
 """Video -> frames: OpenCV decoding with temporal subsampling and a frame cap.
 
+A file is looked at before a decoder touches it: a still image is refused (it is not "a 1-frame video"),
+and an uncompressed AVI, which crashes OpenCV's reader in native code (no exception to catch), is decoded
+by PyAV (FFmpeg) instead.
+
 Frames stay uint8 BGR (H, W, 3) numpy arrays here; conversion to float happens on the model's device.
 Each frame carries its source frame index so results map back to the source's timestamps.
 """
@@ -41,24 +45,127 @@ class VideoInfo:
     height: int
 
 
+IMAGE_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def sniff(path: Path) -> str | None:
+    """What the first bytes say a file is, when it matters: an image format's name, ``raw-avi`` for an
+    AVI whose video is uncompressed, else None."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    for magic, name in IMAGE_SIGNATURES.items():
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        at = head.find(b"strh")
+        while at >= 0 and head[at + 8 : at + 12] != b"vids":  # the video stream's header, then its format
+            at = head.find(b"strh", at + 4)
+        at = head.find(b"strf", at) if at >= 0 else -1
+        if at >= 0 and len(head) >= at + 28:
+            compression = int.from_bytes(head[at + 24 : at + 28], "little")
+            if compression in (0, 3):  # BI_RGB, BI_BITFIELDS: raw pixels
+                return "raw-avi"
+    return None
+
+
+class PyAVCapture:
+    """The part of ``cv2.VideoCapture`` this package uses, decoded by PyAV: for files OpenCV cannot read safely."""
+
+    def __init__(self, path: str):
+        try:
+            import av
+        except ImportError:
+            raise VideoError(f"{path}: an uncompressed AVI needs PyAV to be read safely: pip install av") from None
+        self._av = av
+        try:
+            self._container = av.open(path)
+            self._stream = self._container.streams.video[0]
+        except (av.error.FFmpegError, IndexError):
+            self._container = None
+            return
+        self._frames = self._container.decode(self._stream)
+        self._frame = None
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self._container is not None
+
+    def get(self, prop: int) -> float:
+        s = self._stream
+        values = {
+            cv2.CAP_PROP_FPS: float(s.average_rate or s.guessed_rate or 0),
+            cv2.CAP_PROP_FRAME_COUNT: float(s.frames or 0),
+            cv2.CAP_PROP_FRAME_WIDTH: float(s.codec_context.width),
+            cv2.CAP_PROP_FRAME_HEIGHT: float(s.codec_context.height),
+        }
+        return values.get(prop, 0.0)
+
+    def set(self, prop: int, value: float) -> bool:
+        """Only a rewind to the start (``--realtime --loop``)."""
+        if prop != cv2.CAP_PROP_POS_FRAMES or value != 0 or self._container is None:
+            return False
+        self._container.seek(0)
+        self._frames = self._container.decode(self._stream)
+        return True
+
+    def grab(self) -> bool:
+        try:
+            self._frame = next(self._frames)
+        except (StopIteration, self._av.error.FFmpegError):
+            self._frame = None
+        return self._frame is not None
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        return (True, self._frame.to_ndarray(format="bgr24")) if self._frame is not None else (False, None)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self.retrieve() if self.grab() else (False, None)
+
+    def release(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
 def is_stream(source: str | int) -> bool:
     s = str(source)
     return s.isdigit() or "://" in s
 
 
+def check_source(source: str | int) -> str | None:
+    """Cheap checks of a file before any decoder or model is loaded: it exists, is a readable non-empty
+    file and not an image. Returns ``raw-avi`` for a file that needs PyAV, else None."""
+    s = str(source)
+    if is_stream(s):
+        return None
+    path = Path(s)
+    if not path.exists():
+        raise VideoError(f"{s}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{s}: is a folder, not a video file")
+    if not os.access(path, os.R_OK):
+        raise VideoError(f"{s}: permission denied")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{s}: empty file")
+    try:
+        kind = sniff(path)
+    except OSError as e:
+        raise VideoError(f"{s}: cannot read ({e.strerror or e})") from None
+    if kind not in (None, "raw-avi"):
+        raise VideoError(f"{s}: is a {kind} image, not a video: give a video file")
+    return kind
+
+
 def open_capture(source: str | int) -> cv2.VideoCapture:
     """Open a file, URL or camera index, or raise VideoError saying why not."""
     s = str(source)
-    if not is_stream(s):
-        path = Path(s)
-        if not path.exists():
-            raise VideoError(f"{s}: no such file")
-        if path.is_dir():
-            raise VideoError(f"{s}: is a folder, not a video file")
-        if not os.access(path, os.R_OK):
-            raise VideoError(f"{s}: permission denied")
-        if path.stat().st_size == 0:
-            raise VideoError(f"{s}: empty file")
+    kind = check_source(s)
+    if kind == "raw-avi":
+        cap = PyAVCapture(s)
+        if not cap.isOpened():
+            raise VideoError(f"{s}: cannot open file (an uncompressed AVI that is corrupt)")
+        return cap
     cap = cv2.VideoCapture(int(s) if s.isdigit() else s)
     if not cap.isOpened():
         cap.release()

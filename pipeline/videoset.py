@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.video import VIDEO_EXTENSIONS
 from pipeline.video import list_videos as video_files
 
 DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
@@ -66,7 +67,14 @@ class DatasetDefinition:
             return cls(name=path.stem, layout="csv", csv=str(path.resolve()))
         if not path.is_file():
             raise DatasetError(f"dataset definition {spec} not found: give a YAML file, a name in {DATASETS_DIR}, or a folder")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where else ""
+            raise DatasetError(f"{path}: not a readable dataset YAML{at} ({getattr(e, 'problem', None) or e})") from None
+        if not isinstance(raw, dict):
+            raise DatasetError(f"{path}: a dataset YAML is a mapping of keys (name, layout, classes, ...), got {type(raw).__name__}")
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise DatasetError(f"{path}: unknown keys {sorted(unknown)}")
@@ -90,6 +98,8 @@ class DatasetDefinition:
 
 def list_videos(d: DatasetDefinition, root: Path, split_id: int = 1) -> tuple[list[Video], list[str]]:
     """All labelled videos of the dataset under ``root`` and the class names, in label order."""
+    if root.is_file():
+        raise DatasetError(f"data root {root} is a file: give the folder that holds one folder of videos per class")
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist: pass --data.root DIR (or set {DATA_DIR_ENV}) or enable download")
     if d.layout == "folders":
@@ -104,7 +114,13 @@ def list_videos(d: DatasetDefinition, root: Path, split_id: int = 1) -> tuple[li
     index = {c: i for i, c in enumerate(classes)}
     videos = [Video(p, index[c], g or d.group_of(p), s) for p, c, s, g in items]
     if not videos:
+        loose = d.layout == "folders" and any(p.suffix.lower() in VIDEO_EXTENSIONS for p in root.iterdir() if p.is_file())
+        if loose:
+            raise DatasetError(f"{root} holds videos but no class folders: put each class's videos in a folder named after it")
         raise DatasetError(f"no videos found under {root} for dataset '{d.name}' (layout {d.layout}); is the root right?")
+    used = sorted({classes[v.label] for v in videos})
+    if len(used) < 2:
+        raise DatasetError(f"{root}: videos of {len(used)} class ({', '.join(used)}) only; a classifier needs at least 2 class folders")
     return videos, list(classes)
 
 

@@ -44,6 +44,28 @@ def write_clip(path: Path, frames: int = 16, size: tuple[int, int] = (80, 64), f
     return path
 
 
+def write_raw_avi(path: Path, frames: int = 12, size: tuple[int, int] = (80, 64)) -> Path:
+    """An uncompressed, bottom-up 24-bit AVI (a valid file that crashes OpenCV's reader in native code).
+    Frame t is a flat grey of value 10 * t, so its content can be checked."""
+    import av
+
+    w, h = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("rawvideo", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "bgr24"
+        for t in range(frames):
+            for packet in s.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), 10 * t, np.uint8), format="bgr24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"strf") + 8  # BITMAPINFOHEADER: a positive height means rows stored bottom-up
+    data[at + 8 : at + 12] = h.to_bytes(4, "little", signed=True)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def make_dataset(root: Path, classes=("wave", "walk"), actors=("ann", "bob", "cid", "dan"), frames: int = 14) -> Path:
     """Folder per class, files ``<actor>_<class>.avi``: the Weizmann layout in miniature."""
     for ci, c in enumerate(classes):
@@ -105,7 +127,9 @@ def make_checkpoint(
     record = extractor_record(FeatureExtractor(ExtractorConfig(weights=weights, imgsz=imgsz, layers=tuple(layers), fps=fps)))
     torch.manual_seed(seed)
     clf = ActionClassifier(record["feature_dim"], list(class_names), record, cell=cell)
-    clf.model.set_normalization(torch.randn(record["feature_dim"]) * 0.1, torch.rand(record["feature_dim"]) + 0.5)
+    mean, std = torch.randn(record["feature_dim"]) * 0.1, torch.rand(record["feature_dim"]) + 0.5
+    for stream in clf.streams.values():
+        stream.set_normalization(mean, std)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"hyper_parameters": dict(clf.hparams), "state_dict": clf.state_dict(), "pytorch-lightning_version": "2"}, path)
     return path

@@ -36,6 +36,19 @@ def test_an_edited_video_gets_a_new_entry(tmp_path):
     assert cache.entry(video) != before
 
 
+def test_a_copied_video_keeps_its_entry_and_an_edit_of_the_same_size_does_not(tmp_path):
+    video = tmp_path / "a.avi"
+    video.write_bytes(bytes(range(256)) * 1024)
+    cache = FeatureCache(tmp_path / "cache", "k")
+    before = cache.entry(video)
+    os.utime(video, (1, 1))  # what a copy or a re-sync does to the file's times
+    assert cache.entry(video) == before
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 1  # one byte in the middle
+    video.write_bytes(bytes(data))
+    assert cache.entry(video) != before
+
+
 def test_half_written_entries_are_never_valid_and_stale_ones_are_swept(tmp_path):
     video = tmp_path / "a.avi"
     video.write_bytes(b"x")

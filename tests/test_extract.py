@@ -125,3 +125,34 @@ def test_killed_extraction_resumes_to_the_same_cache(tmp_path, weights):
         assert len(x.features) > 0
         for k in ("features", "frame", "track", "frame_index"):
             np.testing.assert_array_equal(getattr(x, k), getattr(y, k))
+
+
+def test_unreadable_cache_entries_are_extracted_again(tmp_path, extractor):
+    clips = [write_clip(tmp_path / "v" / f"c{i}.avi", frames=8, seed=i) for i in range(4)]
+    from pipeline.extract import extractor_record
+
+    cache = FeatureCache(tmp_path / "cache", "k", extractor_record(extractor))
+    assert extract_features(clips, cache, extractor.config, tmp_path / "v", 8, TRAINER, extractor) == []
+    entries = [cache.entry(c, tmp_path / "v") for c in clips]
+    good = FeatureCache.load(entries[3])
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated
+    entries[1].write_bytes(b"")  # empty
+    wrong = FeatureCache.load(entries[2])  # another feature size (an older extractor's)
+    cache.save(entries[2], type(wrong)(wrong.features[:, :5], wrong.frame, wrong.track, wrong.frame_index, wrong.fps, wrong.source_fps))
+    with pytest.warns(UserWarning, match="3 unreadable cache entries"):
+        assert extract_features(clips, cache, extractor.config, tmp_path / "v", 8, TRAINER, extractor) == []
+    for e in entries:
+        assert cache.readable(e) and FeatureCache.load(e).features.shape[1] == good.features.shape[1]
+    np.testing.assert_allclose(FeatureCache.load(entries[2]).features, wrong.features, atol=1e-5)  # the same features again
+
+
+def test_uncompressed_avi_is_extracted_and_a_cut_one_is_flagged(tmp_path, extractor):
+    from conftest import write_raw_avi
+
+    seq = extract_video(extractor, write_raw_avi(tmp_path / "raw.avi", frames=12))
+    assert len(seq.frame_index) == 12 and seq.declared_frames == 12 and not seq.truncated
+    long = write_clip(tmp_path / "long.avi", frames=60)
+    data = long.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) * 4 // 10])
+    cut = extract_video(extractor, tmp_path / "cut.avi")
+    assert cut.declared_frames == 60 and cut.frames_read < 54 and cut.truncated

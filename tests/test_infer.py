@@ -21,7 +21,7 @@ PERSON_KEYS = {"id": int, "box": list, "label": str, "score": float, "top": list
 TRACK_KEYS = {"id": int, "first_s": float, "last_s": float, "label": str, "score": float, "frames": int, "probs": dict, "segments": list}
 TOP_KEYS = {
     "schema_version": int, "source": str, "checkpoint": str, "classes": list, "fps": float, "source_fps": float,
-    "smoothing": dict, "tracker": dict, "max_people": int, "frames": list, "frame_count": int, "processed_frames": int,
+    "smoothing": dict, "tracker": dict, "max_people": int, "frames": list, "frame_count": int, "declared_frames": int, "truncated": bool, "processed_frames": int,
     "duration_s": float, "main_track": int, "label": str, "score": float, "video": dict, "segments": list, "tracks": list,
     "processing_fps": float,
 }  # fmt: skip

@@ -56,13 +56,14 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "data" / "toy" / "walk").iterdir()) == sorted(p.name for p in (src / "walk").iterdir())
     assert "extracting features of 8 videos" in r.stderr
-    summary = dict(ln.split(":", 1) for ln in r.stdout.splitlines() if ln.startswith(("run:", "checkpoint:", "test:", "report:")))
-    assert set(summary) == {"run", "checkpoint", "test", "report"}, r.stdout[-2000:]
+    summary = dict(ln.split(":", 1) for ln in r.stdout.splitlines() if ln.startswith(("run:", "checkpoint:", "stream:", "test:", "report:")))
+    assert set(summary) == {"run", "checkpoint", "stream", "test", "report"}, r.stdout[-2000:]
     ckpt, report = Path(summary["checkpoint"].strip()), Path(summary["report"].strip())
     assert ckpt.is_file() and ckpt.name.startswith("best")
     rep = json.loads(report.read_text())
     assert rep["checkpoint"] == str(ckpt)
     assert rep["classes"] == ["walk", "wave"]
+    assert rep["stream"] in rep["streams_trained"] and summary["stream"].split()[0] == rep["stream"]
     assert {"test/video_top1", "test/video_top5", "test/video_mean_class", "test/clip_top1"} <= set(rep["metrics"])
     assert len(rep["videos"]) == 2 and {"path", "label", "predicted", "score"} <= set(rep["videos"][0])
     assert (report.parent / "confusion_matrix.png").stat().st_size > 1000
@@ -76,7 +77,7 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     # and the run repeats exactly, whether or not it had to extract first (extraction leaves the RNG alone)
     ckpt2 = Path(next(ln for ln in again.stdout.splitlines() if ln.startswith("checkpoint:")).split(":", 1)[1].strip())
     a, b = (torch.load(c, weights_only=True)["state_dict"] for c in (ckpt, ckpt2))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
 
     # test any checkpoint on another split: the extractor and classes come from the checkpoint
     t = run_script(*_args(tmp_path, "test", "--ckpt_path", str(ckpt), "--data.fold", "1"), env=env)

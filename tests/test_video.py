@@ -1,11 +1,12 @@
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
 from conftest import write_clip
-from pipeline.video import FrameSampler, VideoError, VideoReader, prefetch
+from pipeline.video import FrameSampler, VideoError, VideoReader, open_capture, prefetch
 
 
 def test_reads_every_frame_as_uint8_bgr(tmp_path):
@@ -109,3 +110,28 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops():
     time.sleep(0.3)
     assert len(produced) == n  # nothing more is decoded
     assert not any(t.name == "decode" and t.is_alive() for t in threading.enumerate())
+
+
+def test_sniff_tells_images_and_uncompressed_avi_from_videos(tmp_path):
+    from conftest import write_raw_avi
+    from pipeline.video import sniff
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert sniff(tmp_path / "a.jpg") == "JPEG" and sniff(tmp_path / "a.png") == "PNG"
+    assert sniff(write_raw_avi(tmp_path / "raw.avi")) == "raw-avi"
+    assert sniff(write_clip(tmp_path / "mjpg.avi", frames=3)) is None
+
+
+def test_uncompressed_avi_decodes_every_frame_and_rewinds(tmp_path):
+    from conftest import write_raw_avi
+
+    path = write_raw_avi(tmp_path / "raw.avi", frames=6, size=(40, 30))
+    reader = VideoReader(str(path))
+    assert (reader.info.frame_count, reader.info.width, reader.info.height, reader.info.fps) == (6, 40, 30, 25.0)
+    frames = [f for _, f in reader]
+    assert [int(f[0, 0, 0]) for f in frames] == [0, 10, 20, 30, 40, 50] and frames[0].shape == (30, 40, 3)
+    cap = open_capture(str(path))
+    while cap.read()[0]:
+        pass
+    assert cap.set(cv2.CAP_PROP_POS_FRAMES, 0) and int(cap.read()[1][0, 0, 0]) == 0  # --realtime --loop

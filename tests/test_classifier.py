@@ -1,0 +1,67 @@
+"""The classifier keeps the stream its validation split prefers, and the checkpoint says which."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.checkpoint import read_checkpoint
+from pipeline.classifier import ActionClassifier
+from pipeline.data import CropDataset, WindowDataset, collate
+from pipeline.features import POSE_DIM
+
+POOLED = 8
+
+
+def sequences(n: int, pooled_tells: bool, pose_tells: bool, seed: int) -> tuple[list[torch.Tensor], list[int]]:
+    """``n`` noisy 16-frame sequences of two classes; the label is written into the pooled block, the pose
+    block, both or neither."""
+    g = torch.Generator().manual_seed(seed)
+    seqs, labels = [], []
+    for i in range(n):
+        y = i % 2
+        x = torch.randn(16, POOLED + POSE_DIM, generator=g)
+        sign = 2.0 * y - 1.0
+        if pooled_tells:
+            x[:, :POOLED] += 2 * sign
+        if pose_tells:
+            x[:, POOLED:] += 0.15 * sign
+        seqs.append(x)
+        labels.append(y)
+    return seqs, labels
+
+
+def fit(tmp_path, train, val) -> tuple[ActionClassifier, str]:
+    torch.manual_seed(0)
+    model = ActionClassifier(POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, hidden_size=16, proj_dim=16, dropout=0.0, lr=1e-2)
+    crops = CropDataset(*train, clip_len=16, flip=0.0, noise=0.0, std=torch.ones(POOLED + POSE_DIM))
+    evals = [DataLoader(WindowDataset(*val), batch_size=8, collate_fn=collate), DataLoader(WindowDataset(*val, 8, 8), batch_size=8, collate_fn=collate)]
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(tmp_path, monitor="val/video_loss", filename="best")
+    trainer = L.Trainer(max_epochs=8, callbacks=[ckpt], logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, DataLoader(crops, batch_size=8, shuffle=True, collate_fn=collate), evals)
+    return model, ckpt.best_model_path
+
+
+@pytest.mark.parametrize(
+    "val_pooled_tells, kept",
+    [(True, "fused"), (False, "pose")],  # appearance that holds on unseen data is kept; a shortcut is not
+)
+def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, val_pooled_tells, kept):
+    train = sequences(48, pooled_tells=True, pose_tells=True, seed=0)
+    val = sequences(16, pooled_tells=val_pooled_tells, pose_tells=True, seed=1)
+    if not val_pooled_tells:  # the training set's appearance points the wrong way on validation
+        val[0][:] = [torch.cat([x[:, :POOLED] - 2 * (2.0 * y - 1.0), x[:, POOLED:]], 1) for x, y in zip(val[0], val[1])]
+    model, best = fit(tmp_path, train, val)
+    assert model.stream == kept
+    ckpt = read_checkpoint(best)
+    assert ckpt["state_dict"]["_extra_state"] == {"stream": kept}
+    again = ActionClassifier(**{k: v for k, v in ckpt["hyper_parameters"].items()})
+    again.load_state_dict(ckpt["state_dict"])
+    assert again.stream == kept and again.model is again.streams[kept]
+
+
+def test_features_without_pooled_layers_train_the_pose_stream_only():
+    model = ActionClassifier(POSE_DIM, ["a", "b"], {"layers": []})
+    assert list(model.streams) == ["pose"] and model.stream == "pose"
+    with pytest.raises(ValueError, match="--model.streams 'both' is not one of auto, pose, fused"):
+        ActionClassifier(POSE_DIM, ["a", "b"], {"layers": []}, streams="both")
