@@ -19,17 +19,12 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.capture import LatestFrameCapture
-from pipeline.errors import run_cli
-from pipeline.features import MAX_PEOPLE
-from pipeline.inference import OutputPaths, Smoothing, analyse_many
-from pipeline.live import DisplayError, LiveOptions, check_display, run_live
-from pipeline.options import OptionError, check_range
-from pipeline.outputs import OutputError, check_writable
-from pipeline.predictor import ActionPredictor
-from pipeline.tracking import TRACKERS, TrackerConfig
-from pipeline.video import VideoError, check_source, expand_sources
+from pipeline.options import MAX_PEOPLE, TRACKERS, OptionError, check_range  # light: --help answers at once
+
+if TYPE_CHECKING:
+    from pipeline.predictor import ActionPredictor
 
 
 class Parser(argparse.ArgumentParser):
@@ -101,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _predictor(a: argparse.Namespace) -> ActionPredictor:
+    from pipeline.predictor import ActionPredictor
+    from pipeline.tracking import TrackerConfig
+
     p = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights, max_people=a.max_people)
     p.tracker_config = TrackerConfig(a.tracker, conf=p.config.conf, lost_s=a.lost_time)
     return p
@@ -111,6 +109,11 @@ def _stop(*_) -> None:
 
 
 def live_main(a: argparse.Namespace) -> int:
+    from pipeline.capture import LatestFrameCapture
+    from pipeline.live import LiveOptions, check_display, run_live
+    from pipeline.outputs import OutputError, check_writable
+    from pipeline.video import VideoError
+
     if len(a.sources) != 1:
         raise VideoError(f"live mode takes one source, got {len(a.sources)}")
     if a.output or a.json or a.csv or a.plot:
@@ -133,8 +136,12 @@ def live_main(a: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
+def main(argv: list[str] | argparse.Namespace | None = None) -> int:
+    from pipeline.inference import OutputPaths, Smoothing, analyse_many
+    from pipeline.outputs import OutputError
+    from pipeline.video import VideoError, check_source, expand_sources
+
+    a = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     if a.live or a.realtime or a.serve or any(str(s).isdigit() for s in a.sources):
         return live_main(a)
     sources = expand_sources(a.sources)
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     for r in results:
         for kind, path in r.outputs.items():
-            print(f"  {kind}: {path}")
+            print(f"  {kind}: {path}" + (f" ({r.video_codec})" if kind == "video" else ""))
     if failed:
         print(f"failed: {len(failed)} of {len(sources)} videos", file=sys.stderr)
         for src, why in failed:
@@ -166,4 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: sys.exit(main()), extra=(OutputError, DisplayError))
+    args = parse_args()  # usage errors and --help before torch and the models load (seconds)
+    from pipeline.errors import run_cli
+    from pipeline.live import DisplayError
+    from pipeline.outputs import OutputError
+
+    run_cli(lambda: sys.exit(main(args)), extra=(OutputError, DisplayError))

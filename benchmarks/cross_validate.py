@@ -40,7 +40,7 @@ METRICS = ("video_top1", "video_mean_class", "clip_top1")
 
 def fold_count(config: str, dataset: str | None, root: str | None, split: str | None, num_folds: int | None) -> int:
     """How many folds ``train.py`` has for these settings (the config's where not given)."""
-    data = yaml.safe_load((ROOT / config).read_text()).get("data", {})
+    data = yaml.safe_load(Path(config).read_text()).get("data", {})
     split = split or data.get("split", "group")
     num_folds = num_folds or data.get("num_folds")
     if num_folds:
@@ -61,11 +61,11 @@ def train_fold(a: argparse.Namespace, fold: int, seed: int) -> dict:
     for flag, value in (("dataset", a.dataset), ("root", a.root), ("split", a.split), ("num_folds", a.num_folds)):
         args += [f"--data.{flag}={value}"] if value is not None else []
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, *a.extra], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, *a.extra], capture_output=True, text=True)  # runs/ where called
     if r.returncode:
         sys.exit(f"fold {fold} (seed {seed}) failed:\n{r.stderr[-3000:]}")
     report_path = next(ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.startswith("report:"))
-    report = json.loads((ROOT / report_path).read_text())
+    report = json.loads(Path(report_path).read_text())
     m = report["metrics"]
     names = sorted({Path(v["path"]).name.split("_")[0] for v in report["videos"]})
     return {
@@ -91,6 +91,12 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="runs/cross_validation.json", help="where to write the summary")
     p.add_argument("extra", nargs="*", help="further train.py arguments, after --")
     a = p.parse_args(argv)
+    for name in ("config", "dataset", "root"):  # paths as the caller typed them, from the caller's folder
+        value = getattr(a, name)
+        if value and Path(value).exists():
+            setattr(a, name, str(Path(value).resolve()))
+    if not Path(a.config).is_file() and (ROOT / a.config).is_file():  # the repo's own config, from anywhere
+        a.config = str(ROOT / a.config)
     folds = a.folds if a.folds else list(range(fold_count(a.config, a.dataset, a.root, a.split, a.num_folds)))
     rows, start = [], time.perf_counter()
     for seed in a.seeds:

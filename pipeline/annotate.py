@@ -1,13 +1,17 @@
 """Outputs drawn on frames: every person's box, skeleton, track id and action in a colour per id; the main
 subject's action, score and top-3 bar top-left; fps and latency top-right.
 
-Drawing works in place on the uint8 BGR frame with a handful of OpenCV calls (no per-pixel Python), so it
-costs well under a millisecond at the sizes this tool meets.
+Drawing works on the uint8 BGR frame with a handful of OpenCV calls (no per-pixel Python), so it costs well
+under a millisecond at the sizes this tool meets. A frame whose short side is under ``MIN_SIDE`` pixels is
+first enlarged by an integer factor (a 180x144 source becomes 540x432): text a few pixels high cannot be
+read. Text sits on a dark box rather than a thick outline, whose glyphs OpenCV 5 advances wider than the
+text's own and so garbles it ("wave1 0.98" read "wave10.988").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -16,6 +20,7 @@ from pipeline.features import SKELETON
 
 GREEN, WHITE, GREY, BLACK, ORANGE = (80, 200, 80), (255, 255, 255), (150, 150, 150), (0, 0, 0), (0, 165, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+MIN_SIDE = 360  # pixels: smaller frames are drawn enlarged
 
 
 # distinct BGR colours, one per track id (id modulo their number)
@@ -54,13 +59,32 @@ class Overlay:
     status: str | None = None  # e.g. "paused", "camera lost: reconnecting"
 
 
+def upscale(width: int, height: int) -> int:
+    """The integer factor a frame of this size is enlarged by before drawing (1: drawn as it is)."""
+    return max(1, math.ceil(MIN_SIDE / max(min(width, height), 1)))
+
+
+def enlarge(frame: np.ndarray) -> np.ndarray:
+    """``frame`` at the size ``draw`` gives it (itself when large enough)."""
+    up = upscale(frame.shape[1], frame.shape[0])
+    return cv2.resize(frame, None, fx=up, fy=up, interpolation=cv2.INTER_LINEAR) if up > 1 else frame
+
+
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=WHITE, thickness: int = 1) -> None:
-    cv2.putText(img, text, org, FONT, scale, BLACK, thickness + 2, cv2.LINE_AA)
+    """``text`` with its baseline at ``org``, on a dark box 2 pixels wider than the glyphs all round."""
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    x, y = org
+    cv2.rectangle(img, (x - 2, y - th - 2), (x + tw + 2, y + base), BLACK, -1)
     cv2.putText(img, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
 
 
 def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
-    """Draw ``o`` on ``frame`` (in place) and return it."""
+    """Draw ``o`` on ``frame`` (in place, or on an enlarged copy when the frame is small) and return the
+    drawn frame."""
+    up = upscale(frame.shape[1], frame.shape[0])
+    if up > 1:
+        frame = enlarge(frame)
+        o = replace(o, people=[replace(p, box=p.box * up, keypoints=None if p.keypoints is None else p.keypoints * [up, up, 1]) for p in o.people])
     h, w = frame.shape[:2]
     s = max(min(w, h) / 480, 0.35)  # scale text and lines with the frame
     lw = max(int(round(2 * s)), 1)

@@ -24,6 +24,7 @@ from pipeline.data import ActionDataModule
 from pipeline.evaluate import ReportWriter
 from pipeline.features import ExtractorConfig
 from pipeline.options import OptionError
+from pipeline.videoset import DatasetDefinition
 
 LINKS = (("data.feature_dim", "model.input_dim"), ("data.class_names", "model.class_names"), ("data.extractor_info", "model.extractor"))
 LINKED_HPARAMS = ("input_dim", "class_names", "extractor", "_instantiator", "_class_path")
@@ -74,6 +75,15 @@ class ActionCLI(LightningCLI):
         self.config = self.parser.parse_object({sub: update}, self.config)
         self._checkpoint_hparams = hp
 
+    def before_instantiate_classes(self) -> None:
+        # runs are named after their data: a logger whose name is "auto" logs to runs/<dataset name>/
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
+        for lg in loggers:
+            args = getattr(lg, "init_args", None)
+            if args is not None and getattr(args, "name", None) == "auto":
+                args.name = DatasetDefinition.load(cfg.data.dataset).name
+
     def after_instantiate_classes(self) -> None:
         # TensorBoard and CSV loggers in one folder would each pick the next free version: share the first's,
         # so that a run is one folder
@@ -102,6 +112,7 @@ class ActionCLI(LightningCLI):
 
     def before_test(self) -> None:
         self.datamodule.prepare_features("test", self._trainer_kwargs())
+        self.config_init["test"]["verbose"] = False  # the summary printed after it gives the figures once
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -136,6 +147,9 @@ def quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")  # one predict step = one video
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # features are in memory
+    # the CSV and TensorBoard loggers share one version folder on purpose; the CSV writer replaces its own files only
+    warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")  # testing an old checkpoint: nothing to reload
 
 
 def main(args: list[str] | None = None) -> ActionCLI:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.options import OptionError, check_choice, check_range
+from pipeline.options import MAX_PEOPLE, OptionError, check_choice, check_range
 from pipeline.weights import WeightsIdentity, load_pose_model
 
 FEATURE_VERSION = 5  # bump when the meaning of the vector changes; it is part of every cache key
@@ -50,7 +50,6 @@ NMS_IOU = 0.5
 NMS_OKS = 0.5
 # COCO's per-keypoint spread (sigmas): how far a keypoint may move and still be the same point
 OKS_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
-MAX_PEOPLE = 16  # default cap on people per frame: a crowd beyond this is rarely about one action each
 # COCO keypoint order; left/right pairs swap under a horizontal flip
 KEYPOINT_NAMES = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",

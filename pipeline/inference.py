@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.annotate import Overlay, Person, draw
+from pipeline.annotate import Overlay, Person, draw, enlarge, upscale
 from pipeline.cache import TRUNCATED
 from pipeline.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, plot_timeline
 from pipeline.predictor import ActionPredictor, Predictions
@@ -100,6 +100,7 @@ class VideoResult:
     tracks: list[TrackResult] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     declared_frames: int = 0  # the container's frame count (0: unknown)
+    video_codec: str = ""  # of the annotated copy, when one was written
 
     @property
     def truncated(self) -> bool:
@@ -171,7 +172,8 @@ def analyse_video(
         if out.csv:
             sinks["csv"] = CsvTimeline(out.csv, names)
         if out.video:
-            sinks["video"] = VideoSink(out.video, info.fps, (info.width, info.height))
+            up = upscale(info.width, info.height)  # small sources are drawn enlarged, to be legible
+            sinks["video"] = VideoSink(out.video, info.fps, (info.width * up, info.height * up))
         predictor.reset(fps=reader.fps)
         predictor.inspect = bool(out.plot) and predictor.can_inspect
         logs: dict[int, _TrackLog] = {}
@@ -212,7 +214,7 @@ def analyse_video(
                         latest = _overlay(people, logs, names, processed / elapsed if elapsed > 0 else None)
                     j += 1
                 if "video" in sinks:
-                    sinks["video"].write(draw(frame, latest) if latest is not None else frame)
+                    sinks["video"].write(draw(frame, latest) if latest is not None else enlarge(frame))
             frames_read += len(idx)
             bar.update(len(idx))
         bar.close()
@@ -244,8 +246,10 @@ def analyse_video(
             result.outputs["json"] = str(out.json)
         for name, path in (("csv", out.csv), ("video", out.video)):
             if path:
-                sinks.pop(name).close()  # renamed from their partial names only now, complete
+                sink = sinks.pop(name)
+                sink.close()  # renamed from its partial name only now, complete
                 result.outputs[name] = str(path)
+                result.video_codec = getattr(sink, "codec", result.video_codec)
         if out.plot:
             _plot(out.plot, source, result, logs, names)
             result.outputs["plot"] = str(out.plot)

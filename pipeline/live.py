@@ -139,7 +139,7 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                 rate = len(recent) / 2.0 if lf.captured_at - start > 2.0 else None
                 status = capture.status
                 if rate is not None and predictor.fps and rate < 0.8 * predictor.fps:
-                    status = status or f"model at {rate:.0f} of {predictor.fps:.0f} fps"
+                    status = status or f"model at {rate:.1f} of {predictor.fps:.0f} fps"
                 if people:
                     main = max(people, key=lambda q: weights[q.track])
                     p = smoothers[main.track].value
@@ -149,7 +149,7 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                     overlay = Overlay(NOBODY, 0.0, [], fps=rate, latency_ms=latency_ms, status=status)
             else:
                 overlay.status = "paused" if paused else capture.status
-            draw(frame, overlay)
+            frame = draw(frame, overlay)  # enlarged when the source is small
             if server:
                 server.publish(frame, {"label": overlay.label, "score": overlay.score, "fps": overlay.fps or 0.0,
                                        "latency_ms": latency_ms or 0.0, "status": overlay.status})  # fmt: skip

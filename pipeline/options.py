@@ -1,9 +1,14 @@
-"""Option values checked where they are taken, so a wrong one is a one-line error naming its range."""
+"""Option values checked where they are taken, so a wrong one is a one-line error naming its range; and the
+defaults the command lines show, here so that ``--help`` answers without loading torch."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+
+
+MAX_PEOPLE = 16  # default cap on people per frame: a crowd beyond this is rarely about one action each
+TRACKERS = ("bytetrack", "botsort")  # Ultralytics' trackers, by their config names
 
 
 class OptionError(ValueError):

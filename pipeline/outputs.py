@@ -147,20 +147,60 @@ class CsvTimeline:
         _discard(self._f, self.path)
 
 
-class VideoSink:
-    """An annotated copy of the source: same size and frame rate, every frame written."""
+class _H264Writer:
+    """H.264 in MP4 through PyAV (its own FFmpeg with libx264): what browsers and common players play."""
 
-    CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        import av
+        from fractions import Fraction
+
+        self._av = av
+        self._box = av.open(str(path), "w")
+        self._stream = self._box.add_stream("libx264", rate=Fraction(round(fps * 1000), 1000))
+        self._w, self._h = size[0] // 2 * 2, size[1] // 2 * 2  # 4:2:0 needs even sides
+        self._stream.width, self._stream.height, self._stream.pix_fmt = self._w, self._h, "yuv420p"
+        self._stream.options = {"crf": "23", "preset": "veryfast"}
+        self._stream.codec_context.thread_count = 1  # decoding and the model have the cores
+
+    def write(self, frame: np.ndarray) -> None:
+        image = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: self._h, : self._w]), format="bgr24")
+        for packet in self._stream.encode(image):
+            self._box.mux(packet)
+
+    def release(self) -> None:
+        if self._box is not None:
+            try:
+                for packet in self._stream.encode():
+                    self._box.mux(packet)
+            finally:
+                self._box.close()
+                self._box = None
+
+
+class VideoSink:
+    """An annotated copy of the source: every frame, same frame rate. ``.mp4``, ``.m4v`` and ``.mov`` are
+    H.264 (PyAV), or MPEG-4 Part 2 through OpenCV when no H.264 encoder is there; ``.avi`` and ``.mkv`` MJPG.
+    ``codec`` says which was used."""
+
+    CODECS = {".mp4": "H.264", ".m4v": "H.264", ".mov": "H.264", ".avi": "MJPG", ".mkv": "MJPG"}
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         path = check_writable(Path(path))
         codec = self.CODECS.get(path.suffix.lower())
         if codec is None:
             raise OutputError(f"cannot write video {path}: use one of {', '.join(sorted(self.CODECS))}")
-        self.path = path
-        self._w = cv2.VideoWriter(str(partial(path)), cv2.VideoWriter_fourcc(*codec), fps, size)
-        if not self._w.isOpened():
-            raise OutputError(f"cannot write video {path} (OpenCV could not open a {codec} writer)")
+        self.path, self.codec = path, codec
+        self._w = None
+        if codec == "H.264":
+            try:
+                self._w = _H264Writer(partial(path), fps, size)
+            except Exception:  # noqa: BLE001 - no PyAV, or a build without libx264: the older codec still plays in most players
+                self.codec = "MPEG-4 Part 2"
+        if self._w is None:
+            fourcc = "MJPG" if self.codec == "MJPG" else "mp4v"
+            self._w = cv2.VideoWriter(str(partial(path)), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+            if not self._w.isOpened():
+                raise OutputError(f"cannot write video {path} (OpenCV could not open a {fourcc} writer)")
 
     def write(self, frame: np.ndarray) -> None:
         self._w.write(frame)
@@ -174,7 +214,10 @@ class VideoSink:
         os.replace(partial(self.path), self.path)
 
     def abort(self) -> None:
-        self._w.release()
+        try:
+            self._w.release()
+        except Exception:  # noqa: BLE001 - a writer that failed half-way: its file goes anyway
+            pass
         partial(self.path).unlink(missing_ok=True)
 
 

@@ -19,8 +19,9 @@ from pipeline.outputs import OutputError
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>yolo-gru-actions live</title>
-<style>body{font-family:sans-serif;background:#111;color:#eee;margin:1em}img{max-width:100%;border:1px solid #444}
-#label{font-size:2em;margin:.3em 0}#info{color:#aaa}</style></head>
+<style>body{font-family:sans-serif;background:#111;color:#eee;margin:.5em 1em}
+img{display:block;width:100%;height:auto;max-height:calc(100vh - 6em);object-fit:contain}
+#label{font-size:2em;margin:.2em 0}#info{color:#aaa}</style></head>
 <body><div id="label">waiting for frames...</div><div id="info"></div><img id="stream" src="/stream.mjpg" alt="live stream">
 <script>
 async function poll(){

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from pipeline.features import POSE_DIM
+from pipeline.options import TRACKERS
 
-TRACKERS = ("bytetrack", "botsort")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Resolve YOLO pose weights the Ultralytics way and record their identity.
 
 A weights *name* (``yolo11n-pose.pt``) resolves like ``YOLO(name)`` does: the path as given, then
-Ultralytics' ``weights_dir`` setting, then a download from the Ultralytics release assets. A YAML name
+``$ACTIONS_WEIGHTS_DIR`` or Ultralytics' ``weights_dir`` setting, then a download from the Ultralytics
+release assets. A YAML name
 (``yolo11n-pose.yaml``) builds a random-initialised model with a fixed seed, for fast tests.
 The identity (name + sha256) goes into every cache key and checkpoint so features from different
 weights are never mixed.
@@ -10,6 +11,7 @@ weights are never mixed.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +49,15 @@ def is_yaml(name: str) -> bool:
     return str(name).lower().endswith((".yaml", ".yml"))
 
 
+WEIGHTS_DIR_ENV = "ACTIONS_WEIGHTS_DIR"
+
+
 def weights_dir() -> Path:
-    """Ultralytics' ``weights_dir`` setting (``yolo settings weights_dir=DIR``)."""
+    """Where bare weights names are looked up: ``$ACTIONS_WEIGHTS_DIR`` when set (this project only), else
+    Ultralytics' ``weights_dir`` setting (``yolo settings weights_dir=DIR``, for every Ultralytics user of
+    this account)."""
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
     from ultralytics.utils import SETTINGS
 
     return Path(SETTINGS["weights_dir"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import pytest
 
-from pipeline.annotate import Overlay, Person, color_of, draw
+from pipeline.annotate import FONT, MIN_SIDE, Overlay, Person, _text, color_of, draw
 
 
 def pixels_of(img: np.ndarray, color) -> np.ndarray:
@@ -12,7 +14,7 @@ def pixels_of(img: np.ndarray, color) -> np.ndarray:
 
 
 def test_each_person_in_their_own_colour_inside_their_box():
-    frame = np.full((240, 320, 3), 128, np.uint8)
+    frame = np.full((360, 480, 3), 128, np.uint8)  # large enough to be drawn as it is
     kp = np.zeros((17, 3), np.float32)
     kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(50, 70, 17), np.linspace(90, 200, 17), 1.0
     a = Person(1, np.array([40, 80, 90, 210.0]), kp, "wave", 0.9)
@@ -26,3 +28,29 @@ def test_each_person_in_their_own_colour_inside_their_box():
     # nobody: no box colours, only the label
     empty = draw(frame.copy(), Overlay("nobody", 0.0, []))
     assert pixels_of(empty, color_of(2)).sum() == 0
+
+
+@pytest.mark.parametrize("text", ["wave1 0.98", "#12 jack 97%", "21.3 fps"])
+def test_text_ink_stays_inside_the_box_the_font_reports(text):
+    """With the OpenCV this installs, glyphs drawn with a thick outline ran wider than the text's own box, so
+    neighbouring characters overlapped ("wave1 0.98" read "wave10.988"); every drawn pixel now lies in it."""
+    img = np.full((60, 300, 3), 128, np.uint8)
+    scale = 0.8
+    _text(img, text, (20, 40), scale)
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
+    changed = np.argwhere((img != 128).any(-1))
+    assert changed[:, 1].min() >= 20 - 2 and changed[:, 1].max() <= 20 + tw + 2
+    assert changed[:, 0].min() >= 40 - th - 2 and changed[:, 0].max() <= 40 + base
+    white = (img > 200).all(-1)
+    assert white[:, 20 + tw // 2 :].sum() > 10  # the second half of the text is drawn too
+
+
+def test_small_frames_are_drawn_enlarged_and_legible():
+    frame = np.full((144, 180, 3), 128, np.uint8)  # Weizmann's size
+    box = np.array([60, 20, 120, 140.0])
+    out = draw(frame, Overlay("wave1", 0.98, [("wave1", 0.98), ("wave2", 0.01)], [Person(1, box, None, "wave1", 0.98)], main=1, fps=21.3))
+    assert out.shape == (432, 540, 3) and min(out.shape[:2]) >= MIN_SIDE
+    box_pixels = np.argwhere((np.abs(out.astype(int) - color_of(1)).sum(-1) < 30))
+    assert box_pixels[:, 1].max() >= 3 * 120 - 3  # the person's box scaled with the frame
+    green_rows = np.unique(np.argwhere((np.abs(out[:60].astype(int) - (80, 200, 80)).sum(-1) < 60))[:, 0])
+    assert len(green_rows) >= 12  # the label is at least 12 pixels high

@@ -96,12 +96,20 @@ def test_outputs_schema_and_frame_rate_mapping(capsys, tmp_path, ckpt25):
         inside = [f["tracks"][0]["label"] for f in doc["frames"] if s["start_s"] <= f["time_s"] < s["end_s"]]
         assert inside and max(set(inside), key=inside.count) == s["label"]
 
-    # the annotated video: same frame count and fps as the source, and actually drawn on
+    # the annotated video: same frame count and fps as the source, enlarged (80x64 is too small for text),
+    # and actually drawn on
     cap = cv2.VideoCapture(str(tmp_path / "out" / "clip50.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40 and cap.get(cv2.CAP_PROP_FPS) == 50.0
     ok, annotated = cap.read()
     src = cv2.VideoCapture(str(clip))
     _, original = src.read()
+    assert annotated.shape == (64 * 6, 80 * 6, 3)
+    import av  # H.264, which browsers play (MPEG-4 Part 2 they do not), and the printed line says so
+
+    with av.open(str(tmp_path / "out" / "clip50.mp4")) as box:
+        assert box.streams.video[0].codec_context.name == "h264"
+    assert "clip50.mp4 (H.264)" in out
+    original = cv2.resize(original, (80 * 6, 64 * 6))
     assert ok and np.abs(annotated.astype(int) - original.astype(int)).mean() > 1.0
     assert (tmp_path / "out" / "clip50.png").stat().st_size > 5000
 

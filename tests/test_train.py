@@ -144,3 +144,36 @@ def test_ddp_extraction_and_fit_on_two_cpu_processes(tmp_path):
     assert "rank 1/2: extracted 4 videos, 0 failed" in r.stderr
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 8
     assert "test:" in r.stdout
+
+
+def test_the_readmes_own_videos_recipe_runs_as_written(tmp_path):
+    """The two commands of "Training on your own videos", typed from a folder holding ``my_videos/``; only
+    options that make it fast are appended. The run is named after the data."""
+    import re
+    import shutil
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Training on your own videos") :]
+    commands = re.findall(r"^(python \S+ .*?my_videos/.*?)(?:\s+#.*)?$", section.split("```")[1], flags=re.M)
+    assert len(commands) == 2, commands
+    make_dataset(tmp_path / "my_videos", classes=("walk", "wave"), actors=("ann", "bob", "cid", "dan", "eve"), frames=8)
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    fast = ["--data.extractor.weights", TINY_MODEL, "--data.extractor.imgsz", "64", "--trainer.max_epochs", "1",
+            "--data.val_fraction", "0.2", "--data.test_fraction", "0.2", "--data.cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    fit = commands[0].split()
+    r = run_script(str(ROOT / fit[1]), *fit[2:], *fast, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = next(ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.startswith("run:"))
+    assert (tmp_path / run_dir).resolve().parent == (tmp_path / "runs" / "my_videos").resolve()
+    assert "Previous log files" not in r.stderr, r.stderr[-3000:]
+    ckpt = next(ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.startswith("checkpoint:"))
+    t = run_script(str(ROOT / "train.py"), "test", "--config", "configs/weizmann.yaml", "--data.dataset", "my_videos/", "--data.split",
+                   "stratified", "--ckpt_path", ckpt, *fast[4:], cwd=tmp_path)  # fmt: skip
+    assert t.returncode == 0 and "Test metric" not in t.stdout and t.stdout.count("test:") == 1, t.stdout[-2000:] + t.stderr[-2000:]
+    assert "dirpath has changed" not in t.stderr
+    cv = commands[1].split()
+    r = run_script(str(ROOT / cv[1]), *cv[2:], "--num-folds", "2", "--out", str(tmp_path / "cv.json"), "--", *fast, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "cv.json").read_text())["args"]["dataset"] == str((tmp_path / "my_videos").resolve())

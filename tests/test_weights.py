@@ -40,13 +40,22 @@ def test_a_bare_name_resolves_through_ultralytics_weights_dir(tmp_path):
     """As a user sets it up: ``yolo settings weights_dir=DIR``, then the bare name works from anywhere."""
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "yolo11n-pose.pt").symlink_to(REAL_WEIGHTS)
-    env = {"YOLO_CONFIG_DIR": str(tmp_path / "cfg")}
+    env = {"YOLO_CONFIG_DIR": str(tmp_path / "cfg"), "ACTIONS_WEIGHTS_DIR": ""}  # the setting alone
     r = run_script("-c", "import sys; from ultralytics.utils import SETTINGS; SETTINGS.update(weights_dir=sys.argv[1])", str(tmp_path / "w"), cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     code = "from pipeline.weights import load_pose_model; print(load_pose_model('yolo11n-pose.pt')[1].sha256)"
     r = run_script("-c", code, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == "869e83fcdffdc7371fa4e34cd8e51c838cc729571d1635e5141e3075e9319dc0"
+
+
+def test_the_environment_variable_is_looked_at_before_ultralytics_settings(monkeypatch, tmp_path):
+    (tmp_path / "mine-pose.pt").write_bytes(b"x")
+    monkeypatch.setenv("ACTIONS_WEIGHTS_DIR", str(tmp_path))
+    assert W.resolve_weights("mine-pose.pt") == tmp_path / "mine-pose.pt"
+    monkeypatch.setenv("ACTIONS_WEIGHTS_DIR", "")
+    with pytest.raises(W.WeightsError, match="not found locally"):
+        W.resolve_weights("mine-pose.pt")
 
 
 def test_a_corrupt_weights_file_is_a_one_line_error(tmp_path):
