@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.tracking import main_track, track_sequence
-
-
-TRUNCATED = 0.9  # share of the declared frames below which a video counts as cut short
+from pipeline.video import is_truncated
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class Sequence:
 
     @property
     def truncated(self) -> bool:
-        return self.declared_frames > 0 and self.frames_read < TRUNCATED * self.declared_frames - 1
+        return is_truncated(self.frames_read, self.declared_frames)
 
     def subject(self) -> np.ndarray:
         """The main subject's feature sequence (``pipeline.tracking``), or zeros for every frame when
@@ -92,9 +90,6 @@ class FeatureCache:
         tag = hashlib.sha1(f"{rel.as_posix()}|{fingerprint(video)}".encode()).hexdigest()[:10]
         name = "__".join(p for p in rel.with_suffix("").parts if p not in ("/", ".."))
         return self.dir / f"{name}.{tag}.npz"
-
-    def has(self, video: str | Path, data_root: str | Path | None = None) -> bool:
-        return self.entry(video, data_root).is_file()
 
     def readable(self, path: Path) -> bool:
         """Whether an entry loads whole, with consistent arrays of this cache's feature size."""

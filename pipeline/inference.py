@@ -21,11 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.annotate import Overlay, Person, draw, enlarge, upscale
-from pipeline.cache import TRUNCATED
 from pipeline.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, plot_timeline
 from pipeline.predictor import ActionPredictor, Predictions
 from pipeline.timeline import NOBODY, Segment, Timeline
-from pipeline.video import VideoError, VideoReader, prefetch
+from pipeline.video import VideoError, VideoReader, is_truncated, prefetch
 
 
 @dataclass
@@ -104,9 +103,7 @@ class VideoResult:
 
     @property
     def truncated(self) -> bool:
-        """Far fewer frames decoded than the container declares: a corrupt middle or end."""
-        return self.declared_frames > 0 and self.frame_count < TRUNCATED * self.declared_frames
-
+        return is_truncated(self.frame_count, self.declared_frames)
 
 
 class _TrackLog:

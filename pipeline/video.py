@@ -36,6 +36,14 @@ class VideoError(RuntimeError):
     """A source that cannot be opened or yields no frames. The message names the source."""
 
 
+TRUNCATED = 0.9  # share of the declared frames below which a video counts as cut short
+
+
+def is_truncated(read: int, declared: int) -> bool:
+    """Far fewer frames decoded than the container declares (0: unknown): a corrupt middle or end."""
+    return declared > 0 and read < TRUNCATED * declared
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     source: str
