@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for v in videos:
             doc = json.loads((Path(out) / f"{Path(v['path']).stem}.json").read_text())
-            rows.append((Path(v["path"]).name, v["label"], v["predicted"], doc["video"]["label"], v["score"], doc["video"]["score"]))
+            # the mean probability of the class train.py picked: the same quantity on both sides
+            rows.append((Path(v["path"]).name, v["label"], v["predicted"], doc["video"]["label"], v["score"], doc["video"]["probs"][v["predicted"]]))
     print(f"{'video':<22} {'label':<7} {'train.py test':<14} {'infer.py':<9} score(test/infer)")
     for name, y, t, i, st, si in rows:
         print(f"{name:<22} {y:<7} {t:<14} {i:<9} {st:.3f} / {si:.3f}")

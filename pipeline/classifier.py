@@ -104,6 +104,7 @@ class ActionClassifier(L.LightningModule):
         self.losses = nn.ModuleDict({k: MeanMetric() for k in keys})
         self.confusion = torch.nn.ModuleDict({lv: MulticlassConfusionMatrix(n) for lv in LEVELS})
         self.test_predictions: list[tuple[int, int, list[float]]] = []  # (video, label, video-level probs)
+        self.test_stream_probs: dict[str, list[tuple[int, list[float]]]] = {}  # every trained stream's, for the report
 
     @property
     def model(self) -> ActionRNN:
@@ -146,10 +147,14 @@ class ActionClassifier(L.LightningModule):
         return loss
 
     def _evaluate(self, batch: dict, stage: str, dataloader_idx: int) -> None:
-        # validation scores every stream (to choose one); test only the kept one
+        # validation scores every stream (to choose one); test scores the kept one and records the others'
         level = LEVELS[dataloader_idx]
-        for name in self.streams if stage == "val" else [self.stream]:
+        for name in self.streams:
             probs = masked_mean(self.streams[name](batch["x"], batch["lengths"])[0].softmax(-1), batch["lengths"])
+            if stage == "test" and level == "video" and len(self.streams) > 1:
+                self.test_stream_probs.setdefault(name, []).extend(zip(batch["video"].tolist(), probs.tolist()))
+            if stage == "test" and name != self.stream:
+                continue
             key = f"{stage}_{level}_{name}"
             self.losses[key].update(F.nll_loss(probs.clamp(min=1e-8).log(), batch["y"], reduction="none"))
             self.metrics[key].update(probs, batch["y"])
@@ -185,7 +190,7 @@ class ActionClassifier(L.LightningModule):
         self._log_metrics("val")
 
     def on_test_epoch_start(self) -> None:
-        self.test_predictions = []
+        self.test_predictions, self.test_stream_probs = [], {}
         for c in self.confusion.values():
             c.reset()
 

@@ -41,6 +41,16 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title
     plt.close(fig)
 
 
+def stream_accuracy(stream_probs: dict[str, list[tuple[int, list[float]]]], predictions: list) -> dict[str, float]:
+    """Video top-1 of every trained stream on the test split, and of their mean probabilities (``mean``)."""
+    probs = {name: dict(rows) for name, rows in stream_probs.items()}
+    labels = {v: y for v, y, _ in predictions if all(v in p for p in probs.values())}  # this process's, under DDP
+    if len(probs) < 2 or not labels:
+        return {}
+    probs["mean"] = {v: np.mean([p[v] for p in probs.values()], 0).tolist() for v in labels}
+    return {name: round(float(np.mean([np.argmax(p[v]) == y for v, y in labels.items()])), 6) for name, p in probs.items()}
+
+
 class ReportWriter(Callback):
     """After ``test``: report.json (metrics, per-class accuracy, confusion matrices, per-video predictions,
     skipped videos) and confusion_matrix.png: beside the best checkpoint after a fit, in the test run's own
@@ -73,6 +83,7 @@ class ReportWriter(Callback):
             "classes": names,
             "stream": pl_module.stream,  # the kept stream (pipeline.classifier)
             "streams_trained": list(pl_module.streams),
+            "stream_video_top1": stream_accuracy(pl_module.test_stream_probs, predictions),  # what each would have given
             "metrics": metrics,
             "per_class_accuracy": {
                 lv: {n: (float(c[i, i] / c[i].sum()) if c[i].sum() else None) for i, n in enumerate(names)} for lv, c in confusion.items()

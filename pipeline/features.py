@@ -96,6 +96,8 @@ class ExtractorConfig:
         check_range("--data.extractor.max_frames", self.max_frames, 1)
         check_range("--data.extractor.conf", self.conf, 0, 1, above=True)
         check_choice("--data.extractor.pool", self.pool, ("person", "global"))
+        if self.fps is not None:  # 25 and 25.0 are one setting: one cache key, not two extractions
+            object.__setattr__(self, "fps", float(self.fps))
 
     def key(self, identity: WeightsIdentity) -> str:
         """Cache key: a hash of the weights identity and every setting that changes the features."""

@@ -5,7 +5,8 @@ extractor forward per batch, tracking, and per frame one GRU step over all track
 carried, which equals stepping frame by frame). Every tracked person gets a timeline of their own; the
 video's label and segments are the main subject's (``pipeline.tracking``). Frames are sampled at the
 checkpoint's fps; results map back to source timestamps, and an annotated copy gets every source frame,
-drawn with the latest result.
+drawn with the latest result. Per-frame labels (JSON, CSV, overlay) are the causal ones a live view shows;
+once the video is finished, its segments and labels are settled without delay (``timeline.settle``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from pipeline.annotate import Overlay, Person, draw, enlarge, upscale
 from pipeline.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, plot_timeline
 from pipeline.predictor import ActionPredictor, Predictions
-from pipeline.timeline import NOBODY, Segment, Timeline
+from pipeline.timeline import NOBODY, Segment, Timeline, settle
 from pipeline.video import VideoError, VideoReader, is_truncated, prefetch
 
 
@@ -73,11 +74,13 @@ class TrackResult:
     probs: dict[str, float]
     segments: list[Segment]
     frames: int
+    share: float = 1.0  # of the time in view that ``label``'s segments cover
 
     def to_dict(self) -> dict:
         return {
             "id": self.id, "first_s": round(self.first_s, 4), "last_s": round(self.last_s, 4), "label": self.label,
-            "score": round(self.score, 4), "frames": self.frames, "probs": self.probs, "segments": [s.to_dict() for s in self.segments],
+            "score": round(self.score, 4), "share": round(self.share, 4), "frames": self.frames, "probs": self.probs,
+            "segments": [s.to_dict() for s in self.segments],
         }  # fmt: skip
 
 
@@ -99,6 +102,7 @@ class VideoResult:
     tracks: list[TrackResult] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     declared_frames: int = 0  # the container's frame count (0: unknown)
+    share: float = 1.0  # of the main subject's time that ``label`` covers
     video_codec: str = ""  # of the annotated copy, when one was written
 
     @property
@@ -107,10 +111,11 @@ class VideoResult:
 
 
 class _TrackLog:
-    """Per track while a video runs: its timeline, when it was seen, its main-subject weight and, for the
-    plot, its curves."""
+    """Per track while a video runs: its causal timeline, when it was seen, its main-subject weight, its
+    probabilities (settled at the end; a few bytes a frame) and, for the plot, its gates."""
 
     def __init__(self, names: list[str], smoothing: Smoothing, t: float, curves: bool):
+        self.smoothing = smoothing
         self.timeline = Timeline(names, smoothing.smooth_s, smoothing.min_duration_s, smoothing.threshold, start_s=t)
         self.first_s = self.last_s = t
         self.weight = 0.0
@@ -121,18 +126,20 @@ class _TrackLog:
 
     def add(self, t: float, probs: np.ndarray, weight: float, gates: tuple[float, float] | None) -> tuple[str, float]:
         self.last_s, self.weight = t, self.weight + weight
-        if self.curves:
-            self.times.append(t)
-            self.probs.append(probs.astype(np.float32))
-            if gates is not None:
-                self.gates.append(gates)
+        self.times.append(t)
+        self.probs.append(probs.astype(np.float32))
+        if self.curves and gates is not None:
+            self.gates.append(gates)
         return self.timeline.add(t, probs)
 
     def result(self, track_id: int, names: list[str], step_s: float) -> TrackResult:
-        label, score = self.timeline.video_label()
         end = self.last_s + step_s
+        sm = self.smoothing
+        segments, (label, score, share) = settle(
+            names, np.asarray(self.times), np.stack(self.probs), sm.smooth_s, sm.min_duration_s, sm.threshold, self.first_s, end
+        )
         probs = {n: round(float(v), 4) for n, v in zip(names, self.timeline.video_probs())}
-        return TrackResult(track_id, self.first_s, end, label, score, probs, self.timeline.segments(end_s=end), self.timeline.frames)
+        return TrackResult(track_id, self.first_s, end, label, score, probs, segments, self.timeline.frames, share)
 
 
 def _top(probs: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
@@ -222,12 +229,12 @@ def analyse_video(
         main = max(logs, key=lambda tid: logs[tid].weight) if logs else None
         if main is not None:
             m = next(tr for tr in tracks if tr.id == main)
-            label, score, probs, segments = m.label, m.score, m.probs, m.segments
+            label, score, probs, segments, share = m.label, m.score, m.probs, m.segments, m.share
         else:
-            label, score, probs, segments = NOBODY, 0.0, {n: 0.0 for n in names}, []
+            label, score, probs, segments, share = NOBODY, 0.0, {n: 0.0 for n in names}, [], 0.0
         result = VideoResult(
             str(source), label, score, probs, segments, frames_read, processed, duration, processed / max(elapsed, 1e-9), main, tracks,
-            declared_frames=info.frame_count,
+            declared_frames=info.frame_count, share=share,
         )  # fmt: skip
         if "json" in sinks:
             sinks.pop("json").close(
@@ -235,7 +242,7 @@ def analyse_video(
                     "frame_count": frames_read, "declared_frames": info.frame_count, "truncated": result.truncated,
                     "processed_frames": processed, "duration_s": round(duration, 4),
                     "main_track": main, "label": label, "score": round(score, 4),
-                    "video": {"label": label, "score": round(score, 4), "probs": probs},
+                    "video": {"label": label, "score": round(score, 4), "share": round(share, 4), "probs": probs},
                     "segments": [s.to_dict() for s in segments], "tracks": [tr.to_dict() for tr in tracks],
                     "processing_fps": round(result.processing_fps, 2),
                 }
@@ -322,7 +329,8 @@ def analyse_many(
             tqdm.write(f"interrupted at {src}: {done()}; nothing of {Path(str(src)).name} was kept", file=sys.stderr)
             raise
         results.append(r)
-        line = f"{src}: {r.label} ({r.score:.2f}) | " + ", ".join(
+        share = f", {r.share:.0%} of the time" if r.share < 0.995 else ""
+        line = f"{src}: {r.label} ({r.score:.2f}{share}) | " + ", ".join(
             f"{s.start_s:.1f}-{s.end_s:.1f}s {s.label} {s.score:.2f}" for s in r.segments
         )
         if r.truncated:

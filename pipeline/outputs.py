@@ -2,10 +2,10 @@
 
 The JSON and CSV are written frame by frame as results arrive, so memory stays flat on long videos.
 
-JSON schema (``schema_version`` 2)::
+JSON schema (``schema_version`` 3)::
 
     {
-      "schema_version": 2,
+      "schema_version": 3,
       "source": str,                 # path or URL
       "checkpoint": str,
       "classes": [str, ...],
@@ -20,7 +20,7 @@ JSON schema (``schema_version`` 2)::
          "tracks": [                 # every person seen in this frame
            {"id": int,               # track id, stable while the person stays in view
             "box": [x0, y0, x1, y1], # source pixels
-            "label": str, "score": float,   # that person's smoothed label
+            "label": str, "score": float,   # that person's smoothed label (causal, as live)
             "top": [[str, float], ...]}     # top-k raw probabilities
          ]}
       ],
@@ -31,9 +31,12 @@ JSON schema (``schema_version`` 2)::
       "duration_s": float,
       "main_track": int | null,      # the main subject (see pipeline/tracking.py); null: nobody was seen
       "label": str, "score": float,  # the main subject's action ("nobody" when no one was seen)
-      "video": {"label": str, "score": float, "probs": {class: float}},  # main subject: mean of per-frame probabilities
-      "segments": [{"start_s": float, "end_s": float, "label": str, "score": float}],  # main subject's
-      "tracks": [{"id": int, "first_s": float, "last_s": float, "label": str, "score": float,
+      "video": {"label": str,        # main subject: the action whose segments cover the most time,
+                "score": float,        # their mean smoothed probability,
+                "share": float,        # the share of the time they cover,
+                "probs": {class: float}},  # and the mean of the raw per-frame probabilities
+      "segments": [{"start_s": float, "end_s": float, "label": str, "score": float}],  # main subject's, settled
+      "tracks": [{"id": int, "first_s": float, "last_s": float, "label": str, "score": float, "share": float,
                   "frames": int, "probs": {class: float}, "segments": [...]}],
       "processing_fps": float
     }
@@ -52,7 +55,7 @@ import numpy as np
 
 from pipeline.timeline import Segment
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: video label = most time, "share", settled segments
 
 
 class OutputError(RuntimeError):

@@ -1,10 +1,14 @@
-"""Labels -> timeline: smoothed per-frame labels, action segments and the video-level label, built causally.
+"""Labels -> timeline: smoothed per-frame labels, action segments and the video-level label.
 
-Everything here is incremental, so a long video or a live stream keeps constant memory: per frame, the
+``Timeline`` is incremental and causal, for what is shown while a video or stream runs: per frame, the
 probabilities are smoothed by an exponential average with time constant ``smooth_s``; a label change is
 accepted only once the new label has held for ``min_duration_s`` (the frames before that stay with the
-current segment, so one noisy frame never opens a segment); the video-level scores are the running mean
+current segment, so one noisy frame never opens a segment); the running video-level scores are the mean
 of the raw per-frame probabilities, as in ``train.py test``.
+
+A causal average puts every change late by about its time constant. ``settle`` is for a finished video:
+the same average run forwards and then backwards (no delay), the same segment rule, and the video's label
+is the action that covers the most time, not the mean over actions that took turns.
 """
 
 from __future__ import annotations
@@ -81,6 +85,42 @@ def label_of(p: np.ndarray, class_names: list[str], threshold: float) -> tuple[s
     """The top class and its probability, or ``uncertain`` when that probability is below ``threshold``."""
     i = int(np.argmax(p))
     return (class_names[i] if p[i] >= threshold else UNCERTAIN), float(p[i])
+
+
+def zero_phase(times: np.ndarray, probs: np.ndarray, smooth_s: float) -> np.ndarray:
+    """``probs`` (T, C) at ``times`` (T,) smoothed by the exponential average forwards, then backwards over
+    that: a symmetric smoothing, so a change stays where it happened."""
+    if len(probs) == 0:
+        return np.zeros((0, probs.shape[-1]))
+    fwd, bwd = Smoother(smooth_s), Smoother(smooth_s)
+    ahead = np.array([fwd.add(t, p) for t, p in zip(times, probs)])
+    return np.array([bwd.add(-t, p) for t, p in zip(times[::-1], ahead[::-1])])[::-1]
+
+
+def settle(
+    class_names: list[str], times: np.ndarray, probs: np.ndarray, smooth_s: float = 0.3, min_duration_s: float = 0.5,
+    threshold: float = 0.0, start_s: float = 0.0, end_s: float | None = None,
+) -> tuple[list[Segment], tuple[str, float, float]]:
+    """A finished video's segments, smoothed without delay, and its label: the one whose segments cover the
+    most time, with their mean score and the share of the time they cover."""
+    tl = Timeline(class_names, 0.0, min_duration_s, threshold, start_s)
+    for t, p in zip(times, zero_phase(np.asarray(times, np.float64), np.asarray(probs, np.float64), smooth_s)):
+        tl.add(t, p)
+    segments = tl.segments(end_s)
+    return segments, longest(segments)
+
+
+def longest(segments: list[Segment]) -> tuple[str, float, float]:
+    """The label that covers the most time, its duration-weighted mean score and its share of the time."""
+    cover: dict[str, list[float]] = {}
+    for s in segments:
+        d = max(s.end_s - s.start_s, 1e-9)
+        c = cover.setdefault(s.label, [0.0, 0.0])
+        c[0], c[1] = c[0] + d, c[1] + d * s.score
+    if not cover:
+        return UNCERTAIN, 0.0, 0.0
+    label, (d, weighted) = max(cover.items(), key=lambda kv: kv[1][0])
+    return label, weighted / d, d / sum(c[0] for c in cover.values())
 
 
 class Timeline:

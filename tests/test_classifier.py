@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 from pipeline.checkpoint import read_checkpoint
 from pipeline.classifier import ActionClassifier
 from pipeline.data import CropDataset, WindowDataset, collate
+from pipeline.evaluate import stream_accuracy
 from pipeline.features import POSE_DIM
 
 POOLED = 8
@@ -31,7 +32,7 @@ def sequences(n: int, pooled_tells: bool, pose_tells: bool, seed: int) -> tuple[
     return seqs, labels
 
 
-def fit(tmp_path, train, val) -> tuple[ActionClassifier, str]:
+def fit(tmp_path, train, val) -> tuple[ActionClassifier, str, L.Trainer, list[DataLoader]]:
     torch.manual_seed(0)
     model = ActionClassifier(POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, hidden_size=16, proj_dim=16, dropout=0.0, lr=1e-2)
     crops = CropDataset(*train, clip_len=16, flip=0.0, noise=0.0, std=torch.ones(POOLED + POSE_DIM))
@@ -39,7 +40,7 @@ def fit(tmp_path, train, val) -> tuple[ActionClassifier, str]:
     ckpt = L.pytorch.callbacks.ModelCheckpoint(tmp_path, monitor="val/video_loss", filename="best")
     trainer = L.Trainer(max_epochs=8, callbacks=[ckpt], logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, DataLoader(crops, batch_size=8, shuffle=True, collate_fn=collate), evals)
-    return model, ckpt.best_model_path
+    return model, ckpt.best_model_path, trainer, evals
 
 
 @pytest.mark.parametrize(
@@ -51,13 +52,19 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     val = sequences(16, pooled_tells=val_pooled_tells, pose_tells=True, seed=1)
     if not val_pooled_tells:  # the training set's appearance points the wrong way on validation
         val[0][:] = [torch.cat([x[:, :POOLED] - 2 * (2.0 * y - 1.0), x[:, POOLED:]], 1) for x, y in zip(val[0], val[1])]
-    model, best = fit(tmp_path, train, val)
+    model, best, trainer, evals = fit(tmp_path, train, val)
     assert model.stream == kept
     ckpt = read_checkpoint(best)
     assert ckpt["state_dict"]["_extra_state"] == {"stream": kept}
     again = ActionClassifier(**{k: v for k, v in ckpt["hyper_parameters"].items()})
     again.load_state_dict(ckpt["state_dict"])
     assert again.stream == kept and again.model is again.streams[kept]
+
+    # test scores the kept stream and records every stream's video probabilities for the report
+    trainer.test(model, evals, verbose=False)
+    assert sorted(model.test_stream_probs) == ["fused", "pose"] and all(len(v) == 16 for v in model.test_stream_probs.values())
+    acc = stream_accuracy(model.test_stream_probs, model.test_predictions)
+    assert set(acc) == {"pose", "fused", "mean"} and acc[kept] == max(acc["pose"], acc["fused"])
 
 
 def test_features_without_pooled_layers_train_the_pose_stream_only():

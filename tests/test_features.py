@@ -130,6 +130,8 @@ def test_cache_key_depends_on_everything_that_changes_features(tiny):
     for change in ({"imgsz": 256}, {"layers": (22,)}, {"fps": 10.0}, {"pool": "global"}, {"conf": 0.5}, {"max_frames": 9}):
         keys.add(ExtractorConfig(**{**base.__dict__, **change}).key(tiny.identity))
     assert len(keys) == 7
+    # the same setting written as an int (a Python caller) or a float (the CLI) is one cache, not two
+    assert ExtractorConfig(weights=TINY_MODEL, fps=25).key(tiny.identity) == ExtractorConfig(weights=TINY_MODEL, fps=25.0).key(tiny.identity)
 
 
 def test_invalid_layers_are_refused():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.timeline import UNCERTAIN, Timeline
+from pipeline.timeline import UNCERTAIN, Timeline, settle, zero_phase
 
 NAMES = ["a", "b", "c"]
 FPS = 25.0
@@ -71,3 +71,50 @@ def test_a_video_too_short_for_any_segment_gets_the_video_label():
     _run(tl, _onehot("b" * 10))
     segs = tl.segments(end_s=10 / FPS)
     assert len(segs) == 1 and segs[0].label == "b" and segs[0].end_s == 10 / FPS
+
+
+def _step(seq: str, rng: np.random.Generator) -> np.ndarray:
+    """Noisy per-frame probabilities that follow ``seq`` with a model's gradual change-over (0.2 s ramps)."""
+    clean = _onehot(seq)
+    ramp = max(int(0.2 * FPS), 1)
+    kernel = np.ones(ramp) / ramp
+    smooth = np.stack([np.convolve(np.pad(clean[:, c], (ramp // 2, ramp - 1 - ramp // 2), mode="edge"), kernel, "valid") for c in range(3)], 1)
+    noisy = np.clip(smooth + rng.normal(0, 0.1, smooth.shape), 1e-3, None)
+    return noisy / noisy.sum(1, keepdims=True)
+
+
+def test_settled_segments_put_a_change_at_the_cut_where_the_causal_ones_are_late():
+    rng = np.random.default_rng(0)
+    seq = "a" * 75 + "b" * 60 + "c" * 90  # cuts at 3.0 s and 5.4 s
+    probs = _step(seq, rng)
+    t = np.arange(len(seq)) / FPS
+    causal = Timeline(NAMES, smooth_s=0.3, min_duration_s=0.5)
+    _run(causal, probs)
+    late = [s.start_s for s in causal.segments()[1:]]
+    segs, (label, score, share) = settle(NAMES, t, probs, smooth_s=0.3, min_duration_s=0.5, end_s=len(seq) / FPS)
+    assert [s.label for s in segs] == ["a", "b", "c"]
+    cuts = [3.0, 5.4]
+    assert all(abs(s.start_s - c) <= 0.12 for s, c in zip(segs[1:], cuts)), segs
+    assert all(s - c >= 0.15 for s, c in zip(late, cuts)), late  # what the causal smoothing does: late
+    assert segs[0].start_s == 0 and segs[-1].end_s == len(seq) / FPS
+    assert label == "c" and abs(share - 90 / 225) < 0.05 and 0.5 < score <= 1
+
+
+def test_zero_phase_smoothing_keeps_a_constant_and_is_symmetric_in_time():
+    t = np.arange(50) / FPS
+    flat = np.tile([0.2, 0.3, 0.5], (50, 1))
+    np.testing.assert_allclose(zero_phase(t, flat, 0.3), flat)
+    pulse = np.zeros((51, 3))
+    pulse[25] = 1.0
+    out = zero_phase(np.arange(51) / FPS, pulse, 0.3)[:, 0]
+    assert out.argmax() == 25 and abs(out[20] - out[30]) < 0.15 * out[25]  # no shift to later frames
+
+
+def test_the_video_label_is_the_action_that_lasts_longest():
+    # a long, unsure "a" and two short, sure actions: the mean of probabilities would say "b"
+    seq = "a" * 40 + "b" * 32 + "c" * 28
+    probs = np.concatenate([_onehot("a" * 40, p=0.55), _onehot("b" * 32, p=0.95), _onehot("c" * 28, p=0.95)])
+    assert NAMES[int(probs.mean(0).argmax())] == "b"
+    segs, (label, score, share) = settle(NAMES, np.arange(len(seq)) / FPS, probs, 0.1, 0.4, end_s=len(seq) / FPS)
+    assert [s.label for s in segs] == ["a", "b", "c"]
+    assert label == "a" and abs(share - 0.4) < 0.03 and abs(score - 0.55) < 0.05
