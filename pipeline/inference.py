@@ -6,7 +6,8 @@ carried, which equals stepping frame by frame). Every tracked person gets a time
 video's label and segments are the main subject's (``pipeline.tracking``). Frames are sampled at the
 checkpoint's fps; results map back to source timestamps, and an annotated copy gets every source frame,
 drawn with the latest result. Per-frame labels (JSON, CSV, overlay) are the causal ones a live view shows;
-once the video is finished, its segments and labels are settled without delay (``timeline.settle``).
+once the video is finished, its segments and labels are settled without delay (``timeline.settle``), per
+person and for the video (the main subject in view at each moment).
 """
 
 from __future__ import annotations
@@ -228,8 +229,7 @@ def analyse_video(
         tracks = [log.result(tid, names, step) for tid, log in sorted(logs.items())]
         main = max(logs, key=lambda tid: logs[tid].weight) if logs else None
         if main is not None:
-            m = next(tr for tr in tracks if tr.id == main)
-            label, score, probs, segments, share = m.label, m.score, m.probs, m.segments, m.share
+            label, score, probs, segments, share = _video_timeline(logs, names, smoothing, step)
         else:
             label, score, probs, segments, share = NOBODY, 0.0, {n: 0.0 for n in names}, [], 0.0
         result = VideoResult(
@@ -262,6 +262,24 @@ def analyse_video(
         predictor.inspect = False
         for sink in sinks.values():  # still open here: the video failed or the run was stopped half-way
             sink.abort()
+
+
+def _video_timeline(logs: dict[int, _TrackLog], names: list[str], smoothing: Smoothing, step_s: float):
+    """The video's own timeline, settled: at each processed frame the person in view who weighs most as the
+    main subject (``pipeline.tracking``). With one person in view at a time, this follows them across broken
+    tracks (a cut between two shots, an absence longer than ``--lost-time``), which no single track does."""
+    best: dict[float, tuple[float, np.ndarray]] = {}
+    for log in logs.values():
+        for t, p in zip(log.times, log.probs):
+            if t not in best or log.weight > best[t][0]:
+                best[t] = (log.weight, p)
+    times = np.array(sorted(best))
+    probs = np.stack([best[t][1] for t in times])
+    sm = smoothing
+    segments, (label, score, share) = settle(
+        names, times, probs, sm.smooth_s, sm.min_duration_s, sm.threshold, float(times[0]), float(times[-1]) + step_s
+    )
+    return label, score, {n: round(float(v), 4) for n, v in zip(names, probs.mean(0))}, segments, share
 
 
 def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str], fps: float | None) -> Overlay:
@@ -332,7 +350,7 @@ def analyse_many(
         share = f", {r.share:.0%} of the time" if r.share < 0.995 else ""
         line = f"{src}: {r.label} ({r.score:.2f}{share}) | " + ", ".join(
             f"{s.start_s:.1f}-{s.end_s:.1f}s {s.label} {s.score:.2f}" for s in r.segments
-        )
+        ) if r.main_track is not None else f"{src}: {NOBODY} in view"
         if r.truncated:
             line += f" | warning: read {r.frame_count} of {r.declared_frames} declared frames (corrupt or cut short)"
         if len(r.tracks) > 1:

@@ -218,6 +218,23 @@ def test_outputs_per_person(predictor, tmp_path):
     assert with_bands > matplotlib.image.imread(tmp_path / "one.png").shape[0]  # one band per person, only with several
 
 
+def test_the_video_timeline_follows_the_subject_across_a_broken_track(predictor, tmp_path):
+    """A cut between two shots: the person jumps across the frame and gets a new track; the video's segments
+    still run from the first frame to the last, each shot under its own track's labels."""
+    scene = Scene(lambda t: [(50, 1)] if t < 15 else [(150, 1)], predictor.extractor)
+    predictor.extractor = scene
+    clip = write_clip(tmp_path / "cut.avi", frames=30, size=(W, H))
+    r = analyse_video(str(clip), predictor, OutputPaths(csv=tmp_path / "cut.csv"), batch_size=8, progress=False)
+    assert len(r.tracks) == 2
+    first, second = r.tracks
+    assert abs(first.last_s - 15 / 25) < 1e-6 and second.first_s >= 15 / 25
+    assert r.segments[0].start_s == 0 and abs(r.segments[-1].end_s - 30 / 25) < 1e-6  # both shots, not one track's
+    assert all(a.end_s == b.start_s for a, b in zip(r.segments, r.segments[1:]))
+    rows = [ln.split(",") for ln in (tmp_path / "cut.csv").read_text().splitlines()[1:]]
+    mean = np.mean([[float(v) for v in row[5:]] for row in rows], 0)  # one person per frame: every row counts
+    assert np.allclose([r.probs[n] for n in predictor.class_names], mean, atol=1e-3)
+
+
 def test_nobody_in_view_is_labelled_nobody(tiny_checkpoint, tmp_path):
     predictor = ActionPredictor(tiny_checkpoint, device="cpu")
     predictor.extractor = Scene(lambda t: [], predictor.extractor)
