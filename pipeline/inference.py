@@ -293,7 +293,8 @@ def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str],
 
 def _plot(path: Path, source: str, result: VideoResult, logs: dict[int, _TrackLog], names: list[str]) -> None:
     """The main subject's probabilities (and gates) over time, and a band per track."""
-    title = f"{Path(str(source)).name}: {result.label} ({result.score:.0%})"
+    share = f", {result.share:.0%} of the time" if result.share < 0.995 else ""
+    title = f"{Path(str(source)).name}: {result.label} ({result.score:.0%}{share})"
     if result.main_track is not None:
         log = logs[result.main_track]
         times, probs = np.asarray(log.times), np.stack(log.probs)
