@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from pipeline.features import SKELETON
+from pipeline.timeline import UNKNOWN
 
 GREEN, WHITE, GREY, BLACK, ORANGE = (80, 200, 80), (255, 255, 255), (150, 150, 150), (0, 0, 0), (0, 165, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -57,6 +58,7 @@ class Overlay:
     fps: float | None = None
     latency_ms: float | None = None
     status: str | None = None  # e.g. "paused", "camera lost: reconnecting"
+    background: str | None = None  # the class that is no action: its people get no label, top-left "no action"
 
 
 def upscale(width: int, height: int) -> int:
@@ -100,14 +102,17 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
                 cv2.polylines(frame, lines, False, color, lw, cv2.LINE_AA)
             for x, y in k[ok, :2]:
                 cv2.circle(frame, (int(x), int(y)), lw + 1, WHITE, -1, cv2.LINE_AA)
-        tag = f"#{p.track} {p.label} {p.score:.0%}"
+        tag = f"#{p.track}" if p.label == o.background else f"#{p.track} {p.label} {p.score:.0%}"
         (tw, th), _ = cv2.getTextSize(tag, FONT, 0.45 * s, 1)
         tx = int(np.clip(x0, 0, max(w - tw, 0)))
         ty = y0 - int(4 * s) if y0 - th - int(4 * s) > 0 else min(y1 + th + int(4 * s), h - 2)
         _text(frame, tag, (tx, ty), 0.45 * s, color)
     # label and score, top-left
     who = f"#{o.main} " if o.main is not None and len(o.people) > 1 else ""
-    _text(frame, f"{who}{o.label} {o.score:.0%}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != "uncertain" else GREY, lw)
+    if o.label == o.background:
+        _text(frame, f"{who}no action", (int(8 * s), int(30 * s)), 0.9 * s, GREY, lw)
+    else:
+        _text(frame, f"{who}{o.label} {o.score:.0%}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != UNKNOWN else GREY, lw)
     # top-k bars under it
     bar_w, bar_h, y = int(110 * s), max(int(12 * s), 6), int(42 * s)
     for name, p in o.top:

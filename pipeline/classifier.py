@@ -11,11 +11,17 @@ like identifies the actor, not the action, and keypoints alone generalise; on re
 helps. With ``streams="auto"`` two models train side by side on the same batches, one on keypoints alone
 (``pose``), one on pooled appearance and keypoints (``fused``), and the one with the lower video-level
 validation loss is kept: the user's own validation split picks the preset.
+
+Rejection: a model trained on N actions names one of them for anything. At each validation the kept
+stream's per-frame top probabilities on the validation videos (smoothed without delay, as ``infer.py``
+settles a finished video) give the rejection threshold: their ``reject_quantile`` quantile. Inference reads
+frames below it as ``unknown``; the checkpoint carries it, with the stream.
 """
 
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EMAWeightAveraging
@@ -27,6 +33,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from pipeline.features import POSE_DIM
 from pipeline.model import ActionRNN
 from pipeline.options import OptionError, check_choice, check_range
+from pipeline.timeline import SMOOTH_S, zero_phase
 
 LEVELS = ("video", "clip")  # dataloader 0 and 1 of validation and test
 STREAMS = ("pose", "fused")
@@ -49,6 +56,10 @@ class ActionClassifier(L.LightningModule):
     lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
     warmup_frames: frames at the start of each training crop left out of the loss.
     label_smoothing: cross-entropy label smoothing.
+    reject_quantile: share of the validation split's frames (known actions) that the fitted rejection
+        threshold reads as ``unknown``; 0: no rejection.
+    background: the class (when the data has it) of "nothing in particular": trained like the others,
+        reported as no action (no segment, no label drawn).
     """
 
     def __init__(
@@ -68,6 +79,8 @@ class ActionClassifier(L.LightningModule):
         weight_decay: float = 1e-2,
         warmup_frames: int = 8,
         label_smoothing: float = 0.0,
+        reject_quantile: float = 0.05,
+        background: str = "background",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -77,6 +90,7 @@ class ActionClassifier(L.LightningModule):
         check_range("--model.weight_decay", weight_decay, 0, 10)
         check_range("--model.warmup_frames", warmup_frames, 0, 10_000)
         check_range("--model.label_smoothing", label_smoothing, 0, 0.99)
+        check_range("--model.reject_quantile", reject_quantile, 0, 0.5)
         if len(class_names) < 2:
             raise OptionError(f"a classifier needs at least 2 classes, got {len(class_names)} ({', '.join(class_names)}): add class folders")
         pooled_dim = input_dim - POSE_DIM
@@ -105,6 +119,9 @@ class ActionClassifier(L.LightningModule):
         self.confusion = torch.nn.ModuleDict({lv: MulticlassConfusionMatrix(n) for lv in LEVELS})
         self.test_predictions: list[tuple[int, int, list[float]]] = []  # (video, label, video-level probs)
         self.test_stream_probs: dict[str, list[tuple[int, list[float]]]] = {}  # every trained stream's, for the report
+        self.rejection: dict = {"threshold": 0.0}  # fitted at each validation (see the module's docstring)
+        self._val_top: dict[str, list[np.ndarray]] = {}
+        self.test_frame_probs: list[tuple[int, np.ndarray]] = []  # the kept stream's per-frame probabilities  # per stream, the validation frames' smoothed top probability
 
     @property
     def model(self) -> ActionRNN:
@@ -112,12 +129,13 @@ class ActionClassifier(L.LightningModule):
         return self.streams[self.stream]
 
     def get_extra_state(self) -> dict:
-        return {"stream": self.stream}
+        return {"stream": self.stream, "rejection": self.rejection}
 
     def set_extra_state(self, state: dict) -> None:
         if state["stream"] not in self.streams:
             raise RuntimeError(f"the checkpoint kept stream '{state['stream']}', which these settings do not build")
         self.stream = state["stream"]
+        self.rejection = state.get("rejection", {"threshold": 0.0})  # none in checkpoints made before it
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the weight-averaging callback saves its averaged copy, made before the stream was chosen: say which
@@ -150,7 +168,12 @@ class ActionClassifier(L.LightningModule):
         # validation scores every stream (to choose one); test scores the kept one and records the others'
         level = LEVELS[dataloader_idx]
         for name in self.streams:
-            probs = masked_mean(self.streams[name](batch["x"], batch["lengths"])[0].softmax(-1), batch["lengths"])
+            frame_probs = self.streams[name](batch["x"], batch["lengths"])[0].softmax(-1)
+            probs = masked_mean(frame_probs, batch["lengths"])
+            if stage == "val" and level == "video" and self.hparams.reject_quantile > 0:
+                self._val_top.setdefault(name, []).extend(self.smoothed_top(frame_probs, batch["lengths"]))
+            if stage == "test" and level == "video" and name == self.stream:
+                self.test_frame_probs += [(v, frame_probs[i, :n].float().cpu().numpy()) for i, (v, n) in enumerate(zip(batch["video"].tolist(), batch["lengths"].tolist()))]
             if stage == "test" and level == "video" and len(self.streams) > 1:
                 self.test_stream_probs.setdefault(name, []).extend(zip(batch["video"].tolist(), probs.tolist()))
             if stage == "test" and name != self.stream:
@@ -174,6 +197,8 @@ class ActionClassifier(L.LightningModule):
         losses = {(lv, n): self.losses[f"{stage}_{lv}_{n}"].compute() for lv in LEVELS for n in names}
         if stage == "val" and not self.trainer.sanity_checking:
             self.stream = min(names, key=lambda n: float(losses["video", n]))
+            self.rejection = self.fit_rejection(self._val_top.get(self.stream, []))
+        self._val_top = {}
         for level in LEVELS:
             self.log(f"{stage}/{level}_loss", losses[level, self.stream])
             self.log_dict(self.metrics[f"{stage}_{level}_{self.stream}"].compute(), prog_bar=level == "video")
@@ -186,11 +211,28 @@ class ActionClassifier(L.LightningModule):
                 self.metrics[f"{stage}_{level}_{n}"].reset()
                 self.losses[f"{stage}_{level}_{n}"].reset()
 
+    def smoothed_top(self, frame_probs: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+        """Per video, the top probability of each frame after the delay-free smoothing infer.py settles with."""
+        times = np.arange(frame_probs.shape[1]) / (self.hparams.extractor.get("fps") or 25.0)
+        p = frame_probs.detach().float().cpu().numpy()
+        return [zero_phase(times[:n], p[i, :n], SMOOTH_S).max(1) for i, n in enumerate(lengths.tolist())]
+
+    def fit_rejection(self, tops: list[np.ndarray]) -> dict:
+        """The threshold below which ``reject_quantile`` of the validation frames fall (all known actions)."""
+        q = self.hparams.reject_quantile
+        if not tops or q <= 0:
+            return {"threshold": 0.0}
+        top = np.concatenate(tops)
+        return {
+            "score": "top smoothed probability", "threshold": round(float(np.quantile(top, q)), 4), "quantile": q,
+            "smooth_s": SMOOTH_S, "frames": int(len(top)), "videos": len(tops),
+        }  # fmt: skip
+
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
 
     def on_test_epoch_start(self) -> None:
-        self.test_predictions, self.test_stream_probs = [], {}
+        self.test_predictions, self.test_stream_probs, self.test_frame_probs = [], {}, []
         for c in self.confusion.values():
             c.reset()
 

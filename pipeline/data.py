@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -119,6 +120,8 @@ class ActionDataModule(L.LightningDataModule):
         zoom: training crops are reframed: zoomed within ``1 + zoom`` times and moved up to ``zoom / 2``.
         drop: chance that a frame of a training crop is lost (all zeros: nobody seen).
         noise: Gaussian feature noise, in units of each feature's standard deviation.
+        exclude_classes: classes left out of training, validation and test (``benchmarks/open_set.py`` shows
+            them to the model as actions it never learnt).
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class ActionDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         extract_batch_size: int = 32,
+        exclude_classes: list[str] | None = None,
     ):
         super().__init__()
         for name, value, low, high in (
@@ -184,6 +188,11 @@ class ActionDataModule(L.LightningDataModule):
         self.class_names = self.definition.classes or (list_videos(self.definition, self.root, split_id)[1] if self.root.is_dir() else None)
         if not self.class_names:
             raise DatasetError(f"data root {self.root} does not exist and the dataset defines no classes; pass --data.root")
+        self.exclude_classes = list(exclude_classes or [])
+        unknown = [c for c in self.exclude_classes if c not in self.class_names]
+        if unknown:
+            raise DatasetError(f"--data.exclude_classes {unknown} are not classes of {self.definition.name} ({', '.join(self.class_names)})")
+        self.class_names = [c for c in self.class_names if c not in self.exclude_classes]
         self.splits: dict[str, list[Video]] = {}
         self.skipped: list[tuple[str, str]] = []
         self.truncated: dict[str, tuple[int, int]] = {}  # path: (frames read, frames declared)
@@ -205,6 +214,11 @@ class ActionDataModule(L.LightningDataModule):
                 if self.definition.download or not self.root.is_dir():
                     download_dataset(self.definition, self.root)  # fetches only the missing archives
             videos, classes = list_videos(self.definition, self.root, self.split_id)
+            if self.exclude_classes:  # left out of training and evaluation alike (open-set benchmarks)
+                videos = [v for v in videos if classes[v.label] not in self.exclude_classes]
+                keep = [c for c in classes if c not in self.exclude_classes]
+                videos = [replace(v, label=keep.index(classes[v.label])) for v in videos]
+                classes = keep
             if list(classes) != list(self.class_names):
                 raise DatasetError(f"classes {classes} under {self.root} differ from {self.class_names}")
             self.splits = make_splits(

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from pipeline.classifier import LEVELS
+from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
@@ -51,6 +52,25 @@ def stream_accuracy(stream_probs: dict[str, list[tuple[int, list[float]]]], pred
     return {name: round(float(np.mean([np.argmax(p[v]) == y for v, y in labels.items()])), 6) for name, p in probs.items()}
 
 
+def rejected(pl_module: L.LightningModule, predictions: list) -> dict:
+    """The operating point on the test split: how many of its (known) videos infer.py would call ``unknown``,
+    and video top-1 with rejection on (an unknown counts as wrong)."""
+
+    threshold = pl_module.rejection.get("threshold", 0.0)
+    fps = pl_module.hparams.extractor.get("fps") or 25.0
+    names, labels = pl_module.class_names, {v: y for v, y, _ in predictions}
+    out = {}
+    for v, p in pl_module.test_frame_probs:
+        if v in labels and len(p):
+            out[v] = settle(names, np.arange(len(p)) / fps, p, SMOOTH_S, MIN_DURATION_S, threshold, 0.0, len(p) / fps)[1][0]
+    if not out:
+        return {}
+    return {
+        "test_videos_unknown": round(sum(lab == UNKNOWN for lab in out.values()) / len(out), 4),
+        "test_video_top1_with_rejection": round(sum(out[v] == names[labels[v]] for v in out) / len(out), 4),
+    }
+
+
 class ReportWriter(Callback):
     """After ``test``: report.json (metrics, per-class accuracy, confusion matrices, per-video predictions,
     skipped videos) and confusion_matrix.png: beside the best checkpoint after a fit, in the test run's own
@@ -84,6 +104,7 @@ class ReportWriter(Callback):
             "stream": pl_module.stream,  # the kept stream (pipeline.classifier)
             "streams_trained": list(pl_module.streams),
             "stream_video_top1": stream_accuracy(pl_module.test_stream_probs, predictions),  # what each would have given
+            "rejection": {**pl_module.rejection, **rejected(pl_module, predictions)},
             "metrics": metrics,
             "per_class_accuracy": {
                 lv: {n: (float(c[i, i] / c[i].sum()) if c[i].sum() else None) for i, n in enumerate(names)} for lv, c in confusion.items()

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from pipeline.annotate import Overlay, Person, draw, enlarge, upscale
 from pipeline.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, plot_timeline
 from pipeline.predictor import ActionPredictor, Predictions
-from pipeline.timeline import NOBODY, Segment, Timeline, settle
+from pipeline.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, settle
 from pipeline.video import VideoError, VideoReader, is_truncated, prefetch
 
 
@@ -58,9 +58,10 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 @dataclass
 class Smoothing:
-    smooth_s: float = 0.3  # time constant of the exponential average of probabilities
-    min_duration_s: float = 0.5  # a label must hold this long to open a segment
-    threshold: float = 0.0  # below this smoothed score the label reads "uncertain"
+    smooth_s: float = SMOOTH_S  # time constant of the exponential average of probabilities
+    min_duration_s: float = MIN_DURATION_S  # a label must hold this long to open a segment
+    threshold: float = 0.0  # below this smoothed score the label reads "unknown" (infer.py: the checkpoint's)
+    background: str | None = None  # a class that is no action: no segment (infer.py: the checkpoint's)
 
 
 @dataclass
@@ -137,7 +138,7 @@ class _TrackLog:
         end = self.last_s + step_s
         sm = self.smoothing
         segments, (label, score, share) = settle(
-            names, np.asarray(self.times), np.stack(self.probs), sm.smooth_s, sm.min_duration_s, sm.threshold, self.first_s, end
+            names, np.asarray(self.times), np.stack(self.probs), sm.smooth_s, sm.min_duration_s, sm.threshold, self.first_s, end, sm.background
         )
         probs = {n: round(float(v), 4) for n, v in zip(names, self.timeline.video_probs())}
         return TrackResult(track_id, self.first_s, end, label, score, probs, segments, self.timeline.frames, share)
@@ -216,7 +217,7 @@ def analyse_video(
                     processed += 1
                     if "video" in sinks:  # drawn only when an annotated copy is written
                         elapsed = time.perf_counter() - t0
-                        latest = _overlay(people, logs, names, processed / elapsed if elapsed > 0 else None)
+                        latest = _overlay(people, logs, names, processed / elapsed if elapsed > 0 else None, smoothing.background)
                     j += 1
                 if "video" in sinks:
                     sinks["video"].write(draw(frame, latest) if latest is not None else enlarge(frame))
@@ -277,18 +278,19 @@ def _video_timeline(logs: dict[int, _TrackLog], names: list[str], smoothing: Smo
     probs = np.stack([best[t][1] for t in times])
     sm = smoothing
     segments, (label, score, share) = settle(
-        names, times, probs, sm.smooth_s, sm.min_duration_s, sm.threshold, float(times[0]), float(times[-1]) + step_s
+        names, times, probs, sm.smooth_s, sm.min_duration_s, sm.threshold, float(times[0]), float(times[-1]) + step_s,
+        sm.background,
     )
     return label, score, {n: round(float(v), 4) for n, v in zip(names, probs.mean(0))}, segments, share
 
 
-def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str], fps: float | None) -> Overlay:
+def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str], fps: float | None, background: str | None) -> Overlay:
     """This frame's drawing: every person, and top-left the visible person who is the main subject so far."""
     if not people:
         return Overlay(NOBODY, 0.0, [], fps=fps)
     main = max(people, key=lambda p: logs[p.track].weight)
     smoothed = logs[main.track].timeline.smoothed
-    return Overlay(main.label, main.score, _top(smoothed, names, 3), people, main.track, fps=fps)
+    return Overlay(main.label, main.score, _top(smoothed, names, 3), people, main.track, fps=fps, background=background)
 
 
 def _plot(path: Path, source: str, result: VideoResult, logs: dict[int, _TrackLog], names: list[str]) -> None:

@@ -45,7 +45,7 @@ class LiveOptions:
     save_video: Path | None = None
     serve: str | None = None
     smooth_s: float = 0.5  # display smoothing of the probabilities
-    threshold: float = 0.5  # smoothed top score below this shows "uncertain"
+    threshold: float = 0.5  # smoothed top score below this shows "unknown" (infer.py: the checkpoint's)
     reset_after_s: float = 2.0  # nobody in view this long: reset the GRU state
     duration_s: float | None = None  # stop after this long (benchmarks, tests)
     snapshot_dir: Path = Path(".")
@@ -144,7 +144,9 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                     main = max(people, key=lambda q: weights[q.track])
                     p = smoothers[main.track].value
                     top = [(names[i], float(p[i])) for i in np.argsort(-p)[:3]]
-                    overlay = Overlay(main.label, main.score, top, people, main.track, fps=rate, latency_ms=latency_ms, status=status)
+                    overlay = Overlay(
+                        main.label, main.score, top, people, main.track, fps=rate, latency_ms=latency_ms, status=status, background=predictor.background
+                    )
                 else:
                     overlay = Overlay(NOBODY, 0.0, [], fps=rate, latency_ms=latency_ms, status=status)
             else:

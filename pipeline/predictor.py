@@ -131,6 +131,9 @@ class ActionPredictor:
         except RuntimeError as e:
             raise CheckpointError(f"checkpoint {checkpoint}: weights do not fit its own settings ({str(e).splitlines()[0]})") from None
         self.model = classifier.model.eval().to(self.device)
+        self.rejection: dict = classifier.rejection  # fitted on the validation split (pipeline.classifier)
+        name = hp.get("background", "background")
+        self.background: str | None = name if name in self.class_names else None  # a class that is no action
         self.cell: str = hp.get("cell", "gru")
         self.tracker_config = tracker or TrackerConfig(conf=self.config.conf)
         self.inspect = False  # also run the explicit GRU cell for its gates (the timeline plot's lower panel)
@@ -145,6 +148,11 @@ class ActionPredictor:
     def fps(self) -> float | None:
         """The frame rate the model was trained at (None: each video's own)."""
         return self.config.fps
+
+    @property
+    def rejection_threshold(self) -> float:
+        """Smoothed top probability below which a frame is ``unknown``: the checkpoint's calibration."""
+        return float(self.rejection.get("threshold", 0.0))
 
     @property
     def can_inspect(self) -> bool:

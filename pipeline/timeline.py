@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-UNCERTAIN = "uncertain"
+UNKNOWN = "unknown"  # below the rejection threshold: none of the trained actions
+SMOOTH_S = 0.3  # default time constant of the probability smoothing (infer.py --smooth)
+MIN_DURATION_S = 0.5  # default time a label must hold to open a segment (infer.py --min-segment)
 NOBODY = "nobody"  # the video-level label when no person was tracked at all
 
 
@@ -82,9 +84,9 @@ class Smoother:
 
 
 def label_of(p: np.ndarray, class_names: list[str], threshold: float) -> tuple[str, float]:
-    """The top class and its probability, or ``uncertain`` when that probability is below ``threshold``."""
+    """The top class and its probability, or ``unknown`` when that probability is below ``threshold``."""
     i = int(np.argmax(p))
-    return (class_names[i] if p[i] >= threshold else UNCERTAIN), float(p[i])
+    return (class_names[i] if p[i] >= threshold else UNKNOWN), float(p[i])
 
 
 def zero_phase(times: np.ndarray, probs: np.ndarray, smooth_s: float) -> np.ndarray:
@@ -98,16 +100,17 @@ def zero_phase(times: np.ndarray, probs: np.ndarray, smooth_s: float) -> np.ndar
 
 
 def settle(
-    class_names: list[str], times: np.ndarray, probs: np.ndarray, smooth_s: float = 0.3, min_duration_s: float = 0.5,
-    threshold: float = 0.0, start_s: float = 0.0, end_s: float | None = None,
+    class_names: list[str], times: np.ndarray, probs: np.ndarray, smooth_s: float = SMOOTH_S, min_duration_s: float = MIN_DURATION_S,
+    threshold: float = 0.0, start_s: float = 0.0, end_s: float | None = None, background: str | None = None,
 ) -> tuple[list[Segment], tuple[str, float, float]]:
     """A finished video's segments, smoothed without delay, and its label: the one whose segments cover the
-    most time, with their mean score and the share of the time they cover."""
+    most time, with their mean score and the share of the time they cover. ``background``: a class that
+    is no action: it never makes a segment (it can still be the video's label)."""
     tl = Timeline(class_names, 0.0, min_duration_s, threshold, start_s)
     for t, p in zip(times, zero_phase(np.asarray(times, np.float64), np.asarray(probs, np.float64), smooth_s)):
         tl.add(t, p)
     segments = tl.segments(end_s)
-    return segments, longest(segments)
+    return [s for s in segments if s.label != background], longest(segments)
 
 
 def longest(segments: list[Segment]) -> tuple[str, float, float]:
@@ -118,7 +121,7 @@ def longest(segments: list[Segment]) -> tuple[str, float, float]:
         c = cover.setdefault(s.label, [0.0, 0.0])
         c[0], c[1] = c[0] + d, c[1] + d * s.score
     if not cover:
-        return UNCERTAIN, 0.0, 0.0
+        return UNKNOWN, 0.0, 0.0
     label, (d, weighted) = max(cover.items(), key=lambda kv: kv[1][0])
     return label, weighted / d, d / sum(c[0] for c in cover.values())
 
@@ -127,7 +130,7 @@ class Timeline:
     """Feed ``add(time_s, probs)`` frame by frame; read ``label`` now, ``segments()`` and ``video_label()``
     at any time.
 
-    ``threshold``: a smoothed top score below it reads as ``uncertain`` (a label of its own for segments),
+    ``threshold``: a smoothed top score below it reads as ``unknown`` (a label of its own for segments),
     so that a model unsure of itself does not name a wrong action.
     """
 
@@ -153,7 +156,7 @@ class Timeline:
     @property
     def label(self) -> tuple[str, float]:
         """The current smoothed label and its smoothed probability."""
-        return label_of(self.smoothed, self.class_names, self.threshold) if self.smoothed is not None else (UNCERTAIN, 0.0)
+        return label_of(self.smoothed, self.class_names, self.threshold) if self.smoothed is not None else (UNKNOWN, 0.0)
 
     def add(self, time_s: float, probs: np.ndarray) -> tuple[str, float]:
         """One processed frame's probabilities at ``time_s`` -> its smoothed label and score."""

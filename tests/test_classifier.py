@@ -1,6 +1,7 @@
 """The classifier keeps the stream its validation split prefers, and the checkpoint says which."""
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -55,10 +56,16 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     model, best, trainer, evals = fit(tmp_path, train, val)
     assert model.stream == kept
     ckpt = read_checkpoint(best)
-    assert ckpt["state_dict"]["_extra_state"] == {"stream": kept}
+    state = ckpt["state_dict"]["_extra_state"]
+    assert state["stream"] == kept
+    # the rejection threshold travels with it: the 5% quantile of the validation frames' smoothed top probability
+    rejection = state["rejection"]
+    assert rejection["frames"] == 16 * 16 and rejection["quantile"] == 0.05 and 0.5 <= rejection["threshold"] < 1
     again = ActionClassifier(**{k: v for k, v in ckpt["hyper_parameters"].items()})
     again.load_state_dict(ckpt["state_dict"])
-    assert again.stream == kept and again.model is again.streams[kept]
+    assert again.stream == kept and again.model is again.streams[kept] and again.rejection == rejection
+    tops = np.concatenate(again.smoothed_top(torch.stack([again(x[None])[0].softmax(-1) for x in val[0]]), torch.full((16,), 16)))
+    assert abs(np.mean(tops < rejection["threshold"]) - 0.05) <= 1 / 16  # with the weights saved, the same quantile
 
     # test scores the kept stream and records every stream's video probabilities for the report
     trainer.test(model, evals, verbose=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.timeline import UNCERTAIN, Timeline, settle, zero_phase
+from pipeline.timeline import UNKNOWN, Timeline, settle, zero_phase
 
 NAMES = ["a", "b", "c"]
 FPS = 25.0
@@ -59,11 +59,11 @@ def test_video_label_is_the_mean_of_raw_probabilities():
     assert tl.video_label()[0] == NAMES[int(np.argmax(probs.mean(0)))]
 
 
-def test_low_confidence_reads_uncertain():
+def test_low_confidence_reads_unknown():
     tl = Timeline(NAMES, smooth_s=0.0, min_duration_s=0.2, threshold=0.6)
     labels = _run(tl, _onehot("a" * 20, p=0.5))
-    assert set(labels) == {UNCERTAIN}
-    assert [s.label for s in tl.segments()] == [UNCERTAIN]
+    assert set(labels) == {UNKNOWN}
+    assert [s.label for s in tl.segments()] == [UNKNOWN]
 
 
 def test_a_video_too_short_for_any_segment_gets_the_video_label():
