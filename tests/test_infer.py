@@ -179,3 +179,31 @@ def test_http_url_source(capsys, tmp_path, tiny_checkpoint, server):  # noqa: F8
     assert code == 0, err
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["source"].startswith("http://") and doc["processed_frames"] == 12
+
+
+def test_the_checkpoints_rejection_threshold_labels_what_the_model_does_not_know(capsys, tmp_path):
+    # a model whose scores all fall under the threshold it was calibrated with: every frame is "unknown"
+    ckpt = make_checkpoint(tmp_path / "reject.ckpt", rejection={"threshold": 0.99, "quantile": 0.05})
+    clip = write_clip(tmp_path / "odd.avi", frames=30)
+    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o.json").read_text())
+    assert doc["smoothing"]["threshold"] == 0.99
+    assert doc["label"] == doc["video"]["label"] == "unknown" and "odd.avi: unknown" in out
+    assert {s["label"] for s in doc["segments"]} == {"unknown"}
+    assert {p["label"] for f in doc["frames"] for p in f["tracks"]} == {"unknown"}
+    assert {row.split(",")[3] for row in (tmp_path / "o.csv").read_text().splitlines()[1:]} == {"unknown"}
+    # --threshold still overrides it
+    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "p.json"), "--threshold", "0")
+    assert code == 0, err
+    assert json.loads((tmp_path / "p.json").read_text())["label"] in ("walk", "wave")
+
+
+def test_the_background_class_is_no_action(capsys, tmp_path):
+    ckpt = make_checkpoint(tmp_path / "bg.ckpt", class_names=("background", "walk"), bias={"background": 10.0})
+    clip = write_clip(tmp_path / "idle.avi", frames=30)
+    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--save-video", str(tmp_path / "o.avi"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o.json").read_text())
+    assert doc["segments"] == [] and doc["label"] == "background"  # never a segment
+    assert {p["label"] for f in doc["frames"] for p in f["tracks"]} == {"background"}

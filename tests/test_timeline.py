@@ -118,3 +118,10 @@ def test_the_video_label_is_the_action_that_lasts_longest():
     segs, (label, score, share) = settle(NAMES, np.arange(len(seq)) / FPS, probs, 0.1, 0.4, end_s=len(seq) / FPS)
     assert [s.label for s in segs] == ["a", "b", "c"]
     assert label == "a" and abs(share - 0.4) < 0.03 and abs(score - 0.55) < 0.05
+
+
+def test_the_background_class_never_opens_a_segment():
+    seq = "a" * 30 + "b" * 40 + "a" * 30
+    segs, (label, _, share) = settle(NAMES, np.arange(len(seq)) / FPS, _onehot(seq), 0.1, 0.4, end_s=len(seq) / FPS, background="a")
+    assert [s.label for s in segs] == ["b"] and abs(segs[0].start_s - 1.2) < 0.1 and abs(segs[0].end_s - 2.8) < 0.1
+    assert label == "a" and abs(share - 0.6) < 0.05  # the video's label can still be "nothing in particular"
