@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -137,6 +138,13 @@ class ActionCLI(LightningCLI):
             + ", ".join(f"{k.split('/')[1]} {float(m[k]):.4f}" for k in sorted(m) if k.startswith("test/") and not k.endswith("loss")),
             f"report:       {report}",
         ]
+        rejection = json.loads(report.read_text()).get("rejection", {}) if report and report.is_file() else {}
+        if rejection.get("threshold"):
+            lines.insert(-1, (
+                f"unknown:      below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of the validation frames)"
+                + (f"; test videos called unknown {rejection['test_videos_unknown']:.0%}, video_top1 with it "
+                   f"{rejection['test_video_top1_with_rejection']:.4f}" if "test_videos_unknown" in rejection else "")
+            ))  # fmt: skip
         if self.trainer.is_global_zero:
             print("\n".join(lines), flush=True)  # the result: stdout, while logs and progress go to stderr
 

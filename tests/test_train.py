@@ -56,14 +56,19 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "data" / "toy" / "walk").iterdir()) == sorted(p.name for p in (src / "walk").iterdir())
     assert "extracting features of 8 videos" in r.stderr
-    summary = dict(ln.split(":", 1) for ln in r.stdout.splitlines() if ln.startswith(("run:", "checkpoint:", "stream:", "test:", "report:")))
-    assert set(summary) == {"run", "checkpoint", "stream", "test", "report"}, r.stdout[-2000:]
+    keys = ("run:", "checkpoint:", "stream:", "test:", "unknown:", "report:")
+    summary = dict(ln.split(":", 1) for ln in r.stdout.splitlines() if ln.startswith(keys))
+    assert set(summary) == {"run", "checkpoint", "stream", "test", "unknown", "report"}, r.stdout[-2000:]
     ckpt, report = Path(summary["checkpoint"].strip()), Path(summary["report"].strip())
     assert ckpt.is_file() and ckpt.name.startswith("best")
     rep = json.loads(report.read_text())
     assert rep["checkpoint"] == str(ckpt)
     assert rep["classes"] == ["walk", "wave"]
     assert rep["stream"] in rep["streams_trained"] and summary["stream"].split()[0] == rep["stream"]
+    # the rejection's operating point: the threshold fitted on validation, and what it does to the test split
+    rej = rep["rejection"]
+    assert rej["quantile"] == 0.05 and 0 < rej["threshold"] < 1 and f"below {rej['threshold']:.3f} (5% of the validation frames)" in summary["unknown"]
+    assert 0 <= rej["test_videos_unknown"] <= 1 and rej["test_video_top1_with_rejection"] <= rep["metrics"]["test/video_top1"] + 1e-9
     assert {"test/video_top1", "test/video_top5", "test/video_mean_class", "test/clip_top1"} <= set(rep["metrics"])
     assert len(rep["videos"]) == 2 and {"path", "label", "predicted", "score"} <= set(rep["videos"][0])
     assert (report.parent / "confusion_matrix.png").stat().st_size > 1000
