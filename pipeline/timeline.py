@@ -2,8 +2,9 @@
 
 ``Timeline`` is incremental and causal, for what is shown while a video or stream runs: per frame, the
 probabilities are smoothed by an exponential average with time constant ``smooth_s``; a label change is
-accepted only once the new label has held for ``min_duration_s`` (the frames before that stay with the
-current segment, so one noisy frame never opens a segment); the running video-level scores are the mean
+accepted only once the new label has held for ``min_duration_s`` (a change that does not hold stays with
+the current segment, so one noisy frame never opens a segment; one that does is placed where the current
+label was left, passing labels included); the running video-level scores are the mean
 of the raw per-frame probabilities, as in ``train.py test``.
 
 A causal average puts every change late by about its time constant. ``settle`` is for a finished video:
@@ -45,6 +46,7 @@ class _Run:
     top: float = 0.0  # sum of the smoothed top probability
     frames: int = 0
     confirmed: bool = False
+    since: float | None = None  # a candidate's: when the current label was left (by way of labels that did not hold)
 
     def add(self, p: np.ndarray) -> None:
         self.probs += p
@@ -184,15 +186,16 @@ class Timeline:
             return
         cand = self._candidate
         if cand is None or cand.label != label:
-            if cand is not None:
-                cur.absorb(cand)
-            cand = self._candidate = _Run(label, t, np.zeros_like(p))
+            new = _Run(label, t, np.zeros_like(p), since=t if cand is None else cand.since)
+            if cand is not None:  # a label that did not hold between two others goes with the change
+                new.absorb(cand)
+            cand = self._candidate = new
         cand.add(p)
-        if t - cand.start_s < self.min_duration_s:
+        if t - cand.start_s < self.min_duration_s:  # the new label itself must hold
             return
-        if cur.confirmed:
-            self._done.append(Segment(cur.start_s, cand.start_s, cur.label, cur.score(self.class_names)))
-            cand.confirmed = True
+        if cur.confirmed:  # the change is placed where the current label was left
+            self._done.append(Segment(cur.start_s, cand.since, cur.label, cur.score(self.class_names)))
+            cand.confirmed, cand.start_s = True, cand.since
             self._current = cand
         else:  # the opening segment never held its label: it takes the first label that does
             cur.label, cur.confirmed = label, True

@@ -125,3 +125,14 @@ def test_the_background_class_never_opens_a_segment():
     segs, (label, _, share) = settle(NAMES, np.arange(len(seq)) / FPS, _onehot(seq), 0.1, 0.4, end_s=len(seq) / FPS, background="a")
     assert [s.label for s in segs] == ["b"] and abs(segs[0].start_s - 1.2) < 0.1 and abs(segs[0].end_s - 2.8) < 0.1
     assert label == "a" and abs(share - 0.6) < 0.05  # the video's label can still be "nothing in particular"
+
+
+def test_a_change_through_a_passing_label_is_placed_where_the_old_label_was_left():
+    # a -> (c, 3 frames, too short to hold) -> b: the boundary is at the first frame that is not a
+    seq = "a" * 40 + "c" * 3 + "b" * 40
+    tl = Timeline(NAMES, smooth_s=0.0, min_duration_s=0.4)
+    _run(tl, _onehot(seq))
+    segs = tl.segments(end_s=len(seq) / FPS)
+    assert [s.label for s in segs] == ["a", "b"] and abs(segs[1].start_s - 40 / FPS) < 1e-9
+    segs, _ = settle(NAMES, np.arange(len(seq)) / FPS, _onehot(seq), 0.0, 0.4, end_s=len(seq) / FPS)
+    assert [s.label for s in segs] == ["a", "b"] and abs(segs[1].start_s - 40 / FPS) < 1e-9
