@@ -120,8 +120,8 @@ class ActionClassifier(L.LightningModule):
         self.test_predictions: list[tuple[int, int, list[float]]] = []  # (video, label, video-level probs)
         self.test_stream_probs: dict[str, list[tuple[int, list[float]]]] = {}  # every trained stream's, for the report
         self.rejection: dict = {"threshold": 0.0}  # fitted at each validation (see the module's docstring)
-        self._val_top: dict[str, list[np.ndarray]] = {}
-        self.test_frame_probs: list[tuple[int, np.ndarray]] = []  # the kept stream's per-frame probabilities  # per stream, the validation frames' smoothed top probability
+        self._val_top: dict[str, list[np.ndarray]] = {}  # per stream, the validation frames' smoothed top probability
+        self.test_frame_probs: list[tuple[int, np.ndarray]] = []  # the kept stream's per-frame test probabilities
 
     @property
     def model(self) -> ActionRNN:
@@ -165,26 +165,29 @@ class ActionClassifier(L.LightningModule):
         return loss
 
     def _evaluate(self, batch: dict, stage: str, dataloader_idx: int) -> None:
-        # validation scores every stream (to choose one); test scores the kept one and records the others'
+        # validation scores every stream (to choose one); test scores the kept one and, for whole videos,
+        # records the others' probabilities for the report
         level = LEVELS[dataloader_idx]
-        for name in self.streams:
+        names = list(self.streams) if stage == "val" or level == "video" else [self.stream]
+        videos, lengths = batch["video"].tolist(), batch["lengths"].tolist()
+        for name in names:
             frame_probs = self.streams[name](batch["x"], batch["lengths"])[0].softmax(-1)
             probs = masked_mean(frame_probs, batch["lengths"])
             if stage == "val" and level == "video" and self.hparams.reject_quantile > 0:
                 self._val_top.setdefault(name, []).extend(self.smoothed_top(frame_probs, batch["lengths"]))
-            if stage == "test" and level == "video" and name == self.stream:
-                self.test_frame_probs += [(v, frame_probs[i, :n].float().cpu().numpy()) for i, (v, n) in enumerate(zip(batch["video"].tolist(), batch["lengths"].tolist()))]
             if stage == "test" and level == "video" and len(self.streams) > 1:
-                self.test_stream_probs.setdefault(name, []).extend(zip(batch["video"].tolist(), probs.tolist()))
+                self.test_stream_probs.setdefault(name, []).extend(zip(videos, probs.tolist()))
             if stage == "test" and name != self.stream:
                 continue
+            if stage == "test" and level == "video":
+                self.test_frame_probs += [(v, frame_probs[i, :n].float().cpu().numpy()) for i, (v, n) in enumerate(zip(videos, lengths))]
             key = f"{stage}_{level}_{name}"
             self.losses[key].update(F.nll_loss(probs.clamp(min=1e-8).log(), batch["y"], reduction="none"))
             self.metrics[key].update(probs, batch["y"])
             if stage == "test":
                 self.confusion[level].update(probs, batch["y"])
                 if level == "video":
-                    self.test_predictions += list(zip(batch["video"].tolist(), batch["y"].tolist(), probs.tolist()))
+                    self.test_predictions += list(zip(videos, batch["y"].tolist(), probs.tolist()))
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "val", dataloader_idx)
