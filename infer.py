@@ -3,6 +3,8 @@
     python infer.py VIDEO [VIDEO|FOLDER|GLOB|URL ...] --checkpoint best.ckpt [--output DIR]
                     [--save-video out.mp4] [--json out.json] [--csv out.csv] [--plot out.png]
     python infer.py --source 0 --checkpoint best.ckpt [--no-show] [--save-video out.mp4] [--serve 127.0.0.1:8080]
+    python infer.py --export DIR --checkpoint best.ckpt          (ONNX, and OpenVINO IR when installed)
+    python infer.py VIDEO --checkpoint DIR|best.ckpt --backend onnxruntime|openvino
 
 Labels every person in view (tracked, one GRU state each) and prints each video's main subject's action
 with its score and segments, and every person's action. ``--output DIR`` writes every
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.options import MAX_PEOPLE, TRACKERS, OptionError, check_range  # light: --help answers at once
+from pipeline.options import BACKENDS, MAX_PEOPLE, TRACKERS, OptionError, check_range  # light: --help answers at once
 
 if TYPE_CHECKING:
     from pipeline.predictor import ActionPredictor
@@ -44,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="*", help="video files, folders, globs, or OpenCV URLs (rtsp://, http://)")
     p.add_argument("--source", action="append", default=[], help="another source (same as a positional one)")
-    p.add_argument("-c", "--checkpoint", required=True, help="a checkpoint written by train.py")
+    p.add_argument("-c", "--checkpoint", required=True, help="a checkpoint written by train.py, or a folder written by --export")
     out = p.add_argument_group("outputs")
     out.add_argument("-o", "--output", type=Path, help="folder for all outputs of every video")
     out.add_argument("--save-video", type=Path, help="annotated video (.mp4 or .avi), same frames and fps as the source")
@@ -75,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     live.add_argument("--duration", type=float, help="stop after this many seconds")
     live.add_argument("--stats", type=Path, help="write the run's figures (fps, dropped frames, latency) as JSON here")
     run = p.add_argument_group("runtime")
+    run.add_argument("--backend", choices=BACKENDS, default="auto",
+                     help="torch (a checkpoint), onnxruntime or openvino (an exported folder, or a checkpoint exported beside it "
+                          "as NAME.export/ on first use); auto: torch for a checkpoint, onnxruntime for a folder")
+    run.add_argument("--export", type=Path, metavar="DIR", help="write the checkpoint's models to DIR as ONNX (and OpenVINO IR) and stop")
     run.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:1, ...")
     run.add_argument("--no-half", action="store_true", help="keep the extractor in fp32 on CUDA")
     run.add_argument("--batch-size", type=int, default=16, help="frames per extractor forward (default 16)")
@@ -91,7 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             p.error(f"--serve takes HOST:PORT with a port from 1 to 65535, got '{a.serve}'")
     a.sources = a.sources + a.source
-    if not a.sources:
+    if a.export and a.sources:
+        p.error("--export writes the models and stops: give no videos")
+    if not a.sources and not a.export:
         p.error("give at least one video, folder, glob or URL")
     return a
 
@@ -100,7 +108,7 @@ def _predictor(a: argparse.Namespace) -> ActionPredictor:
     from pipeline.predictor import ActionPredictor
     from pipeline.tracking import TrackerConfig
 
-    p = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights, max_people=a.max_people)
+    p = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights, max_people=a.max_people, backend=a.backend)
     p.tracker_config = TrackerConfig(a.tracker, conf=p.config.conf, lost_s=a.lost_time)
     return p
 
@@ -138,12 +146,24 @@ def live_main(a: argparse.Namespace) -> int:
     return 0
 
 
+def export_main(a: argparse.Namespace) -> int:
+    from pipeline.export import export
+
+    m = export(a.checkpoint, a.export, a.weights)
+    ir = " and OpenVINO IR (.xml/.bin)" if m["openvino"] else "; no OpenVINO IR: pip install -e \".[openvino]\" to add it"
+    print(f"exported: {a.export} ({', '.join(g + '.onnx' for g in m['graphs'])}, export.json{ir}) in {m['seconds']:.1f} s")
+    print(f"  run it: python infer.py VIDEO -c {a.export} --backend onnxruntime|openvino")
+    return 0
+
+
 def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     from pipeline.inference import OutputPaths, Smoothing, analyse_many
     from pipeline.outputs import OutputError
     from pipeline.video import VideoError, check_source, expand_sources
 
     a = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
+    if a.export:
+        return export_main(a)
     if a.live or a.realtime or a.serve or any(str(s).isdigit() for s in a.sources):
         return live_main(a)
     sources = expand_sources(a.sources)

@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 from pipeline.cache import CacheError
 from pipeline.checkpoint import CheckpointError
+from pipeline.export import ExportError
 from pipeline.features import DeviceError
 from pipeline.options import OptionError
 from pipeline.video import VideoError
 from pipeline.videoset import DatasetError
 from pipeline.weights import WeightsError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (WeightsError, VideoError, DatasetError, CheckpointError, DeviceError, OptionError, CacheError)
+USER_ERRORS: tuple[type[BaseException], ...] = (WeightsError, VideoError, DatasetError, CheckpointError, DeviceError, OptionError, CacheError, ExportError)
 
 
 def run_cli(main: Callable[[], object], extra: tuple[type[BaseException], ...] = ()) -> None:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -172,7 +173,6 @@ class FeatureExtractor(nn.Module):
         # The fast head (box and keypoints at the best anchor only) is for the classic Pose head; any other
         # pose head runs whole and is read from its decoded output.
         self._fast_head = type(self.head).__name__ == "Pose" and not getattr(self.head, "end2end", False)
-        self._low_logit = math.log(LOW_CONF / (1 - LOW_CONF))
         with torch.inference_mode():
             maps, _ = self._body(torch.zeros(1, 3, STRIDE * 2, STRIDE * 2))
         self.pooled_dim = sum(maps[i].shape[1] for i in layers)
@@ -189,95 +189,37 @@ class FeatureExtractor(nn.Module):
                 y[m.i] = x
         return y, [y[j] for j in self.head.f]
 
-    def _select(self, scores: torch.Tensor, candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image, anchor) of the best anchors per image scoring at least ``LOW_CONF`` (among ``candidates``
-        when given): ``4 * max_people``, and at least 64, so that a small cap still finds that many people
-        once NMS has merged the anchors of one person."""
-        if candidates is not None:
-            scores = scores.masked_fill(~candidates, float("-inf"))
-        k = min(scores.shape[1], max(4 * self.max_people, 64))
-        top, anchor = scores.topk(k, dim=1)
-        keep = top >= self._low_logit
-        image = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(anchor)
-        return image[keep], anchor[keep]
-
     def _detect(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every person per image, before NMS: image index (N,), score (N,), box xyxy (N, 4) and keypoints
-        (N, 17, 3) in input pixels.
-
-        Person scores are computed at every anchor; candidates are the anchors that beat their 3x3
-        neighbours (one per person and scale, so NMS has little to do). The box and keypoint branches run
-        only at the candidates, on the 5x5 cell patch their two 3x3 convolutions see (zero-padded like the
-        full map): what the full head gives at those anchors, at a fraction of its cost.
-        """
+        (N, 17, 3) in input pixels (``find_people``, with this model's head)."""
         head = self.head
         if not self._fast_head:
             out = head(feats)
             preds = (out[0] if isinstance(out, (tuple, list)) else out).float()  # (B, 4 + nc + 51, anchors), xywh
-            image, anchor = self._select(preds[:, 4].clamp(1e-6, 1 - 1e-6).logit())
+            image, anchor = select(preds[:, 4].clamp(1e-6, 1 - 1e-6).logit(), self.max_people)
             det = preds[image, :, anchor]
             xy, wh = det[:, 0:2], det[:, 2:4]
             kpts = det[:, 4 + head.nc :].reshape(-1, NUM_KEYPOINTS, 3)
             return image, det[:, 4], torch.cat([xy - wh / 2, xy + wh / 2], 1), kpts
-        levels = [head.cv3[i](f)[:, 0].float() for i, f in enumerate(feats)]  # class 0: person, logits (B, h, w)
-        peaks = [lv == F.max_pool2d(lv[:, None], 3, 1, 1)[:, 0] for lv in levels]
-        logits = torch.cat([lv.flatten(1) for lv in levels], 1)
-        image, best = self._select(logits, torch.cat([p.flatten(1) for p in peaks], 1))
-        n = best.shape[0]
-        box = feats[0].new_empty(n, 4 * head.reg_max)
-        kpt = feats[0].new_empty(n, head.nk)
-        anchor = torch.empty(n, 2, device=best.device)
-        stride = torch.empty(n, 1, device=best.device)
-        start = 0
-        k = torch.arange(5, device=best.device)
-        for i, f in enumerate(feats):
-            h, w = f.shape[2:]
-            sel = ((best >= start) & (best < start + h * w)).nonzero().squeeze(1)
-            if len(sel):
-                cell = best[sel] - start
-                gy, gx = cell // w, cell % w
-                padded = F.pad(f, (2, 2, 2, 2))
-                rows, cols = (gy[:, None] + k)[:, :, None], (gx[:, None] + k)[:, None, :]
-                patch = padded[image[sel][:, None, None], :, rows, cols].permute(0, 3, 1, 2)
-                box[sel] = head.cv2[i](patch)[:, :, 2, 2]
-                kpt[sel] = head.cv4[i](patch)[:, :, 2, 2]
-                anchor[sel] = torch.stack([gx, gy], 1).float() + 0.5
-                stride[sel] = float(head.stride[i])
-            start += h * w
-        dist = head.dfl(box.float()[:, :, None])[:, :, 0] if n else box.new_zeros(0, 4).float()  # (N, 4) ltrb in cells
-        boxes = torch.cat([anchor - dist[:, :2], anchor + dist[:, 2:]], 1) * stride
-        kp = kpt.float().view(n, NUM_KEYPOINTS, 3)
-        xy = (kp[..., :2] * 2.0 + (anchor[:, None] - 0.5)) * stride[:, None]
-        return image, logits[image, best].sigmoid(), boxes, torch.cat([xy, kp[..., 2:].sigmoid()], -1)
+        return find_people(self.person_logits(feats), feats, self.branches, self.strides, self.max_people)
 
-    def _nms(self, image: torch.Tensor, score: torch.Tensor, box: torch.Tensor, kpts: torch.Tensor) -> torch.Tensor:
-        """Indices of the detections NMS keeps, at most ``max_people`` per image, grouped by image, best first:
-        box NMS, then any detection whose pose matches a better one in its image (``NMS_OKS``) goes too."""
-        from torchvision.ops import batched_nms
+    def person_logits(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The head's person score at every anchor, per level: logits (B, h, w)."""
+        return [self.head.cv3[i](f)[:, 0].float() for i, f in enumerate(feats)]
 
-        keep = batched_nms(box, score, image, NMS_IOU)  # by decreasing score
-        keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, still best first
-        same = (pose_similarity(kpts[keep], box[keep]) > NMS_OKS) & (image[keep][:, None] == image[keep][None])
-        keep = keep[~same.triu(1).any(0)]  # a row earlier in the order (better, same image) claims it
-        img = image[keep]
-        first = torch.searchsorted(img, img)  # index of each image's first row
-        return keep[torch.arange(len(keep), device=keep.device) - first < self.max_people]
-
-    def _pool(self, maps: list[torch.Tensor], image: torch.Tensor, box: torch.Tensor, height: int) -> list[torch.Tensor]:
-        """Average each map globally, or over the cells whose centres lie in each person's ``box`` (input pixels)."""
-        if self.config.pool == "global":
-            return [m.float().mean(dim=(2, 3))[image] for m in maps]
-        out = []
-        for m in maps:
-            s = height / m.shape[2]  # this map's stride; a cell counts if within half a cell of the box
-            ys = (torch.arange(m.shape[2], device=m.device) + 0.5) * s
-            xs = (torch.arange(m.shape[3], device=m.device) + 0.5) * s
-            in_y = (ys >= box[:, 1:2] - s / 2) & (ys <= box[:, 3:4] + s / 2)
-            in_x = (xs >= box[:, 0:1] - s / 2) & (xs <= box[:, 2:3] + s / 2)
-            mask = (in_y[:, :, None] & in_x[:, None, :]).to(m.dtype)  # (N, h, w)
-            total = torch.einsum("nchw,nhw->nc", m[image], mask).float()
-            out.append(total / mask.sum(dim=(1, 2)).float().clamp(min=1)[:, None])
+    def branches(self, patches: dict[int, torch.Tensor]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The head's box and keypoint branches at candidate anchors: per level, 5x5 patches (N, C, 5, 5) of
+        its input -> box distances (N, 4: left, top, right, bottom in cells) and raw keypoints (N, 51) at the
+        patch centre."""
+        head, out = self.head, {}
+        for i, p in patches.items():
+            box = head.cv2[i](p)[:, :, 2, 2]
+            out[i] = head.dfl(box.float()[:, :, None])[:, :, 0], head.cv4[i](p)[:, :, 2, 2].float()
         return out
+
+    @property
+    def strides(self) -> list[float]:
+        return [float(s) for s in self.head.stride]
 
     @property
     def device(self) -> torch.device:
@@ -313,21 +255,148 @@ class FeatureExtractor(nn.Module):
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor | np.ndarray) -> Detections:
         """uint8 BGR frames (B, H, W, 3), on any device -> every person's features, on the extractor's device."""
-        height, width = frames.shape[1:3]
         x, r, left, top = self.preprocess(frames)
         maps, feats = self._body(x)
-        image, score, box, kpts = self._detect(feats)
-        keep = self._nms(image, score, box, kpts)
-        image, score, box, kpts = image[keep], score[keep], box[keep], kpts[keep]
-        pooled = self._pool([maps[i] for i in self.layers], image, box, x.shape[2])
-        offset = box.new_tensor([left, top])
-        boxes = (box.view(-1, 2, 2) - offset).flatten(1) / r
-        kpts = torch.cat([(kpts[..., :2] - offset) / r, kpts[..., 2:]], -1)
-        cxcy, wh = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
-        frame_wh = box.new_tensor([width, height])
-        pose = torch.cat([torch.ones_like(score)[:, None], score[:, None], cxcy / frame_wh, wh / frame_wh, body_shape(kpts, boxes)], 1)
-        features = torch.cat([*pooled, pose], dim=1)
-        return Detections(features, image, boxes, kpts, score)
+        found = self._detect(feats)
+        return finish(found, [maps[i] for i in self.layers], self.config.pool, self.max_people, (x.shape[2], r, left, top), frames.shape[1:3])
+
+
+def finish(
+    found: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], maps: list[torch.Tensor], pool: str,
+    max_people: int, letterboxed: tuple[int, float, int, int], size: tuple[int, int],
+) -> Detections:  # fmt: skip
+    """Candidates (image, score, box, keypoints in input pixels) -> NMS, pooling of ``maps`` over each kept
+    person (``pool``), the pose block: :class:`Detections` in the source's pixels. ``letterboxed``: the
+    input's height, the scale, left and top pad; ``size``: the source's height and width."""
+    image, score, box, kpts = found
+    keep = nms(image, score, box, kpts, max_people)
+    image, score, box, kpts = image[keep], score[keep], box[keep], kpts[keep]
+    height, r, left, top = letterboxed
+    pooled = pool_people(maps, image, box, pool, height)
+    offset = box.new_tensor([left, top])
+    boxes = (box.view(-1, 2, 2) - offset).flatten(1) / r
+    kpts = torch.cat([(kpts[..., :2] - offset) / r, kpts[..., 2:]], -1)
+    cxcy, wh = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+    frame_wh = box.new_tensor([size[1], size[0]])
+    pose = torch.cat([torch.ones_like(score)[:, None], score[:, None], cxcy / frame_wh, wh / frame_wh, body_shape(kpts, boxes)], 1)
+    return Detections(torch.cat([*pooled, pose], dim=1), image, boxes, kpts, score)
+
+
+def pool_people(maps: list[torch.Tensor], image: torch.Tensor, box: torch.Tensor, pool: str, height: int) -> list[torch.Tensor]:
+    """Average each map (B, C, h, w) over the whole frame (``global``) or over the cells whose centres lie
+    within half a cell of each person's ``box`` (``person``; input pixels, the input ``height`` high): (N, C)
+    per map."""
+    if pool == "global":
+        return [m.float().mean(dim=(2, 3))[image] for m in maps]
+    out = []
+    for m in maps:
+        mask = box_cells(box, m.shape[2], m.shape[3], height / m.shape[2]).to(m.dtype)  # (N, h, w)
+        total = torch.einsum("nchw,nhw->nc", m[image], mask).float()
+        out.append(total / mask.sum(dim=(1, 2)).float().clamp(min=1)[:, None])
+    return out
+
+
+Branches = Callable[[dict[int, torch.Tensor]], dict[int, tuple[torch.Tensor, torch.Tensor]]]
+
+
+def select(scores: torch.Tensor, max_people: int, candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, anchor) of the best anchors per image (``candidate_count``) whose score logit is at least
+    ``LOW_CONF``'s (among ``candidates`` when given)."""
+    if candidates is not None:
+        scores = scores.masked_fill(~candidates, float("-inf"))
+    k = min(scores.shape[1], candidate_count(max_people))
+    top, anchor = scores.topk(k, dim=1)
+    keep = top >= math.log(LOW_CONF / (1 - LOW_CONF))
+    image = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(anchor)
+    return image[keep], anchor[keep]
+
+
+def find_people(
+    levels: list[torch.Tensor], feats: list[torch.Tensor], branches: Branches, strides: list[float], max_people: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every person per image, before NMS: image index (N,), score (N,), box xyxy (N, 4) and keypoints
+    (N, 17, 3) in input pixels, from the person logits (B, h, w) and the head's inputs of each level.
+
+    Candidates are the anchors that beat their 3x3 neighbours (one per person and scale, so NMS has little
+    to do). The box and keypoint ``branches`` run only at the candidates, on the 5x5 cell patch their two
+    3x3 convolutions see (zero-padded like the full map): what the full head gives at those anchors, at a
+    fraction of its cost. The same code serves every backend (``pipeline.runtime``).
+    """
+    peaks = [lv == F.max_pool2d(lv[:, None], 3, 1, 1)[:, 0] for lv in levels]
+    logits = torch.cat([lv.flatten(1) for lv in levels], 1)
+    image, best = select(logits, max_people, torch.cat([p.flatten(1) for p in peaks], 1))
+    n = best.shape[0]
+    anchor = torch.empty(n, 2, device=best.device)
+    stride = torch.empty(n, 1, device=best.device)
+    start, k, patches, where = 0, torch.arange(5, device=best.device), {}, {}
+    for i, f in enumerate(feats):
+        h, w = f.shape[2:]
+        sel = ((best >= start) & (best < start + h * w)).nonzero().squeeze(1)
+        if len(sel):
+            cell = best[sel] - start
+            gy, gx = cell // w, cell % w
+            rows, cols = (gy[:, None] + k - 2)[:, :, None], (gx[:, None] + k - 2)[:, None, :]
+            inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).to(f.dtype)[:, None]  # zero padding, no padded copy
+            patch = f[image[sel][:, None, None], :, rows.clamp(0, h - 1), cols.clamp(0, w - 1)].permute(0, 3, 1, 2)
+            patches[i] = (patch * inside).contiguous()
+            anchor[sel] = torch.stack([gx, gy], 1).float() + 0.5
+            stride[sel] = strides[i]
+            where[i] = sel
+        start += h * w
+    dist = torch.zeros(n, 4, device=best.device)
+    kp = torch.zeros(n, NUM_KEYPOINTS * 3, device=best.device)
+    for i, (d, kpt) in branches(patches).items():
+        dist[where[i]], kp[where[i]] = d.to(dist.device), kpt.to(kp.device)
+    boxes = torch.cat([anchor - dist[:, :2], anchor + dist[:, 2:]], 1) * stride
+    kp = kp.view(n, NUM_KEYPOINTS, 3)
+    xy = (kp[..., :2] * 2.0 + (anchor[:, None] - 0.5)) * stride[:, None]
+    return image, logits[image, best].sigmoid(), boxes, torch.cat([xy, kp[..., 2:].sigmoid()], -1)
+
+
+def candidate_count(max_people: int) -> int:
+    """Candidates kept per image before NMS: ``4 * max_people``, and at least 64, so that a small cap still
+    finds that many people once NMS has merged the anchors of one person."""
+    return max(4 * max_people, 64)
+
+
+def letterbox(frames: torch.Tensor | np.ndarray, imgsz: int) -> tuple[torch.Tensor, float, int, int]:
+    """uint8 BGR (B, H, W, 3) -> the letterboxed uint8 frames (B, H', W', 3) that ``candidates`` takes, as
+    ``preprocess`` makes them on the CPU (the same resize, the same grey), scale, left and top pad."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(frames)
+    _, height, width, _ = frames.shape
+    h, w, ph, pw, r = letterbox_shape(height, width, imgsz)
+    x = frames.permute(0, 3, 1, 2)
+    if (h, w) != (height, width):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    top, left = round((ph - h) / 2 - 0.1), round((pw - w) / 2 - 0.1)
+    if (ph, pw) != (h, w):
+        x = F.pad(x, (left, pw - w - left, top, ph - h - top), value=114)
+    return x.permute(0, 2, 3, 1).contiguous(), r, left, top
+
+
+def nms(image: torch.Tensor, score: torch.Tensor, box: torch.Tensor, kpts: torch.Tensor, max_people: int) -> torch.Tensor:
+    """Indices of the detections NMS keeps, at most ``max_people`` per image, grouped by image, best first:
+    box NMS, then any detection whose pose matches a better one in its image (``NMS_OKS``) goes too."""
+    from torchvision.ops import batched_nms
+
+    keep = batched_nms(box, score, image, NMS_IOU)  # by decreasing score
+    keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, still best first
+    same = (pose_similarity(kpts[keep], box[keep]) > NMS_OKS) & (image[keep][:, None] == image[keep][None])
+    keep = keep[~same.triu(1).any(0)]  # a row earlier in the order (better, same image) claims it
+    img = image[keep]
+    first = torch.searchsorted(img, img)  # index of each image's first row
+    return keep[torch.arange(len(keep), device=keep.device) - first < max_people]
+
+
+def box_cells(box: torch.Tensor, h: int, w: int, stride: float) -> torch.Tensor:
+    """Boxes (N, 4) xyxy in input pixels -> (N, h, w) masks of the cells of a stride-``stride`` map whose
+    centres lie within half a cell of each box."""
+    ys = (torch.arange(h, device=box.device) + 0.5) * stride
+    xs = (torch.arange(w, device=box.device) + 0.5) * stride
+    in_y = (ys >= box[:, 1:2] - stride / 2) & (ys <= box[:, 3:4] + stride / 2)
+    in_x = (xs >= box[:, 0:1] - stride / 2) & (xs <= box[:, 2:3] + stride / 2)
+    return in_y[:, :, None] & in_x[:, None, :]
 
 
 def body_shape(kpts: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

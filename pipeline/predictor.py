@@ -11,6 +11,7 @@ window is ever recomputed. Results stay on the device until one copy per batch.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,10 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
 from pipeline.classifier import ActionClassifier
-from pipeline.features import MAX_PEOPLE, ExtractorConfig, FeatureExtractor, resolve_device
+from pipeline.features import ExtractorConfig, FeatureExtractor, resolve_device
 from pipeline.gates import ExplicitGRU, mean_gate_activity
+from pipeline.model import ActionRNN
+from pipeline.options import BACKENDS, MAX_PEOPLE
 from pipeline.tracking import PersonTracker, TrackerConfig, subject_weight, track_batch
 
 
@@ -92,8 +95,74 @@ class TrackStates:
         return ids, torch.tensor([self.slot[t] for t in ids], dtype=torch.long, device=template[0].device)
 
 
+Step = Callable[[torch.Tensor, list[torch.Tensor]], tuple[torch.Tensor, list[torch.Tensor]]]
+
+
+@dataclass
+class Parts:
+    """What streaming needs, whatever runs it: the checkpoint's record, an extractor (uint8 frames ->
+    :class:`~pipeline.features.Detections`), and a recurrent ``step`` (features (N, D) and state ->
+    probabilities (N, C) and the next state, each state tensor (layers, N, hidden))."""
+
+    class_names: list[str]
+    record: dict
+    rejection: dict
+    background: str | None
+    cell: str
+    extractor: FeatureExtractor
+    step: Step
+    state_shape: tuple[int, int]  # layers, hidden
+    device: torch.device
+    model: ActionRNN | None = None  # PyTorch only: the gates plot reads it
+
+
+def load_torch(checkpoint: str | Path, device: str = "auto", half: bool = True, weights: str | None = None, max_people: int = MAX_PEOPLE) -> Parts:
+    """The PyTorch backend from a training checkpoint."""
+    ckpt = read_checkpoint(checkpoint)
+    hp = ckpt["hyper_parameters"]
+    record: dict = hp["extractor"]
+    class_names = list(hp["class_names"])
+    cfg = {k: v for k, v in record.items() if k in ExtractorConfig.__dataclass_fields__}
+    if weights:  # the same weights file elsewhere; its sha256 must still match
+        cfg["weights"] = weights
+    dev = resolve_device(device)
+    extractor = FeatureExtractor(ExtractorConfig.from_dict(cfg), max_people=max_people)
+    check_extractor(record, extractor.identity, extractor.feature_dim, source=f"checkpoint {checkpoint}")
+    extractor.place(dev, half=half)
+    params = inspect.signature(ActionClassifier).parameters
+    classifier = ActionClassifier(**{k: v for k, v in hp.items() if k in params})  # Lightning adds its own keys
+    try:
+        classifier.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {checkpoint}: weights do not fit its own settings ({str(e).splitlines()[0]})") from None
+    model = classifier.model.eval().to(dev)
+    cell = hp.get("cell", "gru")
+    name = hp.get("background", "background")
+
+    def step(x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits, new = model(x[:, None].float(), hidden=tuple(state) if cell == "lstm" else state[0])
+        return logits[:, 0].softmax(-1), list(new) if cell == "lstm" else [new]
+
+    return Parts(
+        class_names, record, classifier.rejection, name if name in class_names else None, cell, extractor, step,
+        (model.rnn.num_layers, model.rnn.hidden_size), dev, model,
+    )  # fmt: skip
+
+
+def load_parts(source: str | Path, backend: str = "auto", device: str = "auto", half: bool = True, weights: str | None = None, max_people: int = MAX_PEOPLE) -> Parts:
+    """A checkpoint runs with PyTorch (``auto``) or, exported beside it on first use, with ONNX Runtime or
+    OpenVINO; an exported folder runs with ONNX Runtime (``auto``) or OpenVINO."""
+    if backend not in BACKENDS:
+        raise CheckpointError(f"backend '{backend}' unknown: use one of {', '.join(BACKENDS)}")
+    if Path(source).is_dir() or backend not in ("auto", "torch"):
+        from pipeline import runtime  # onnxruntime / openvino load only when asked for
+
+        return runtime.load_exported(source, backend, device=device, weights=weights, max_people=max_people)
+    return load_torch(source, device, half, weights, max_people)
+
+
 class ActionPredictor:
-    """Streaming action recognition of every person in view, from a training checkpoint.
+    """Streaming action recognition of every person in view, from a training checkpoint or an exported folder.
 
     ``predictor(frames)`` with uint8 BGR frames (B, H, W, 3), consecutive in time at the checkpoint's fps,
     returns their :class:`Predictions`: the extractor's one forward over the batch gives every person, the
@@ -101,7 +170,8 @@ class ActionPredictor:
     crowd) with each track's state carried. ``reset()`` starts a new video.
 
     ``max_people``: people per frame (the highest-scoring); 1 gives one label per video, the single-subject
-    mode. ``tracker``: the tracker's settings (``pipeline.tracking``).
+    mode. ``tracker``: the tracker's settings (``pipeline.tracking``). ``backend``: ``torch``,
+    ``onnxruntime`` or ``openvino`` (``pipeline.runtime``); ``auto``: PyTorch for a checkpoint.
     """
 
     def __init__(
@@ -112,32 +182,21 @@ class ActionPredictor:
         weights: str | None = None,
         max_people: int = MAX_PEOPLE,
         tracker: TrackerConfig | None = None,
+        backend: str = "auto",
     ):
-        ckpt = read_checkpoint(checkpoint)
-        hp = ckpt["hyper_parameters"]
-        self.record: dict = hp["extractor"]
-        self.class_names: list[str] = list(hp["class_names"])
-        cfg = {k: v for k, v in self.record.items() if k in ExtractorConfig.__dataclass_fields__}
-        if weights:  # the same weights file elsewhere; its sha256 must still match
-            cfg["weights"] = weights
-        self.device = resolve_device(device)
-        self.extractor = FeatureExtractor(ExtractorConfig.from_dict(cfg), max_people=max_people)
-        check_extractor(self.record, self.extractor.identity, self.extractor.feature_dim, source=f"checkpoint {checkpoint}")
-        self.extractor.place(self.device, half=half)
-        params = inspect.signature(ActionClassifier).parameters
-        classifier = ActionClassifier(**{k: v for k, v in hp.items() if k in params})  # Lightning adds its own keys
-        try:
-            classifier.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as e:
-            raise CheckpointError(f"checkpoint {checkpoint}: weights do not fit its own settings ({str(e).splitlines()[0]})") from None
-        self.model = classifier.model.eval().to(self.device)
-        self.rejection: dict = classifier.rejection  # fitted on the validation split (pipeline.classifier)
-        name = hp.get("background", "background")
-        self.background: str | None = name if name in self.class_names else None  # a class that is no action
-        self.cell: str = hp.get("cell", "gru")
+        parts = load_parts(checkpoint, backend, device, half, weights, max_people)
+        self.parts = parts
+        self.record: dict = parts.record
+        self.class_names: list[str] = parts.class_names
+        self.device = parts.device
+        self.extractor = parts.extractor
+        self.rejection: dict = parts.rejection  # fitted on the validation split (pipeline.classifier)
+        self.background: str | None = parts.background  # a class that is no action
+        self.cell: str = parts.cell
         self.tracker_config = tracker or TrackerConfig(conf=self.config.conf)
         self.inspect = False  # also run the explicit GRU cell for its gates (the timeline plot's lower panel)
-        self._inspector = ExplicitGRU(self.model.rnn).to(self.device) if self.cell == "gru" else None
+        self.model = model = parts.model  # PyTorch only (None for an exported model)
+        self._inspector = ExplicitGRU(model.rnn).to(self.device) if model is not None and self.cell == "gru" else None
         self.reset()
 
     @property
@@ -166,8 +225,7 @@ class ActionPredictor:
         self.frame_no = 0
 
     def _template(self) -> list[torch.Tensor]:
-        rnn = self.model.rnn
-        z = torch.zeros(rnn.num_layers, 1, rnn.hidden_size, device=self.device)
+        z = torch.zeros(*self.parts.state_shape[:1], 1, self.parts.state_shape[1], device=self.device)
         return [z, z] if self.cell == "lstm" else [z]
 
     @torch.inference_mode()
@@ -186,11 +244,10 @@ class ActionPredictor:
                 continue
             x = det.features.new_zeros(len(alive), det.features.shape[1])
             x[: len(ids)] = det.features[torch.from_numpy(idx).to(self.device)]
-            hidden = tuple(s[:, slots] for s in self.states.state)
-            logits, new = self.model(x[:, None].float(), hidden=hidden if self.cell == "lstm" else hidden[0])
-            for s, n in zip(self.states.state, new if self.cell == "lstm" else (new,)):
+            p, new = self.parts.step(x.float(), [s[:, slots] for s in self.states.state])
+            for s, n in zip(self.states.state, new):
                 s[:, slots] = n
-            probs.append(logits[: len(ids), 0].softmax(-1))
+            probs.append(p[: len(ids)])
             rows.append(idx)
             tracks.append(ids)
             if self.inspect and self._inspector is not None:

@@ -5,7 +5,7 @@ import torch
 from conftest import REAL_WEIGHTS, TINY_MODEL, WEIZMANN, needs_shared, seeing_weights, write_clip
 from pipeline.features import (
     FLIP_KEYPOINTS, KCONF, KXY, NMS_IOU, POSE_DIM, ExtractorConfig, FeatureExtractor, letterbox_shape, mirror_features,
-    pose_similarity,
+    nms, pose_similarity,
 )  # fmt: skip
 from pipeline.video import VideoReader
 
@@ -67,9 +67,9 @@ def test_a_second_box_on_the_same_pose_is_dropped_a_neighbour_is_not(tiny):
     kpts = torch.stack([standing(100, True), standing(100, False), standing(126, False)])
     sim = pose_similarity(kpts, boxes)
     assert sim[0, 1] > 0.6 and sim[0, 2] < 0.1 and sim[1, 2] < 0.1 and torch.allclose(sim.diagonal(), torch.ones(3))
-    keep = tiny._nms(torch.zeros(3, dtype=torch.long), torch.tensor([0.8, 0.5, 0.6]), boxes, kpts)
+    keep = nms(torch.zeros(3, dtype=torch.long), torch.tensor([0.8, 0.5, 0.6]), boxes, kpts, tiny.max_people)
     assert keep.tolist() == [0, 2]
-    keep = tiny._nms(torch.tensor([0, 1, 1]), torch.tensor([0.8, 0.5, 0.6]), boxes, kpts)  # other images: all stay
+    keep = nms(torch.tensor([0, 1, 1]), torch.tensor([0.8, 0.5, 0.6]), boxes, kpts, tiny.max_people)  # other images: all stay
     assert sorted(keep.tolist()) == [0, 1, 2]
 
 

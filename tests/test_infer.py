@@ -207,3 +207,29 @@ def test_the_background_class_is_no_action(capsys, tmp_path):
     doc = json.loads((tmp_path / "o.json").read_text())
     assert doc["segments"] == [] and doc["label"] == "background"  # never a segment
     assert {p["label"] for f in doc["frames"] for p in f["tracks"]} == {"background"}
+
+
+def test_export_then_run_the_folder_with_each_backend(capsys, tmp_path):
+    ckpt = make_checkpoint(tmp_path / "best.ckpt", rejection={"threshold": 0.3})
+    clip = write_clip(tmp_path / "a.avi", frames=16)
+    code, out, err = infer(capsys, "--export", str(tmp_path / "exported"), "-c", str(ckpt))
+    assert code == 0, err
+    assert out.startswith(f"exported: {tmp_path / 'exported'} (extractor.onnx, branches0.onnx") and "OpenVINO IR" in out
+    docs = {}
+    for backend, source in (("torch", ckpt), ("onnxruntime", tmp_path / "exported"), ("openvino", tmp_path / "exported")):
+        code, out, err = infer(capsys, str(clip), "-c", str(source), "--backend", backend, "--csv", str(tmp_path / f"{backend}.csv"))
+        assert code == 0, err
+        with open(tmp_path / f"{backend}.csv") as f:
+            docs[backend] = list(csv.reader(f))[1:]
+    for backend in ("onnxruntime", "openvino"):  # every frame and person: the same track, label and probabilities
+        assert len(docs[backend]) == len(docs["torch"]) >= 16
+        for got, want in zip(docs[backend], docs["torch"]):
+            assert got[:4] == want[:4]
+            assert max(abs(float(a) - float(b)) for a, b in zip(got[4:], want[4:])) < 1e-3
+    # a checkpoint with another backend is exported beside it on first use
+    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--backend", "onnxruntime")
+    assert code == 0 and (tmp_path / "best.export" / "export.json").is_file(), err
+    code, _, err = infer(capsys, str(clip), "-c", str(tmp_path / "exported"), "--backend", "torch")
+    assert "without PyTorch weights" in one_line_error(code, err)
+    code, _, err = infer(capsys, str(clip), "--export", str(tmp_path / "x"), "-c", str(ckpt))
+    assert "give no videos" in one_line_error(code, err)

@@ -56,6 +56,22 @@ def test_fit_on_real_clips_recognises_the_held_out_actor(weizmann3, tmp_path):
         assert abs(doc["video"]["probs"][v["predicted"]] - v["score"]) < 1e-3  # the same mean probability
         assert doc["fps"] == 12.5 and doc["processed_frames"] < doc["frame_count"]  # sampled as in training
 
+    # exported (ONNX, OpenVINO IR), the same clips give the same tracks, labels and probabilities
+    e = run_script("infer.py", "--export", str(tmp_path / "exported"), "-c", str(ckpt))
+    assert e.returncode == 0, e.stderr[-3000:]
+    for backend in ("onnxruntime", "openvino"):
+        b = run_script("infer.py", *held_out, "-c", str(tmp_path / "exported"), "--backend", backend, "--output", str(tmp_path / backend), "--quiet")
+        assert b.returncode == 0, b.stderr[-3000:]
+        for v in rep["videos"]:
+            stem = Path(v["path"]).stem
+            want = (tmp_path / "infer" / f"{stem}.csv").read_text().splitlines()[1:]
+            got = (tmp_path / backend / f"{stem}.csv").read_text().splitlines()[1:]
+            assert len(got) == len(want) > 10
+            for g, w in zip(got, want):
+                g, w = g.split(","), w.split(",")
+                assert g[:4] == w[:4] and max(abs(float(x) - float(y)) for x, y in zip(g[4:], w[4:])) < 1e-3, (backend, g, w)
+            assert json.loads((tmp_path / backend / f"{stem}.json").read_text())["video"]["label"] == v["label"]
+
     # the explicit GRU cell reproduces the trained nn.GRU on the real cached features
     import numpy as np
     import torch

@@ -119,14 +119,15 @@ def test_window_without_a_screen_is_a_one_line_error(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--no-show" in r.stderr
 
 
-def test_replay_records_and_reports(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_replay_records_and_reports(tiny_checkpoint, tmp_path, backend):
     import json
 
     import cv2
 
     clip = write_clip(tmp_path / "a.avi", frames=25, fps=25.0)
     r = run_script(
-        "infer.py", str(clip), "--realtime", "--no-show", "-c", str(tiny_checkpoint),
+        "infer.py", str(clip), "--realtime", "--no-show", "-c", str(tiny_checkpoint), "--backend", backend,
         "--save-video", str(tmp_path / "rec.mp4"), "--stats", str(tmp_path / "stats.json"),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,0 +1,226 @@
+"""Checkpoint -> deployable files: both stages as ONNX (and OpenVINO IR when ``openvino`` is installed).
+
+A folder holds what ``pipeline.runtime`` needs to run without the PyTorch checkpoint or the YOLO ``.pt``:
+
+* ``extractor.onnx``: letterboxed uint8 BGR frames (B, H, W, 3), any batch, H and W multiples of 32 ->
+  the person logits of each head level and the layer outputs that the head and the pooling read. Every
+  convolution of the pass is in it.
+* ``branches{i}.onnx``: the head's box and keypoint branches of level ``i`` on 5x5 patches of its input
+  (N, C, 5, 5) -> box distances (N, 4) and raw keypoints (N, 51): run at the few candidate anchors only,
+  as the PyTorch extractor does (``features.find_people``).
+* ``step.onnx``: one recurrent step over a batch of tracks with the state explicit: features (N, D),
+  state (layers, N, hidden) -> class probabilities (N, C), next state (LSTM: ``h`` and ``c``). The
+  normalisation is inside.
+* ``export.json``: class names, fps, extractor record (settings, weights identity), normalisation,
+  rejection threshold, background class, the graphs' names, the checkpoint's sha256.
+* ``*.xml`` / ``*.bin``: the same graphs as OpenVINO IR, when ``openvino`` is installed.
+
+The cheap, data-dependent rest (which anchors are candidates, NMS, pooling in each person's box) is the
+same Python code for every backend (``pipeline.features``), so the features cannot differ between them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.checkpoint import CheckpointError
+from pipeline.features import FeatureExtractor
+from pipeline.model import ActionRNN
+
+EXPORT_VERSION = 1
+MANIFEST = "export.json"
+OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """An exported folder that is missing, incomplete or from another version, or a model that cannot be exported."""
+
+
+class _Pass(nn.Module):
+    """The extractor's convolutions, from uint8 frames: person logits per level, then the kept layer outputs."""
+
+    def __init__(self, extractor: FeatureExtractor, outputs: list[int]):
+        super().__init__()
+        self.extractor, self.outputs = extractor, outputs
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = frames.permute(0, 3, 1, 2).to(self.extractor.dtype)  # the 1 / 255 of preprocess is in the first convolution
+        maps, feats = self.extractor._body(x)
+        return (*self.extractor.person_logits(feats), *(maps[i] for i in self.outputs))
+
+
+class _Branches(nn.Module):
+    """The head's box and keypoint branches of one level at patch centres."""
+
+    def __init__(self, extractor: FeatureExtractor, level: int):
+        super().__init__()
+        self.extractor, self.level = extractor, level
+
+    def forward(self, patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.extractor.branches({self.level: patch})[self.level]
+
+
+class _Step(nn.Module):
+    """One recurrent step with the state as input and output, probabilities out."""
+
+    def __init__(self, model: ActionRNN, lstm: bool):
+        super().__init__()
+        self.model, self.lstm = model, lstm
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, new = self.model(x[:, None], hidden=tuple(state) if self.lstm else state[0])
+        return (logits[:, 0].softmax(-1), *(new if self.lstm else (new,)))
+
+
+def _onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    """Trace ``module`` to ONNX (the TorchScript exporter: these graphs are plain and its output is stable)."""
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )  # fmt: skip
+
+
+def _openvino(folder: Path, names: list[str]) -> bool:
+    """Convert each ONNX graph to OpenVINO IR when ``openvino`` is installed; whether it was."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    for name in names:
+        # weights kept in fp32 (save_model halves them by default, which moves probabilities by ~1e-3)
+        ov.save_model(ov.convert_model(folder / f"{name}.onnx"), folder / f"{name}.xml", compress_to_fp16=False)
+    return True
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export(checkpoint: str | Path, folder: str | Path, weights: str | None = None) -> dict:
+    """Write the exported models of ``checkpoint`` into ``folder`` (replaced atomically); the manifest."""
+    from pipeline.predictor import load_torch  # the same loading, and checks, as inference
+
+    try:
+        import onnx  # noqa: F401 - PyTorch's exporter writes through it
+    except ImportError:
+        raise ExportError('exporting needs the onnx package: pip install -e ".[onnx]" (or pip install onnx onnxruntime)') from None
+    folder = Path(folder)
+    t0 = time.perf_counter()
+    parts = load_torch(checkpoint, device="cpu", half=False, weights=weights)
+    extractor, model = parts.extractor, parts.model
+    if not extractor._fast_head:
+        raise ExportError(f"export supports the classic YOLO pose head (yolo11/yolov8 -pose); {parts.record.get('weights_name')} has {type(extractor.head).__name__}")
+    if parts.cell not in ("gru", "lstm", "rnn"):
+        raise ExportError(f"cannot export cell '{parts.cell}'")
+    head = extractor.head
+    outputs = sorted(set(head.f) | set(extractor.layers))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists() else None))
+    try:
+        frames = torch.zeros(1, 64, 96, 3, dtype=torch.uint8)
+        first = extractor.model.model[0].conv  # the extractor is this export's own copy
+        first.weight.data /= 255  # a pass less over every input pixel (3% of the graph's time)
+        _onnx(
+            _Pass(extractor, outputs), (frames,), tmp / "extractor.onnx", ["frames"],
+            [f"person{i}" for i in range(len(head.f))] + [f"layer{j}" for j in outputs],
+            {"frames": {0: "batch", 1: "height", 2: "width"}, **{f"person{i}": {0: "batch", 1: "h", 2: "w"} for i in range(len(head.f))},
+             **{f"layer{j}": {0: "batch", 2: "h", 3: "w"} for j in outputs}},
+        )  # fmt: skip
+        first.weight.data *= 255
+        with torch.inference_mode():
+            _, feats = extractor._body(torch.zeros(1, 3, 64, 64))
+        for i, f in enumerate(feats):
+            _onnx(
+                _Branches(extractor, i), (torch.zeros(2, f.shape[1], 5, 5),), tmp / f"branches{i}.onnx", ["patch"],
+                ["box", "keypoints"], {"patch": {0: "n"}, "box": {0: "n"}, "keypoints": {0: "n"}},
+            )  # fmt: skip
+        rnn, lstm = model.rnn, parts.cell == "lstm"
+        state = ["h", "c"] if lstm else ["h"]
+        zeros = [torch.zeros(rnn.num_layers, 2, rnn.hidden_size) for _ in state]
+        _onnx(
+            _Step(model, lstm), (torch.zeros(2, extractor.feature_dim), *zeros), tmp / "step.onnx", ["features", *state],
+            ["probs", *(f"{s}_next" for s in state)],
+            {"features": {0: "n"}, "probs": {0: "n"}, **{s: {1: "n"} for s in state}, **{f"{s}_next": {1: "n"} for s in state}},
+        )  # fmt: skip
+        graphs = ["extractor", *(f"branches{i}" for i in range(len(feats))), "step"]
+        manifest = {
+            "export_version": EXPORT_VERSION,
+            "checkpoint": Path(checkpoint).name,
+            "checkpoint_sha256": sha256_file(checkpoint),
+            "class_names": parts.class_names,
+            "fps": extractor.config.fps,
+            "extractor": parts.record,
+            "strides": extractor.strides,
+            "layer_outputs": outputs,
+            "levels": [f"layer{j}" for j in head.f],
+            "pooled": [f"layer{j}" for j in extractor.layers],
+            "normalisation": {"mean": model.mean.tolist(), "std": model.std.tolist(), "applied": "inside step.onnx"},
+            "rejection": parts.rejection,
+            "background": parts.background,
+            "cell": parts.cell,
+            "state": {"names": state, "layers": rnn.num_layers, "hidden": rnn.hidden_size},
+            "graphs": graphs,
+            "openvino": _openvino(tmp, graphs),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest["seconds"] = time.perf_counter() - t0
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of an exported folder, after checking that every graph it names is there."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ExportError(f"{folder}: no {MANIFEST}, not a folder written by 'infer.py --export'")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{path}: unreadable ({e}); export the checkpoint again") from None
+    if manifest.get("export_version") != EXPORT_VERSION:
+        raise ExportError(f"{folder}: exported by another version ({manifest.get('export_version')}, this one reads {EXPORT_VERSION}); export the checkpoint again")
+    missing = [g for g in manifest["graphs"] if not (folder / f"{g}.onnx").is_file()]
+    if missing:
+        raise ExportError(f"{folder}: {', '.join(missing)}.onnx missing; export the checkpoint again")
+    return manifest
+
+
+def cached_export(checkpoint: str | Path, weights: str | None = None) -> Path:
+    """The exported folder of ``checkpoint`` beside it (``best.ckpt`` -> ``best.export/``), made when missing
+    or made from another checkpoint; in a temporary folder when the checkpoint's folder is read-only."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint {checkpoint} not found")
+    folder = checkpoint.with_suffix(".export")
+    try:
+        if read_manifest(folder)["checkpoint_sha256"] == sha256_file(checkpoint):
+            return folder
+    except ExportError:
+        pass
+    try:
+        folder.parent.joinpath(".write-test").touch()
+        folder.parent.joinpath(".write-test").unlink()
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="actions-export-")) / checkpoint.with_suffix(".export").name
+    export(checkpoint, folder, weights)
+    return folder

@@ -1,0 +1,137 @@
+"""Exported graphs -> the predictor's parts: ONNX Runtime and OpenVINO backends.
+
+An exported folder (``pipeline.export``) runs without the PyTorch checkpoint or the YOLO ``.pt``: the
+graphs hold the convolutions and the recurrent step; choosing candidates, NMS, pooling in each person's
+box and the tracker stay the same Python code as with PyTorch (``pipeline.features``), on the CPU. Either
+runtime is an optional extra (``pip install -e ".[onnx]"`` / ``".[openvino]"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.export import ExportError, cached_export, read_manifest
+from pipeline.features import Detections, ExtractorConfig, find_people, finish, letterbox
+from pipeline.options import MAX_PEOPLE, OptionError
+from pipeline.predictor import Parts
+from pipeline.weights import WeightsIdentity
+
+EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+
+
+def runtime_module(backend: str):
+    """The runtime's package, or a one-line error naming the extra that installs it."""
+    try:
+        return importlib.import_module(backend)
+    except ImportError:
+        raise ExportError(f"backend {backend} is not installed: pip install -e \".[{EXTRAS[backend]}]\" (or pip install {backend})") from None
+
+
+class Graph:
+    """One exported graph on one runtime: ``graph(*arrays)`` -> its outputs as numpy arrays, in order.
+
+    OpenVINO compiles the extractor's graph once per input shape (a fixed shape runs faster than a dynamic
+    one; a video or a camera has one frame size, so one or two compilations per source)."""
+
+    def __init__(self, folder: Path, name: str, backend: str, threads: int, per_shape: bool = False):
+        self.backend, self.per_shape, self.threads = backend, per_shape, threads
+        rt = runtime_module(backend)
+        if backend == "onnxruntime":
+            opts = rt.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            opts.log_severity_level = 3
+            # idle threads sleep instead of spinning: they would take the cores from PyTorch's post-processing,
+            # the decoding thread and the other graphs between two runs
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.session = rt.InferenceSession(str(folder / f"{name}.onnx"), opts, providers=["CPUExecutionProvider"])
+            self.inputs = [i.name for i in self.session.get_inputs()]
+        else:
+            self.core = rt.Core()
+            path = folder / f"{name}.xml"
+            self.model = self.core.read_model(path if path.is_file() else folder / f"{name}.onnx")
+            self.compiled: dict[tuple, object] = {}
+            self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+
+    def _compiled(self, arrays: tuple[np.ndarray, ...]):
+        key = tuple(a.shape for a in arrays) if self.per_shape else ()
+        if key not in self.compiled:
+            if len(self.compiled) >= 8:  # a long batch job over many frame sizes: keep the newest few
+                self.compiled.pop(next(iter(self.compiled)))
+            model = self.model.clone()
+            if self.per_shape:
+                model.reshape({p.get_any_name(): list(a.shape) for p, a in zip(model.inputs, arrays)})
+            self.compiled[key] = self.core.compile_model(model, "CPU", self.config)
+        return self.compiled[key]
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        if self.backend == "onnxruntime":
+            return self.session.run(None, dict(zip(self.inputs, arrays)))
+        compiled = self._compiled(arrays)
+        result = compiled(list(arrays))
+        return [result[o] for o in compiled.outputs]
+
+
+class ExportedExtractor:
+    """The extractor from exported graphs: uint8 BGR frames (B, H, W, 3) -> :class:`Detections`, as
+    :class:`~pipeline.features.FeatureExtractor` gives them (on the CPU)."""
+
+    def __init__(self, folder: Path, manifest: dict, backend: str, threads: int, max_people: int = MAX_PEOPLE):
+        if max_people < 1:
+            raise OptionError(f"max_people must be at least 1, got {max_people}")
+        record = manifest["extractor"]
+        self.config = ExtractorConfig.from_dict({k: v for k, v in record.items() if k in ExtractorConfig.__dataclass_fields__})
+        self.identity = WeightsIdentity(record["weights_name"], record["weights_sha256"])
+        self.feature_dim: int = record["feature_dim"]
+        self.max_people = max_people
+        self.device = torch.device("cpu")
+        self.strides: list[float] = manifest["strides"]
+        outputs = [f"layer{j}" for j in manifest["layer_outputs"]]
+        self._names = [f"person{i}" for i in range(len(manifest["levels"]))] + outputs
+        self._levels, self._pooled = manifest["levels"], manifest["pooled"]
+        self.graph = Graph(folder, "extractor", backend, threads, per_shape=True)
+        self.heads = [Graph(folder, f"branches{i}", backend, threads) for i in range(len(manifest["levels"]))]
+
+    def branches(self, patches: dict[int, torch.Tensor]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        out = {}
+        for i, p in patches.items():
+            box, kpt = self.heads[i](p.numpy())
+            out[i] = torch.from_numpy(box), torch.from_numpy(kpt)
+        return out
+
+    def __call__(self, frames: torch.Tensor | np.ndarray) -> Detections:
+        frames = frames.cpu() if torch.is_tensor(frames) else frames
+        x, r, left, top = letterbox(frames, self.config.imgsz)
+        out = dict(zip(self._names, (torch.from_numpy(a) for a in self.graph(x.numpy()))))
+        levels = [out[f"person{i}"] for i in range(len(self._levels))]
+        found = find_people(levels, [out[n] for n in self._levels], self.branches, self.strides, self.max_people)
+        return finish(found, [out[n] for n in self._pooled], self.config.pool, self.max_people, (x.shape[1], r, left, top), frames.shape[1:3])
+
+
+def load_exported(source: str | Path, backend: str = "auto", device: str = "auto", weights: str | None = None, max_people: int = MAX_PEOPLE) -> Parts:
+    """Predictor parts from an exported folder, or from a checkpoint exported beside it first."""
+    source = Path(source)
+    if backend == "torch":
+        raise ExportError(f"{source} is an exported folder, without PyTorch weights: use --backend onnxruntime or openvino, or the checkpoint with torch")
+    if backend == "auto":
+        backend = "onnxruntime"
+    if device not in ("auto", "cpu"):
+        raise ExportError(f"backend {backend} runs on the CPU here; use --device cpu (or --backend torch for {device})")
+    runtime_module(backend)  # said before a checkpoint is exported for nothing
+    folder = source if source.is_dir() else cached_export(source, weights)
+    manifest = read_manifest(folder)
+    threads = torch.get_num_threads()
+    extractor = ExportedExtractor(folder, manifest, backend, threads, max_people)
+    step_graph = Graph(folder, "step", backend, threads)
+    layers, hidden = manifest["state"]["layers"], manifest["state"]["hidden"]
+
+    def step(x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        probs, *new = step_graph(x.numpy(), *(s.contiguous().numpy() for s in state))
+        return torch.from_numpy(probs), [torch.from_numpy(n) for n in new]
+
+    names = manifest["class_names"]
+    background = manifest.get("background")
+    return Parts(names, manifest["extractor"], manifest["rejection"], background if background in names else None, manifest["cell"], extractor, step, (layers, hidden), torch.device("cpu"))

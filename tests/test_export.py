@@ -1,0 +1,94 @@
+"""Export: the graphs of both stages reproduce PyTorch's per-frame probabilities, labels and tracks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import make_checkpoint, seeing_weights, write_clip
+from pipeline.export import ExportError, cached_export, export, read_manifest
+from pipeline.predictor import ActionPredictor
+from pipeline.video import VideoReader
+
+RUNTIMES = ["onnxruntime", "openvino"]
+
+
+@pytest.fixture(scope="module", params=["gru", "lstm"])
+def exported(request, tmp_path_factory):
+    """A crowd-seeing random extractor with pooled layers and an untrained classifier, exported."""
+    tmp = tmp_path_factory.mktemp(f"export_{request.param}")
+    weights = str(seeing_weights(tmp / "crowd.pt", bias=11))
+    ckpt = make_checkpoint(tmp / "c.ckpt", layers=(16, 19), imgsz=96, cell=request.param, rejection={"threshold": 0.4}, weights=weights)
+    folder = tmp / "exported"
+    export(ckpt, folder)
+    return ckpt, folder
+
+
+def run(predictor: ActionPredictor, frames: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Every person row of the video: frame number, track, probabilities, box."""
+    predictor.reset()
+    out = [(i, predictor(frames[i : i + batch])) for i in range(0, len(frames), batch)]
+    return [np.concatenate([p.frame + i for i, p in out])] + [np.concatenate([getattr(p, k) for _, p in out]) for k in ("track", "probs", "boxes")]
+
+
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_exported_graphs_give_pytorchs_probabilities_labels_and_tracks(exported, backend, tmp_path):
+    ckpt, folder = exported
+    frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=24, size=(120, 96)))])
+    want = run(ActionPredictor(ckpt, device="cpu", backend="torch"), frames, 8)
+    assert len(want[0]) >= 2 * len(frames) and len(set(want[1])) >= 2  # a crowd: the comparison is not trivial
+    for batch in (8, 1):  # file mode's batches and live's single frames
+        got = run(ActionPredictor(folder, device="cpu", backend=backend), frames, batch)
+        np.testing.assert_array_equal(got[0], want[0])  # the same people in the same frames...
+        np.testing.assert_array_equal(got[1], want[1])  # ...followed as the same tracks
+        assert np.abs(got[2] - want[2]).max() < 1e-3
+        np.testing.assert_array_equal(got[2].argmax(1), want[2].argmax(1))
+        assert np.abs(got[3] - want[3]).max() < 0.1  # boxes, source pixels
+
+
+def test_the_folder_carries_what_inference_needs_and_runs_without_the_weights(exported, tmp_path):
+    ckpt, folder = exported
+    moved = shutil.copytree(folder, tmp_path / "deployed")
+    (ckpt.parent / "crowd.pt").rename(tmp_path / "away.pt")  # neither the checkpoint nor the .pt is read
+    try:
+        m = read_manifest(moved)
+        assert m["class_names"] == ["walk", "wave"] and m["rejection"] == {"threshold": 0.4}
+        assert len(m["normalisation"]["mean"]) == m["extractor"]["feature_dim"] and m["extractor"]["weights_sha256"]
+        assert {"extractor", "step"} <= set(m["graphs"]) and all((moved / f"{g}.xml").is_file() for g in m["graphs"])
+        p = ActionPredictor(moved, device="cpu")
+        assert p.class_names == ["walk", "wave"] and p.rejection_threshold == 0.4 and not p.can_inspect
+        assert len(p(np.zeros((2, 96, 120, 3), np.uint8))) == 2
+    finally:
+        (tmp_path / "away.pt").rename(ckpt.parent / "crowd.pt")
+
+
+def test_a_checkpoint_is_exported_beside_it_once(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "best.ckpt")
+    folder = cached_export(ckpt)
+    assert folder == tmp_path / "best.export" and read_manifest(folder)["checkpoint"] == "best.ckpt"
+    stamp = (folder / "export.json").stat().st_mtime_ns
+    assert cached_export(ckpt) == folder and (folder / "export.json").stat().st_mtime_ns == stamp  # reused
+    make_checkpoint(ckpt, seed=1)  # retrained: exported again
+    assert cached_export(ckpt) == folder and (folder / "export.json").stat().st_mtime_ns != stamp
+
+
+def test_bad_folders_and_missing_runtimes_are_one_line_errors(exported, tmp_path, monkeypatch):
+    ckpt, folder = exported
+    with pytest.raises(ExportError, match="not a folder written by 'infer.py --export'"):
+        ActionPredictor(tmp_path, device="cpu")
+    with pytest.raises(ExportError, match="without PyTorch weights"):
+        ActionPredictor(folder, device="cpu", backend="torch")
+    broken = shutil.copytree(folder, tmp_path / "broken")
+    (broken / "step.onnx").unlink()
+    with pytest.raises(ExportError, match="step.onnx missing"):
+        ActionPredictor(broken, device="cpu")
+    (broken / "export.json").write_text(json.dumps({**read_manifest(folder), "export_version": 99}))
+    with pytest.raises(ExportError, match="another version"):
+        ActionPredictor(broken, device="cpu")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(ExportError, match=r'pip install -e "\.\[openvino\]"'):
+        ActionPredictor(folder, device="cpu", backend="openvino")
