@@ -93,13 +93,16 @@ def _onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs
 
 def _openvino(folder: Path, names: list[str]) -> bool:
     """Convert each ONNX graph to OpenVINO IR when ``openvino`` is installed; whether it was."""
+    from pipeline.runtime import runtime_module
+
     try:
-        import openvino as ov
-    except ImportError:
+        ov = runtime_module("openvino")
+    except ExportError:
         return False
+    core = ov.Core()
     for name in names:
         # weights kept in fp32 (save_model halves them by default, which moves probabilities by ~1e-3)
-        ov.save_model(ov.convert_model(folder / f"{name}.onnx"), folder / f"{name}.xml", compress_to_fp16=False)
+        ov.save_model(core.read_model(folder / f"{name}.onnx"), folder / f"{name}.xml", compress_to_fp16=False)
     return True
 
 
@@ -120,6 +123,12 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
     except ImportError:
         raise ExportError('exporting needs the onnx package: pip install -e ".[onnx]" (or pip install onnx onnxruntime)') from None
     folder = Path(folder)
+    if folder.exists() and not (folder / MANIFEST).is_file() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ExportError(f"{folder} exists and is not an exported folder: give a new or empty folder (an old export is replaced)")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot write {folder}: {e.strerror}") from None
     t0 = time.perf_counter()
     parts = load_torch(checkpoint, device="cpu", half=False, weights=weights)
     extractor, model = parts.extractor, parts.model
@@ -129,7 +138,10 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
         raise ExportError(f"cannot export cell '{parts.cell}'")
     head = extractor.head
     outputs = sorted(set(head.f) | set(extractor.layers))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists() else None))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as e:
+        raise ExportError(f"cannot write {folder}: {e.strerror}") from None
     try:
         frames = torch.zeros(1, 64, 96, 3, dtype=torch.uint8)
         first = extractor.model.model[0].conv  # the extractor is this export's own copy
@@ -178,7 +190,7 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if folder.exists():
-            shutil.rmtree(folder)
+            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
         tmp.rename(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,7 @@ runtime is an optional extra (``pip install -e ".[onnx]"`` / ``".[openvino]"``).
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,19 @@ EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 
 
 def runtime_module(backend: str):
-    """The runtime's package, or a one-line error naming the extra that installs it."""
+    """The runtime's package, or a one-line error naming the extra that installs it.
+
+    OpenVINO is imported without its model-conversion tools (``openvino.tools.ovc``, not needed to read and
+    write IR): importing them sends usage telemetry from a forked process, which writes a client id under
+    ``~/intel`` and, forked from a process with PyTorch's threads and no network, can hang its exit."""
     try:
-        return importlib.import_module(backend)
+        if backend != "openvino" or "openvino" in sys.modules:
+            return importlib.import_module(backend)
+        sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]  # openvino's __init__ skips it then
+        try:
+            return importlib.import_module(backend)
+        finally:
+            del sys.modules["openvino.tools.ovc"]  # a later explicit import still works
     except ImportError:
         raise ExportError(f"backend {backend} is not installed: pip install -e \".[{EXTRAS[backend]}]\" (or pip install {backend})") from None
 
@@ -93,7 +104,8 @@ class ExportedExtractor:
         self._names = [f"person{i}" for i in range(len(manifest["levels"]))] + outputs
         self._levels, self._pooled = manifest["levels"], manifest["pooled"]
         self.graph = Graph(folder, "extractor", backend, threads, per_shape=True)
-        self.heads = [Graph(folder, f"branches{i}", backend, threads) for i in range(len(manifest["levels"]))]
+        # a few dozen patches: one thread, no pool to wake (measured faster than two)
+        self.heads = [Graph(folder, f"branches{i}", backend, 1) for i in range(len(manifest["levels"]))]
 
     def branches(self, patches: dict[int, torch.Tensor]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         out = {}
@@ -125,7 +137,7 @@ def load_exported(source: str | Path, backend: str = "auto", device: str = "auto
     manifest = read_manifest(folder)
     threads = torch.get_num_threads()
     extractor = ExportedExtractor(folder, manifest, backend, threads, max_people)
-    step_graph = Graph(folder, "step", backend, threads)
+    step_graph = Graph(folder, "step", backend, 1)  # a GRU step over a few tracks: one thread
     layers, hidden = manifest["state"]["layers"], manifest["state"]["hidden"]
 
     def step(x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -59,6 +59,9 @@ def test_the_folder_carries_what_inference_needs_and_runs_without_the_weights(ex
         assert m["class_names"] == ["walk", "wave"] and m["rejection"] == {"threshold": 0.4}
         assert len(m["normalisation"]["mean"]) == m["extractor"]["feature_dim"] and m["extractor"]["weights_sha256"]
         assert {"extractor", "step"} <= set(m["graphs"]) and all((moved / f"{g}.xml").is_file() for g in m["graphs"])
+        # OpenVINO's conversion tools are never imported: they send telemetry from a forked process, which
+        # can hang the exit of an offline process with PyTorch's threads
+        assert "openvino" in sys.modules and "openvino_telemetry" not in sys.modules
         p = ActionPredictor(moved, device="cpu")
         assert p.class_names == ["walk", "wave"] and p.rejection_threshold == 0.4 and not p.can_inspect
         assert len(p(np.zeros((2, 96, 120, 3), np.uint8))) == 2
@@ -92,3 +95,17 @@ def test_bad_folders_and_missing_runtimes_are_one_line_errors(exported, tmp_path
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(ExportError, match=r'pip install -e "\.\[openvino\]"'):
         ActionPredictor(folder, device="cpu", backend="openvino")
+
+
+def test_export_never_overwrites_what_is_not_an_export(exported, tmp_path):
+    ckpt, _ = exported
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    (tmp_path / "file").write_text("x")
+    for target in (tmp_path / "mine", tmp_path / "file"):
+        with pytest.raises(ExportError, match="is not an exported folder"):
+            export(ckpt, target)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    export(ckpt, tmp_path / "new" / "deep")  # a new folder, parents made
+    export(ckpt, tmp_path / "new" / "deep")  # an old export is replaced
+    assert read_manifest(tmp_path / "new" / "deep")["class_names"] == ["walk", "wave"]
