@@ -16,7 +16,6 @@ import errno
 import hashlib
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -150,15 +149,6 @@ def _top(probs: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]
     return [(names[i], float(probs[i])) for i in order]
 
 
-def _detected(batches: Iterable, predictor: ActionPredictor) -> Iterator[tuple]:
-    """Decoded batches with the extractor's pass over their frames to label, run ahead of the tracking and
-    the GRU steps (a thread of its own): while one batch is followed, the next one's pass uses the cores."""
-    for idx, frames, keep in batches:
-        # boolean indexing copies the batch: only when some frames are decoded for the video alone
-        kept = frames if keep.all() else frames[keep]
-        yield idx, frames, keep, kept, predictor.detect(kept) if len(kept) else None
-
-
 def analyse_video(
     source: str,
     predictor: ActionPredictor,
@@ -197,8 +187,10 @@ def analyse_video(
         frames_read, processed, t0 = 0, 0, time.perf_counter()
         total = info.frame_count if info.frame_count > 0 else None
         bar = tqdm(total=total, unit="frame", desc=Path(str(source)).name, disable=not progress, leave=False)
-        for idx, frames, keep, kept, found in prefetch(_detected(prefetch(reader.batches(batch_size, every_frame="video" in sinks)), predictor), 1):
-            preds: Predictions | None = predictor.follow(kept, found) if found is not None else None
+        for idx, frames, keep in prefetch(reader.batches(batch_size, every_frame="video" in sinks)):
+            # boolean indexing copies the batch: only when some frames are decoded for the video alone
+            kept = frames if keep.all() else frames[keep]
+            preds: Predictions | None = predictor(kept) if len(kept) else None
             rows = preds.rows() if preds is not None else []
             j = 0
             for i, frame, k in zip(idx, frames, keep):

@@ -20,7 +20,7 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
 from pipeline.classifier import ActionClassifier
-from pipeline.features import Detections, ExtractorConfig, FeatureExtractor, resolve_device
+from pipeline.features import ExtractorConfig, FeatureExtractor, resolve_device
 from pipeline.gates import ExplicitGRU, mean_gate_activity
 from pipeline.model import ActionRNN
 from pipeline.options import BACKENDS, MAX_PEOPLE
@@ -230,20 +230,9 @@ class ActionPredictor:
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray | torch.Tensor) -> Predictions:
-        return self.follow(frames, self.detect(frames))
-
-    @torch.inference_mode()
-    def detect(self, frames: np.ndarray | torch.Tensor) -> tuple[Detections, np.ndarray]:
-        """The extractor's pass over a batch: everybody's detections, and on the host their boxes, scores,
-        frames and keypoints. It keeps no state, so it may run ahead of ``follow`` in another thread."""
         det = self.extractor(frames)
         # one copy to the host for the tracker (boxes, scores, frame) and the drawing (keypoints)
-        return det, torch.cat([det.boxes, det.scores[:, None], det.frame[:, None].float(), det.keypoints.flatten(1)], 1).cpu().numpy()
-
-    @torch.inference_mode()
-    def follow(self, frames: np.ndarray | torch.Tensor, detected: tuple[Detections, np.ndarray]) -> Predictions:
-        """Track the people ``detect`` found in ``frames`` and step each one's recurrent state, frame by frame."""
-        det, host = detected
+        host = torch.cat([det.boxes, det.scores[:, None], det.frame[:, None].float(), det.keypoints.flatten(1)], 1).cpu().numpy()
         images = (frames.cpu().numpy() if torch.is_tensor(frames) else frames) if self.tracker.needs_images else None
         tracked = track_batch(self.tracker, host[:, 5].astype(np.int64), host[:, :4], host[:, 4], len(frames), images)
         template = self._template()
