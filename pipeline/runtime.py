@@ -51,21 +51,31 @@ class Graph:
     def __init__(self, folder: Path, name: str, backend: str, threads: int, per_shape: bool = False):
         self.backend, self.per_shape, self.threads = backend, per_shape, threads
         rt = runtime_module(backend)
-        if backend == "onnxruntime":
-            opts = rt.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            opts.log_severity_level = 3
-            # idle threads sleep instead of spinning: they would take the cores from PyTorch's post-processing,
-            # the decoding thread and the other graphs between two runs
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = rt.InferenceSession(str(folder / f"{name}.onnx"), opts, providers=["CPUExecutionProvider"])
-            self.inputs = [i.name for i in self.session.get_inputs()]
-        else:
-            self.core = rt.Core()
-            path = folder / f"{name}.xml"
-            self.model = self.core.read_model(path if path.is_file() else folder / f"{name}.onnx")
-            self.compiled: dict[tuple, object] = {}
-            self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+        path = folder / f"{name}.xml" if backend == "openvino" and (folder / f"{name}.xml").is_file() else folder / f"{name}.onnx"
+        self.path = path
+        try:
+            if backend == "onnxruntime":
+                opts = rt.SessionOptions()
+                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+                opts.log_severity_level = 3
+                # idle threads sleep instead of spinning: they would take the cores from PyTorch's post-processing,
+                # the decoding thread and the other graphs between two runs
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                self.session = rt.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                self.inputs = [i.name for i in self.session.get_inputs()]
+            else:
+                self.core = rt.Core()
+                self.model = self.core.read_model(path)
+                self.compiled: dict[tuple, object] = {}
+                self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+                if not per_shape:
+                    self._compiled(())
+        except Exception as e:  # noqa: BLE001 - the runtimes raise their own types for a damaged file
+            raise self._unreadable(e) from None
+
+    def _unreadable(self, e: Exception) -> ExportError:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        return ExportError(f"{self.path}: {self.backend} cannot read it ({reason}); export the checkpoint again")
 
     def _compiled(self, arrays: tuple[np.ndarray, ...]):
         key = tuple(a.shape for a in arrays) if self.per_shape else ()
@@ -75,7 +85,10 @@ class Graph:
             model = self.model.clone()
             if self.per_shape:
                 model.reshape({p.get_any_name(): list(a.shape) for p, a in zip(model.inputs, arrays)})
-            self.compiled[key] = self.core.compile_model(model, "CPU", self.config)
+            try:
+                self.compiled[key] = self.core.compile_model(model, "CPU", self.config)
+            except Exception as e:  # noqa: BLE001
+                raise self._unreadable(e) from None
         return self.compiled[key]
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:

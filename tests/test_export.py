@@ -92,6 +92,12 @@ def test_bad_folders_and_missing_runtimes_are_one_line_errors(exported, tmp_path
     (broken / "export.json").write_text(json.dumps({**read_manifest(folder), "export_version": 99}))
     with pytest.raises(ExportError, match="another version"):
         ActionPredictor(broken, device="cpu")
+    damaged = shutil.copytree(folder, tmp_path / "damaged")
+    for name in ("extractor.onnx", "extractor.bin"):
+        (damaged / name).write_bytes((folder / name).read_bytes()[:1000])  # a copy cut short
+    for backend in RUNTIMES:
+        with pytest.raises(ExportError, match=f"{backend} cannot read it .*export the checkpoint again"):
+            ActionPredictor(damaged, device="cpu", backend=backend)
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(ExportError, match=r'pip install -e "\.\[openvino\]"'):
         ActionPredictor(folder, device="cpu", backend="openvino")
