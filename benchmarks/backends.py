@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         t = time.perf_counter()
         export(ckpt, folder)
         export_s = time.perf_counter() - t
-        frames = np.stack([f for _, f in zip(range(a.batch_size), (f for _, f in VideoReader(clips[0])))])
+        frames = np.stack([f for _, (_, f) in zip(range(a.batch_size), VideoReader(clips[0]))])
         predictors = {b: ActionPredictor(ckpt if b == "torch" else folder, device="cpu", backend=b) for b in a.backends}
         timings: dict[str, dict[str, list[float]]] = {b: {"file": [], "graph": [], "whole": []} for b in a.backends}
         for predictor in predictors.values():

@@ -101,8 +101,7 @@ def evaluate(a: argparse.Namespace, ckpt_path: Path, pair: tuple[str, str], fold
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     names, fps = model.class_names, hp["extractor"].get("fps") or 25.0
-    record = {k: v for k, v in hp["extractor"].items() if k in ExtractorConfig.__dataclass_fields__}
-    dm = ActionDataModule(dataset="weizmann", root=a.root, split="group", fold=fold, extractor=ExtractorConfig.from_dict(record))
+    dm = ActionDataModule(dataset="weizmann", root=a.root, split="group", fold=fold, extractor=ExtractorConfig.from_record(hp["extractor"]))
     dm.setup("fit")
     dm.setup("test")
     all_names = dm.class_names

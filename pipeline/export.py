@@ -21,8 +21,8 @@ same Python code for every backend (``pipeline.features``), so the features cann
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -35,6 +35,7 @@ from torch import nn
 from pipeline.checkpoint import CheckpointError
 from pipeline.features import FeatureExtractor
 from pipeline.model import ActionRNN
+from pipeline.weights import sha256_file
 
 EXPORT_VERSION = 1
 MANIFEST = "export.json"
@@ -104,14 +105,6 @@ def _openvino(folder: Path, names: list[str]) -> bool:
         # weights kept in fp32 (save_model halves them by default, which moves probabilities by ~1e-3)
         ov.save_model(core.read_model(folder / f"{name}.onnx"), folder / f"{name}.xml", compress_to_fp16=False)
     return True
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export(checkpoint: str | Path, folder: str | Path, weights: str | None = None) -> dict:
@@ -229,10 +222,7 @@ def cached_export(checkpoint: str | Path, weights: str | None = None) -> Path:
             return folder
     except ExportError:
         pass
-    try:
-        folder.parent.joinpath(".write-test").touch()
-        folder.parent.joinpath(".write-test").unlink()
-    except OSError:
-        folder = Path(tempfile.mkdtemp(prefix="actions-export-")) / checkpoint.with_suffix(".export").name
+    if not os.access(folder.parent, os.W_OK):
+        folder = Path(tempfile.mkdtemp(prefix="actions-export-")) / folder.name
     export(checkpoint, folder, weights)
     return folder

@@ -21,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import asdict, dataclass
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ KXY = slice(6, 6 + 2 * NUM_KEYPOINTS)
 KCONF = slice(KXY.stop, KXY.stop + NUM_KEYPOINTS)
 POSE_DIM = KCONF.stop
 STRIDE = 32
-PAD_VALUE = 114 / 255  # Ultralytics' letterbox grey
+PAD = 114  # Ultralytics' letterbox grey, of 255
 LOW_CONF = 0.1  # detections down to this score reach the tracker (ByteTrack's second association)
 # Lower than Ultralytics' 0.7: a waving person's arm-less box (IoU ~0.7 with the full one) otherwise opens a
 # second track on the same person (benchmarks/multiperson.py: 9 id switches in 120 people at 0.7, none at 0.5)
@@ -111,6 +111,11 @@ class ExtractorConfig:
         d["layers"] = tuple(d.get("layers", cls.layers))
         return cls(**d)
 
+    @classmethod
+    def from_record(cls, record: dict) -> ExtractorConfig:
+        """The settings of an extractor record (``extract.extractor_record``: a checkpoint's or an export's)."""
+        return cls.from_dict({k: v for k, v in record.items() if k in cls.__dataclass_fields__})
+
 
 class Detections(NamedTuple):
     """Every person found in a batch of frames, one row each, on the extractor's device."""
@@ -120,6 +125,17 @@ class Detections(NamedTuple):
     boxes: torch.Tensor  # (N, 4) xyxy in source pixels
     keypoints: torch.Tensor  # (N, 17, 3) x, y in source pixels and confidence
     scores: torch.Tensor  # (N,) detection score
+
+
+class Extractor(Protocol):
+    """What inference needs of an extractor, whatever runs it (``FeatureExtractor`` or ``pipeline.runtime``)."""
+
+    config: ExtractorConfig
+    identity: WeightsIdentity
+    feature_dim: int
+    max_people: int
+
+    def __call__(self, frames: torch.Tensor | np.ndarray) -> Detections: ...
 
 
 def letterbox_shape(height: int, width: int, imgsz: int) -> tuple[int, int, int, int, float]:
@@ -239,18 +255,10 @@ class FeatureExtractor(nn.Module):
         """uint8 BGR (B, H, W, 3) -> letterboxed float (B, 3, H', W') on the device, scale, left and top pad."""
         if isinstance(frames, np.ndarray):
             frames = torch.from_numpy(frames)
-        b, height, width, _ = frames.shape
-        h, w, ph, pw, r = letterbox_shape(height, width, self.config.imgsz)
         x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        if (h, w) != (height, width):
-            # on the CPU, resize the uint8 frames: 10x faster than making a float copy of a full HD batch first
-            x = x if self.device.type == "cpu" else x.to(self.dtype)
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        x = x.to(self.dtype).mul_(1 / 255)
-        top, left = round((ph - h) / 2 - 0.1), round((pw - w) / 2 - 0.1)
-        if (ph, pw) != (h, w):
-            x = F.pad(x, (left, pw - w - left, top, ph - h - top), value=PAD_VALUE)
-        return x, r, left, top
+        # on the CPU, resize the uint8 frames: 10x faster than making a float copy of a full HD batch first
+        x, r, left, top = _letterbox(x if self.device.type == "cpu" else x.to(self.dtype), self.config.imgsz)
+        return x.to(self.dtype).mul_(1 / 255), r, left, top
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor | np.ndarray) -> Detections:
@@ -359,19 +367,25 @@ def candidate_count(max_people: int) -> int:
     return max(4 * max_people, 64)
 
 
-def letterbox(frames: torch.Tensor | np.ndarray, imgsz: int) -> tuple[torch.Tensor, float, int, int]:
-    """uint8 BGR (B, H, W, 3) -> the letterboxed uint8 frames (B, H', W', 3) that ``candidates`` takes, as
-    ``preprocess`` makes them on the CPU (the same resize, the same grey), scale, left and top pad."""
-    if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(frames)
-    _, height, width, _ = frames.shape
+def _letterbox(x: torch.Tensor, imgsz: int) -> tuple[torch.Tensor, float, int, int]:
+    """Frames (B, C, H, W), values 0..255 -> resized to ``imgsz`` on the long side and centred in the grey
+    padding to multiples of 32 (Ultralytics' LetterBox(auto=True)); scale, left and top pad."""
+    height, width = x.shape[2:]
     h, w, ph, pw, r = letterbox_shape(height, width, imgsz)
-    x = frames.permute(0, 3, 1, 2)
     if (h, w) != (height, width):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
     top, left = round((ph - h) / 2 - 0.1), round((pw - w) / 2 - 0.1)
     if (ph, pw) != (h, w):
-        x = F.pad(x, (left, pw - w - left, top, ph - h - top), value=114)
+        x = F.pad(x, (left, pw - w - left, top, ph - h - top), value=PAD)
+    return x, r, left, top
+
+
+def letterbox(frames: torch.Tensor | np.ndarray, imgsz: int) -> tuple[torch.Tensor, float, int, int]:
+    """uint8 BGR (B, H, W, 3) -> letterboxed uint8 (B, H', W', 3), as ``FeatureExtractor.preprocess`` makes
+    them on the CPU before scaling to 0..1: the exported extractor's input (``pipeline.export``); scale, left
+    and top pad."""
+    x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
+    x, r, left, top = _letterbox(x.permute(0, 3, 1, 2), imgsz)
     return x.permute(0, 2, 3, 1).contiguous(), r, left, top
 
 

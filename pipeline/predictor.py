@@ -20,7 +20,7 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
 from pipeline.classifier import ActionClassifier
-from pipeline.features import ExtractorConfig, FeatureExtractor, resolve_device
+from pipeline.features import Extractor, ExtractorConfig, FeatureExtractor, resolve_device
 from pipeline.gates import ExplicitGRU, mean_gate_activity
 from pipeline.model import ActionRNN
 from pipeline.options import BACKENDS, MAX_PEOPLE
@@ -109,7 +109,7 @@ class Parts:
     rejection: dict
     background: str | None
     cell: str
-    extractor: FeatureExtractor
+    extractor: Extractor
     step: Step
     state_shape: tuple[int, int]  # layers, hidden
     device: torch.device
@@ -122,11 +122,9 @@ def load_torch(checkpoint: str | Path, device: str = "auto", half: bool = True, 
     hp = ckpt["hyper_parameters"]
     record: dict = hp["extractor"]
     class_names = list(hp["class_names"])
-    cfg = {k: v for k, v in record.items() if k in ExtractorConfig.__dataclass_fields__}
-    if weights:  # the same weights file elsewhere; its sha256 must still match
-        cfg["weights"] = weights
+    config = ExtractorConfig.from_record({**record, "weights": weights} if weights else record)  # weights: the same file elsewhere
     dev = resolve_device(device)
-    extractor = FeatureExtractor(ExtractorConfig.from_dict(cfg), max_people=max_people)
+    extractor = FeatureExtractor(config, max_people=max_people)
     check_extractor(record, extractor.identity, extractor.feature_dim, source=f"checkpoint {checkpoint}")
     extractor.place(dev, half=half)
     params = inspect.signature(ActionClassifier).parameters

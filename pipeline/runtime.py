@@ -49,7 +49,7 @@ class Graph:
     one; a video or a camera has one frame size, so one or two compilations per source)."""
 
     def __init__(self, folder: Path, name: str, backend: str, threads: int, per_shape: bool = False):
-        self.backend, self.per_shape, self.threads = backend, per_shape, threads
+        self.backend, self.per_shape = backend, per_shape
         rt = runtime_module(backend)
         path = folder / f"{name}.xml" if backend == "openvino" and (folder / f"{name}.xml").is_file() else folder / f"{name}.onnx"
         self.path = path
@@ -107,7 +107,7 @@ class ExportedExtractor:
         if max_people < 1:
             raise OptionError(f"max_people must be at least 1, got {max_people}")
         record = manifest["extractor"]
-        self.config = ExtractorConfig.from_dict({k: v for k, v in record.items() if k in ExtractorConfig.__dataclass_fields__})
+        self.config = ExtractorConfig.from_record(record)
         self.identity = WeightsIdentity(record["weights_name"], record["weights_sha256"])
         self.feature_dim: int = record["feature_dim"]
         self.max_people = max_people

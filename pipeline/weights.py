@@ -29,7 +29,7 @@ class WeightsIdentity:
     sha256: str
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -115,7 +115,7 @@ def load_pose_model(name: str) -> tuple[nn.Module, WeightsIdentity]:
             model = YOLO(str(path)).model
         except Exception as e:
             raise WeightsError(f"cannot load weights {path}: {str(e).splitlines()[0]}") from None
-        ident = WeightsIdentity(Path(name).name, _sha256_file(path))
+        ident = WeightsIdentity(Path(name).name, sha256_file(path))
     head = model.model[-1]
     if not hasattr(head, "kpt_shape"):
         raise WeightsError(
