@@ -102,14 +102,18 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
                 cv2.polylines(frame, lines, False, color, lw, cv2.LINE_AA)
             for x, y in k[ok, :2]:
                 cv2.circle(frame, (int(x), int(y)), lw + 1, WHITE, -1, cv2.LINE_AA)
-        tag = f"#{p.track}" if p.label == o.background else f"#{p.track} {p.label} {p.score:.0%}"
+        if not p.label and not p.track:
+            continue  # an untracked, unlabelled person (the teaching app before its first model): no tag
+        tag = f"#{p.track}" if p.label == o.background or not p.label else f"#{p.track} {p.label} {p.score:.0%}"
         (tw, th), _ = cv2.getTextSize(tag, FONT, 0.45 * s, 1)
         tx = int(np.clip(x0, 0, max(w - tw, 0)))
         ty = y0 - int(4 * s) if y0 - th - int(4 * s) > 0 else min(y1 + th + int(4 * s), h - 2)
         _text(frame, tag, (tx, ty), 0.45 * s, color)
-    # label and score, top-left
+    # label and score, top-left (none before there is a model: the teaching app's first minutes)
     who = f"#{o.main} " if o.main is not None and len(o.people) > 1 else ""
-    if o.label == o.background:
+    if not o.label:
+        pass
+    elif o.label == o.background:
         _text(frame, f"{who}no action", (int(8 * s), int(30 * s)), 0.9 * s, GREY, lw)
     else:
         _text(frame, f"{who}{o.label} {o.score:.0%}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != UNKNOWN else GREY, lw)

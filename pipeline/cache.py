@@ -79,7 +79,7 @@ class FeatureCache:
         if config is not None:
             info = self.dir / "extractor.json"
             if not info.exists():
-                _atomic_write_bytes(info, json.dumps(config, indent=2, sort_keys=True).encode())
+                atomic_write_bytes(info, json.dumps(config, indent=2, sort_keys=True).encode())
 
     def entry(self, video: str | Path, data_root: str | Path | None = None) -> Path:
         video = Path(video)
@@ -143,7 +143,7 @@ def fingerprint(path: Path, sample: int = 1 << 16) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

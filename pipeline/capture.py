@@ -50,6 +50,9 @@ class LatestFrameCapture:
         loop: start a file again at its end (a long replay from a short clip).
         reconnect: reopen a source that stops delivering frames, with backoff from 0.5 s to ``max_backoff_s``.
         opener: how to open the source (tests pass a flaky one).
+
+    ``tap``, when set, is called in the capture thread with every frame read, dropped ones included: a
+    recording gets the source's every frame even when the consumer is slower.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class LatestFrameCapture:
         self.reconnects = 0
         self.status: str | None = None  # e.g. "camera lost: reconnecting in 2.0 s"
         self.finished = False  # the source ended (a file without loop) or reconnecting was given up
+        self.tap: Callable[[LiveFrame], None] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="capture")
         self._thread.start()
@@ -125,9 +129,12 @@ class LatestFrameCapture:
                 with self._cond:
                     if self._latest is not None and self._latest.index != self._taken:
                         self.dropped += 1
-                    self._latest = LiveFrame(frame, self.delivered, now)
+                    self._latest = latest = LiveFrame(frame, self.delivered, now)
                     self.delivered += 1
                     self._cond.notify_all()
+                tap = self.tap
+                if tap is not None:
+                    tap(latest)
         finally:
             with self._cond:
                 self.finished = True

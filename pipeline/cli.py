@@ -120,8 +120,9 @@ class ActionCLI(LightningCLI):
         if trainer.interrupted or trainer.checkpoint_callback is None:
             return
         best = trainer.checkpoint_callback.best_model_path or None
-        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
-        self._summary(best)
+        if self.datamodule.splits.get("test"):
+            trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+        self._summary(best)  # no test split (--data.test_fraction 0, the teaching app): the model is still usable
 
     def after_test(self) -> None:
         self._summary(self.config_init[self.subcommand].get("ckpt_path"))
@@ -135,8 +136,9 @@ class ActionCLI(LightningCLI):
             f"stream:       {self.model.stream}"
             + (f" (chosen on the validation split from {', '.join(self.model.streams)})" if len(self.model.streams) > 1 else ""),
             "test:         "
-            + ", ".join(f"{k.split('/')[1]} {float(m[k]):.4f}" for k in sorted(m) if k.startswith("test/") and not k.endswith("loss")),
-            f"report:       {report}",
+            + (", ".join(f"{k.split('/')[1]} {float(m[k]):.4f}" for k in sorted(m) if k.startswith("test/") and not k.endswith("loss"))
+               or "none (no test split)"),
+            f"report:       {report or 'none (written by the test)'}",
         ]
         rejection = json.loads(report.read_text()).get("rejection", {}) if report and report.is_file() else {}
         if rejection.get("threshold"):
@@ -184,3 +186,9 @@ def _cli(args: list[str] | None) -> ActionCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
+
+
+if __name__ == "__main__":  # ``python -m pipeline.cli``: train.py without the repository (the teaching app runs this)
+    from pipeline.errors import run_cli
+
+    run_cli(main)

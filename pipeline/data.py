@@ -24,7 +24,7 @@ from pipeline.download import download_dataset
 from pipeline.extract import extract_features, extractor_record
 from pipeline.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe
 from pipeline.options import check_range
-from pipeline.videoset import DATASETS_DIR, DatasetDefinition, DatasetError, Video, list_videos, make_splits
+from pipeline.videoset import DatasetDefinition, DatasetError, Video, list_videos, make_splits
 
 log = logging.getLogger(__name__)
 STAGE_SPLITS = {"fit": ("train", "val", "test"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -181,7 +181,7 @@ class ActionDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.extract_batch_size = batch_size, num_workers, extract_batch_size
         self.extractor = FeatureExtractor(extractor)  # resolves the weights now: a bad name fails before any work
         self.cache = FeatureCache(
-            Path(cache_dir) if cache_dir else DATASETS_DIR / "cache" / self.definition.name,
+            Path(cache_dir) if cache_dir else self.definition.default_cache(),
             extractor.key(self.extractor.identity),
             extractor_record(self.extractor),
         )
@@ -242,8 +242,8 @@ class ActionDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         splits = self._list()
         for name in STAGE_SPLITS.get(stage, ()):
-            if name in self.data:
-                continue
+            if name in self.data or (name == "test" and not splits[name]):
+                continue  # a fit with no test split (--data.test_fraction 0) trains and validates all the same
             seqs, labels, kept = [], [], []
             for v in splits[name]:
                 try:

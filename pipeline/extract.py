@@ -32,16 +32,20 @@ from pipeline.video import VideoError, VideoReader, prefetch
 log = logging.getLogger("lightning.pytorch")  # shown by Lightning's console handler, on every rank
 
 
-def extract_video(extractor: FeatureExtractor, source: str | Path, batch_size: int = 32) -> Sequence:
+def extract_video(
+    extractor: FeatureExtractor, source: str | Path, batch_size: int = 32, guard: contextlib.AbstractContextManager | None = None
+) -> Sequence:
     """Every tracked person's features in one video, at the extractor's fps and frame cap (decoding
-    overlapped in a thread; tracking as ``infer.py`` does it)."""
+    overlapped in a thread; tracking as ``infer.py`` does it). ``guard`` (a lock) is held around each
+    batch's forward, so an extractor shared with a live stream is used by one thread at a time."""
     cfg = extractor.config
     reader = VideoReader(str(source), fps=cfg.fps, max_frames=cfg.max_frames)
     tracker = PersonTracker(TrackerConfig(conf=cfg.conf), fps=reader.fps)
     feats, frame, track, index = [], [], [], []
     seen = 0
     for idx, frames, _ in prefetch(reader.batches(batch_size)):
-        det = extractor(frames)
+        with guard or contextlib.nullcontext():
+            det = extractor(frames)
         host = torch.cat([det.boxes, det.scores[:, None], det.frame[:, None].float(), det.features], 1).cpu().numpy()  # one copy
         features = host[:, 6:]
         for i, (ids, rows) in enumerate(track_batch(tracker, host[:, 5].astype(np.int64), host[:, :4], host[:, 4], len(idx))):

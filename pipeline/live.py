@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np
 from pipeline.annotate import Overlay, Person, draw
 from pipeline.capture import LatestFrameCapture
 from pipeline.outputs import VideoSink
-from pipeline.predictor import ActionPredictor
+from pipeline.predictor import ActionPredictor, Predictions
 from pipeline.serve import FrameServer
 from pipeline.timeline import NOBODY, Smoother, label_of
 
@@ -80,13 +81,44 @@ def check_display() -> None:
         raise DisplayError("no screen to show the window on (DISPLAY is not set); use --no-show, or --serve HOST:PORT to watch in a browser")
 
 
+class LiveLabels:
+    """Predictions -> what to draw: display smoothing per track, ``unknown`` below the threshold, and the
+    main subject (the track with the largest running subject weight) whose label goes top-left."""
+
+    def __init__(self, names: list[str], smooth_s: float, threshold: float, background: str | None = None):
+        self.names, self.smooth_s, self.threshold, self.background = names, smooth_s, threshold, background
+        self.smoothers: dict[int, Smoother] = {}
+        self.weights: dict[int, float] = {}
+
+    def reset(self) -> None:
+        self.smoothers.clear()
+        self.weights.clear()
+
+    def update(self, pred: Predictions, t: float, alive: Container[int]) -> Overlay:
+        """The overlay of one processed frame at time ``t``; tracks not in ``alive`` are forgotten."""
+        for tid in [k for k in self.smoothers if k not in alive]:  # tracks the tracker dropped
+            del self.smoothers[tid], self.weights[tid]
+        people = []
+        for r in range(len(pred.track)):
+            tid = int(pred.track[r])
+            p = self.smoothers.setdefault(tid, Smoother(self.smooth_s)).add(t, pred.probs[r])
+            self.weights[tid] = self.weights.get(tid, 0.0) + float(pred.weight[r])
+            label, score = label_of(p, self.names, self.threshold)
+            people.append(Person(tid, pred.boxes[r], pred.keypoints[r], label, score))
+        if not people:
+            return Overlay(NOBODY, 0.0, [])
+        main = max(people, key=lambda q: self.weights[q.track])
+        p = self.smoothers[main.track].value
+        top = [(self.names[i], float(p[i])) for i in np.argsort(-p)[:3]]
+        return Overlay(main.label, main.score, top, people, main.track, background=self.background)
+
+
 def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: LiveOptions) -> LiveStats:
     """Run until the source ends, ``q``/Esc, the window is closed, Ctrl-C, or ``duration_s``."""
     names = predictor.class_names
     fps = predictor.fps or capture.fps
     min_gap = 1.0 / fps if predictor.fps else 0.0
-    smoothers: dict[int, Smoother] = {}  # display smoothing, one per track
-    weights: dict[int, float] = {}  # the main-subject rule's running sum per track
+    labels = LiveLabels(names, opts.smooth_s, opts.threshold, predictor.background)
     stats = LiveStats()
     sink: VideoSink | None = None
     server: FrameServer | None = None
@@ -123,32 +155,15 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                     last_person, was_reset = lf.captured_at, False
                 elif not was_reset and lf.captured_at - last_person >= opts.reset_after_s:
                     predictor.reset(fps)  # nobody for a while: the next person starts from a clean memory
-                    smoothers.clear()
-                    weights.clear()
+                    labels.reset()
                     stats.resets += 1
                     was_reset = True
-                for tid in [t for t in smoothers if t not in predictor.states.slot]:  # tracks the tracker dropped
-                    del smoothers[tid], weights[tid]
-                people = []
-                for r in range(len(pred.track)):
-                    tid = int(pred.track[r])
-                    p = smoothers.setdefault(tid, Smoother(opts.smooth_s)).add(lf.captured_at, pred.probs[r])
-                    weights[tid] = weights.get(tid, 0.0) + float(pred.weight[r])
-                    label, score = label_of(p, names, opts.threshold)
-                    people.append(Person(tid, pred.boxes[r], pred.keypoints[r], label, score))
                 rate = len(recent) / 2.0 if lf.captured_at - start > 2.0 else None
                 status = capture.status
                 if rate is not None and predictor.fps and rate < 0.8 * predictor.fps:
                     status = status or f"model at {rate:.1f} of {predictor.fps:.0f} fps"
-                if people:
-                    main = max(people, key=lambda q: weights[q.track])
-                    p = smoothers[main.track].value
-                    top = [(names[i], float(p[i])) for i in np.argsort(-p)[:3]]
-                    overlay = Overlay(
-                        main.label, main.score, top, people, main.track, fps=rate, latency_ms=latency_ms, status=status, background=predictor.background
-                    )
-                else:
-                    overlay = Overlay(NOBODY, 0.0, [], fps=rate, latency_ms=latency_ms, status=status)
+                overlay = labels.update(pred, lf.captured_at, predictor.states.slot)
+                overlay.fps, overlay.latency_ms, overlay.status = rate, latency_ms, status
             else:
                 overlay.status = "paused" if paused else capture.status
             frame = draw(frame, overlay)  # enlarged when the source is small
@@ -167,8 +182,7 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                     break
                 if key == ord("r"):
                     predictor.reset(fps)
-                    smoothers.clear()
-                    weights.clear()
+                    labels.reset()
                     stats.resets += 1
                 elif key == ord(" "):
                     paused = not paused

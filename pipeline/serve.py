@@ -35,6 +35,44 @@ poll();
 """
 
 
+class FrameBus:
+    """The newest JPEG of a stream and who waits for it: every viewer takes the newest frame when it is ready
+    for one, so a slow viewer skips frames instead of queueing them."""
+
+    def __init__(self, quality: int = 80):
+        self.quality = quality
+        self._cond = threading.Condition()
+        self._jpeg: bytes | None = None
+        self._seq = 0
+        self.closed = False
+
+    def publish(self, frame: np.ndarray) -> None:
+        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if ok:
+            with self._cond:
+                self._jpeg = jpeg.tobytes()
+                self._seq += 1
+                self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float = 1.0) -> tuple[bytes | None, int]:
+        """The newest JPEG and its number once it is newer than ``seen`` (None after ``timeout`` or close)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq != seen or self.closed, timeout=timeout)
+            if self.closed or self._seq == seen:
+                return None, seen
+            return self._jpeg, self._seq
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+def multipart_part(jpeg: bytes) -> bytes:
+    """One frame of a ``multipart/x-mixed-replace; boundary=frame`` stream."""
+    return b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n"
+
+
 class FrameServer:
     """Serve the newest annotated frame as MJPEG on ``host:port`` (port 0: any free port)."""
 
@@ -42,12 +80,9 @@ class FrameServer:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise OutputError(f"--serve {address}: give HOST:PORT, e.g. 127.0.0.1:8080")
-        self.quality = quality
-        self._cond = threading.Condition()
-        self._jpeg: bytes | None = None
-        self._seq = 0
+        self.bus = FrameBus(quality)
+        self._lock = threading.Lock()
         self._status: dict = {"label": "waiting", "score": 0.0, "fps": 0.0, "latency_ms": 0.0, "status": None}
-        self._closed = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,7 +93,7 @@ class FrameServer:
                 if self.path in ("/", "/index.html"):
                     self._send(PAGE.encode(), "text/html; charset=utf-8")
                 elif self.path == "/status":
-                    with server._cond:
+                    with server._lock:
                         body = json.dumps(server._status).encode()
                     self._send(body, "application/json")
                 elif self.path.startswith("/stream.mjpg"):
@@ -81,16 +116,10 @@ class FrameServer:
                 self.end_headers()
                 seen = -1
                 try:
-                    while True:
-                        with server._cond:
-                            server._cond.wait_for(lambda s=seen: server._seq != s or server._closed, timeout=1.0)
-                            if server._closed:
-                                return
-                            if server._seq == seen:
-                                continue
-                            jpeg, seen = server._jpeg, server._seq
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n")
-                        self.wfile.write(jpeg + b"\r\n")
+                    while not server.bus.closed:
+                        jpeg, seen = server.bus.wait(seen)
+                        if jpeg is not None:
+                            self.wfile.write(multipart_part(jpeg))
                 except (BrokenPipeError, ConnectionResetError):
                     return  # the viewer went away
 
@@ -109,17 +138,11 @@ class FrameServer:
 
     def publish(self, frame: np.ndarray, status: dict) -> None:
         """Hand the newest annotated frame and its status to every viewer."""
-        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if not ok:
-            return
-        with self._cond:
-            self._jpeg, self._status = jpeg.tobytes(), status
-            self._seq += 1
-            self._cond.notify_all()
+        with self._lock:
+            self._status = status
+        self.bus.publish(frame)
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self.bus.close()
         self._httpd.shutdown()
         self._httpd.server_close()

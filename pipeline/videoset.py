@@ -89,6 +89,10 @@ class DatasetDefinition:
         base = os.environ.get(DATA_DIR_ENV)
         return Path(base) / self.name if base else DATASETS_DIR / self.name
 
+    def default_cache(self) -> Path:
+        """Where its features are cached unless ``--data.cache_dir`` says otherwise."""
+        return DATASETS_DIR / "cache" / self.name
+
     def group_of(self, path: Path) -> str:
         if not self.group_pattern:
             return ""

@@ -93,6 +93,30 @@ def run_script(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: f
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_url(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until ``url`` answers (the server loads its model first); fails at once if ``proc`` has exited."""
+    import time
+    import urllib.request
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            assert proc.poll() is None, f"the server exited: {proc.communicate()[0]}"
+            assert time.monotonic() < end, f"{url} did not answer in {timeout} s"
+            time.sleep(0.1)
+
+
 def seeing_weights(path: Path, bias: float = 8.0) -> Path:
     """The random-init test model with its person score raised, saved as an Ultralytics ``.pt`` file, so
     that it "sees" people on any frame (bias 8: one steady person per synthetic clip; 11: a crowd).

@@ -451,3 +451,53 @@ def test_sigterm_during_training_exits_non_zero_and_says_so(tmp_path, toy):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143 and "Traceback" not in err, err[-2000:]
     assert "stopped by SIGTERM" in one_error_line(p.returncode, err)
+
+
+# ---- teach.py: each mistake is one line before anything listens
+BAD_TEACH = {
+    "missing source": (["--source", "{tmp}/nope.mp4"], "no such file"),
+    "not a video": (["--source", "{jpeg}"], "{jpeg}"),
+    "no camera": (["--source", "7"], "camera 7: cannot open it"),
+    "examples is a file": (["--examples", "{good}"], "is a file: give a folder"),
+    "missing config": (["--config", "{tmp}/nope.yaml"], "cannot read data.extractor"),
+    "broken config": (["--config", "{broken}"], "at line 2"),
+    "weights not there": (["--config", "{badweights}"], "nothere-pose.pt"),
+    "port out of range": (["--port", "99999"], "--port 99999"),
+}  # fmt: skip
+
+
+@pytest.fixture
+def teach_configs(tmp_path) -> dict[str, Path]:
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "teach.yaml").read_text())
+    out = {"broken": tmp_path / "broken.yaml", "tiny": tmp_path / "tiny.yaml", "badweights": tmp_path / "badweights.yaml"}
+    out["broken"].write_text("data: [1,2\n")
+    cfg["data"]["extractor"].update(weights=TINY_MODEL, imgsz=64)
+    out["tiny"].write_text(yaml.safe_dump(cfg))
+    cfg["data"]["extractor"]["weights"] = "nothere-pose.pt"
+    out["badweights"].write_text(yaml.safe_dump(cfg))
+    return out
+
+
+@pytest.mark.parametrize("name", BAD_TEACH)
+def test_teach_bad_input(capsys, tmp_path, files, teach_configs, name):
+    fill = {"tmp": tmp_path, "jpeg": files["jpeg"], "good": files["good"], **teach_configs}
+    args, expect = BAD_TEACH[name]
+    args = [a.format(**fill) for a in args]
+    defaults = ["--source", str(files["good"]), "--examples", str(tmp_path / "mine"), "--port", "0", "--config", str(teach_configs["tiny"])]
+    code, _, err = run_tool(capsys, "teach.py", *defaults, *args)  # the last of a repeated option wins
+    assert expect.format(**fill) in one_error_line(code, err)
+
+
+def test_teach_busy_port(capsys, tmp_path, files, teach_configs):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        code, _, err = run_tool(
+            capsys, "teach.py", "--source", str(files["good"]), "--examples", str(tmp_path / "m"), "--port", str(port), "--config", str(teach_configs["tiny"])
+        )
+    assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(code, err)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import time
-import urllib.request
 
 import cv2
 import numpy as np
 import pytest
+from conftest import ROOT, free_port, run_script, wait_for_url, write_clip
 
-from conftest import ROOT, run_script, write_clip
 from pipeline.capture import LatestFrameCapture, open_live
 from pipeline.live import LiveOptions, run_live
 from pipeline.predictor import ActionPredictor
@@ -143,14 +142,11 @@ chromium = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.mark.skipif(chromium is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
 def test_served_page_shows_frames_and_the_label_in_headless_chromium(tiny_checkpoint, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
-    import socket
     import subprocess
     import sys
 
     clip = write_clip(tmp_path / "a.avi", frames=50, fps=25.0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "infer.py", str(clip), "--realtime", "--loop", "--no-show", "-c", str(tiny_checkpoint),
          "--serve", f"127.0.0.1:{port}", "--display-threshold", "0", "--duration", "60"],
@@ -158,12 +154,7 @@ def test_served_page_shows_frames_and_the_label_in_headless_chromium(tiny_checkp
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}/"
-        for _ in range(300):  # the model loads first
-            try:
-                urllib.request.urlopen(url + "status", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_url(url + "status", proc, 30)
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page()

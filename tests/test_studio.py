@@ -1,0 +1,78 @@
+"""The teaching app's engine without a browser: record into the examples, train in the background (a second
+Train replaces the first), swap the new model into the live stream."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, TINY_MODEL, write_clip
+
+from pipeline.examples import ExampleError
+from pipeline.recording import RecordingError
+from pipeline.studio import Studio, StudioOptions
+from pipeline.video import VideoError
+
+
+def wait_for(cond, timeout: float = 300.0, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def studio(tmp_path, monkeypatch):
+    cfg = yaml.safe_load((ROOT / "configs" / "teach.yaml").read_text())
+    cfg["data"]["extractor"].update(weights=TINY_MODEL, imgsz=64)
+    cfg["model"].update(hidden_size=8, proj_dim=8)
+    cfg["trainer"]["max_epochs"] = 100000  # until cancelled; the last run is given a limit below
+    config = tmp_path / "teach.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    clips = [write_clip(tmp_path / "src" / f"{i}.avi", frames=30, seed=i, speed=1.0 + 2 * i) for i in range(2)]
+    monkeypatch.chdir(tmp_path)  # runs/ go here, as for train.py
+    s = Studio(str(clips[0]), StudioOptions(config=config, examples=tmp_path / "mine", cache_dir=tmp_path / "cache"))
+    s.test_clips, s.test_config = clips, config
+    yield s
+    s.close()
+
+
+def test_record_train_twice_and_the_model_goes_live(studio, tmp_path):
+    with pytest.raises(VideoError):
+        studio.set_source(str(tmp_path / "missing.mp4"))
+    assert studio.source == str(studio.test_clips[0])  # a bad source leaves the working one
+    for action, src in zip(("still", "moving"), studio.test_clips):
+        studio.set_source(str(src))
+        for _ in range(3):
+            studio.record(action, countdown_s=0, seconds=0.5)
+            with pytest.raises(RecordingError):
+                studio.record(action, 0, 0.5)  # one take at a time
+            wait_for(lambda: studio.recorder.status() is None, 30, "the take")
+    with pytest.raises(ExampleError, match="duration"):
+        studio.record("still", 0, 60)
+    assert studio.examples.wait(60)
+    assert [len(a["clips"]) for a in studio.state()["actions"]] == [3, 3]
+    assert all(c["cached"] and c["seconds"] >= 0.4 for a in studio.state()["actions"] for c in a["clips"])
+
+    studio.train()
+    first = studio.job
+    wait_for(lambda: first.status()["history"], what="the first run's first epoch")
+    studio.train()  # the newest press wins: the run under way is cancelled, a new one starts
+    assert first.status()["state"] == "cancelled" and not first.running
+    assert studio.job is not first and studio.job.running
+    studio.cancel_training()
+    wait_for(lambda: studio.job_status and studio.job_status["state"] == "cancelled", 30, "the cancelled state")
+    assert studio.model_info is None
+
+    cfg = yaml.safe_load(studio.test_config.read_text())
+    cfg["trainer"]["max_epochs"] = 3
+    studio.test_config.write_text(yaml.safe_dump(cfg))
+    studio.train()
+    wait_for(lambda: studio.model_info is not None, what="the trained model")
+    info = studio.model_info
+    assert info["classes"] == ["moving", "still"] and Path(info["checkpoint"]).is_file() and tmp_path in Path(info["checkpoint"]).resolve().parents
+    assert studio.job_status["state"] == "done" and len(studio.job_status["history"]) == 3
+    wait_for(lambda: studio.state()["label"] != "", 30, "a live label")
+    assert studio.state()["label"] in ("moving", "still", "unknown", "nobody")
