@@ -40,11 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    # after --help: torch and the model load here
     from pipeline.studio import Studio, StudioOptions
-    from pipeline.teach_server import (  # after --help: torch and the model load here
-        listen,
-        serve,
-    )
+    from pipeline.teach_server import listen, serve
 
     sock = listen(a.host, a.port)
     studio = Studio(a.source, StudioOptions(config=a.config, examples=a.examples, cache_dir=a.cache_dir, device=a.device))
