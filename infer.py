@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from pipeline.options import BACKENDS, MAX_PEOPLE, TRACKERS, OptionError, check_range  # light: --help answers at once
 
 if TYPE_CHECKING:
-    from pipeline.predictor import ActionPredictor
+    from pipeline.inference.predictor import ActionPredictor
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out = p.add_argument_group("outputs")
     out.add_argument("-o", "--output", type=Path, help="folder for all outputs of every video")
     out.add_argument("--save-video", type=Path, help="annotated video (.mp4 or .avi), same frames and fps as the source")
-    out.add_argument("--json", type=Path, help="timeline JSON (schema in pipeline/outputs.py)")
+    out.add_argument("--json", type=Path, help="timeline JSON (schema in pipeline/inference/outputs.py)")
     out.add_argument("--csv", type=Path, help="per-frame probabilities as CSV")
     out.add_argument("--plot", type=Path, help="timeline plot (PNG): probabilities over time, segments shaded")
     out.add_argument("--no-frames", action="store_true", help="JSON without the per-frame list (summary and segments only)")
@@ -105,8 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _predictor(a: argparse.Namespace) -> ActionPredictor:
-    from pipeline.predictor import ActionPredictor
-    from pipeline.tracking import TrackerConfig
+    from pipeline.data.tracking import TrackerConfig
+    from pipeline.inference.predictor import ActionPredictor
 
     p = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights, max_people=a.max_people, backend=a.backend)
     p.tracker_config = TrackerConfig(a.tracker, conf=p.config.conf, lost_s=a.lost_time)
@@ -118,10 +118,10 @@ def _stop(*_) -> None:
 
 
 def live_main(a: argparse.Namespace) -> int:
-    from pipeline.capture import LatestFrameCapture
-    from pipeline.live import LiveOptions, check_display, run_live
-    from pipeline.outputs import OutputError, check_writable
-    from pipeline.video import VideoError
+    from pipeline.data.video import VideoError
+    from pipeline.inference.outputs import OutputError, check_writable
+    from pipeline.live.capture import LatestFrameCapture
+    from pipeline.live.loop import LiveOptions, check_display, run_live
 
     if len(a.sources) != 1:
         raise VideoError(f"live mode takes one source, got {len(a.sources)}")
@@ -147,7 +147,7 @@ def live_main(a: argparse.Namespace) -> int:
 
 
 def export_main(a: argparse.Namespace) -> int:
-    from pipeline.export import export
+    from pipeline.inference.export import export
 
     m = export(a.checkpoint, a.export, a.weights)
     ir = " and OpenVINO IR (.xml/.bin)" if m["openvino"] else "; no OpenVINO IR: pip install -e \".[openvino]\" to add it"
@@ -157,9 +157,9 @@ def export_main(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> int:
-    from pipeline.inference import OutputPaths, Smoothing, analyse_many
-    from pipeline.outputs import OutputError
-    from pipeline.video import VideoError, check_source, expand_sources
+    from pipeline.data.video import VideoError, check_source, expand_sources
+    from pipeline.inference.files import OutputPaths, Smoothing, analyse_many
+    from pipeline.inference.outputs import OutputError
 
     a = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     if a.export:
@@ -198,7 +198,7 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
 if __name__ == "__main__":
     args = parse_args()  # usage errors and --help before torch and the models load (seconds)
     from pipeline.errors import run_cli
-    from pipeline.live import DisplayError
-    from pipeline.outputs import OutputError
+    from pipeline.inference.outputs import OutputError
+    from pipeline.live.loop import DisplayError
 
     run_cli(lambda: sys.exit(main(args)), extra=(OutputError, DisplayError))

@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     # after --help: torch and the model load here
-    from pipeline.studio import Studio, StudioOptions
-    from pipeline.teach_server import listen, serve
+    from pipeline.teach.server import listen, serve
+    from pipeline.teach.studio import Studio, StudioOptions
 
     sock = listen(a.host, a.port)
     studio = Studio(a.source, StudioOptions(config=a.config, examples=a.examples, cache_dir=a.cache_dir, device=a.device))
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     from pipeline.errors import run_cli
-    from pipeline.examples import ExampleError
-    from pipeline.outputs import OutputError
+    from pipeline.inference.outputs import OutputError
+    from pipeline.teach.examples import ExampleError
 
     run_cli(main, (ExampleError, OutputError))

@@ -3,8 +3,8 @@
 A LightningCLI (see ``python train.py fit --help``); the wiring lives in ``pipeline/cli.py``.
 """
 
-from pipeline.errors import run_cli
 from pipeline.cli import main
+from pipeline.errors import run_cli
 
 if __name__ == "__main__":
     run_cli(main)

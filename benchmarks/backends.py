@@ -3,10 +3,10 @@
     python benchmarks/backends.py [--checkpoint best.ckpt] [--root DIR] [--clips 5] [--rounds 3] [--live-seconds 20]
 
 For each backend (``infer.py --backend``), on the same clips:
-* file mode: frames per second of ``pipeline.inference.analyse_video`` as ``infer.py`` runs it (decode
+* file mode: frames per second of ``pipeline.inference.files.analyse_video`` as ``infer.py`` runs it (decode
   thread, batches of ``--batch-size``, tracking, GRU steps), without outputs written; the median of
   ``--rounds``, the backends taking turns (the speed of a shared machine drifts);
-* live: the live loop (``pipeline.live.run_live``) on the first clip replayed in real time and looped, for
+* live: the live loop (``pipeline.live.loop.run_live``) on the first clip replayed in real time and looped, for
   ``--live-seconds``: capture-to-display latency p50 / p95 and processed fps; and the predictor's own
   latency on one frame at a time (p50 / p95);
 * the limit: the extractor alone at the same batch size and image size: its graph (every convolution)
@@ -30,13 +30,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.inference_speed import untrained_checkpoint  # noqa: E402
-from pipeline.capture import LatestFrameCapture  # noqa: E402
-from pipeline.export import export  # noqa: E402
-from pipeline.features import letterbox  # noqa: E402
-from pipeline.inference import analyse_video  # noqa: E402
-from pipeline.live import LiveOptions, run_live  # noqa: E402
-from pipeline.predictor import ActionPredictor  # noqa: E402
-from pipeline.video import VideoReader, list_videos  # noqa: E402
+from pipeline.data.features import letterbox  # noqa: E402
+from pipeline.data.video import VideoReader, list_videos  # noqa: E402
+from pipeline.inference.export import export  # noqa: E402
+from pipeline.inference.files import analyse_video  # noqa: E402
+from pipeline.inference.predictor import ActionPredictor  # noqa: E402
+from pipeline.live.capture import LatestFrameCapture  # noqa: E402
+from pipeline.live.loop import LiveOptions, run_live  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch", "onnxruntime", "openvino")

@@ -25,9 +25,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.cross_validate import run as loao  # noqa: E402
-from pipeline.features import POSE_DIM  # noqa: E402
-from pipeline.model import ActionRNN  # noqa: E402
-from pipeline.videoset import DatasetDefinition  # noqa: E402
+from pipeline.data.features import POSE_DIM  # noqa: E402
+from pipeline.data.videoset import DatasetDefinition  # noqa: E402
+from pipeline.model.rnn import ActionRNN  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = DatasetDefinition.load("weizmann").classes

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
+from pipeline.data.videoset import DatasetDefinition, DatasetError, list_videos  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
-from pipeline.videoset import DatasetDefinition, DatasetError, list_videos  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("video_top1", "video_mean_class", "clip_top1")

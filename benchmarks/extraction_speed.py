@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pipeline.extract import extract_video  # noqa: E402
-from pipeline.features import ExtractorConfig, FeatureExtractor  # noqa: E402
-from pipeline.video import VideoReader  # noqa: E402
-from pipeline.videoset import DatasetDefinition, list_videos  # noqa: E402
+from pipeline.data.extract import extract_video  # noqa: E402
+from pipeline.data.features import ExtractorConfig, FeatureExtractor  # noqa: E402
+from pipeline.data.video import VideoReader  # noqa: E402
+from pipeline.data.videoset import DatasetDefinition, list_videos  # noqa: E402
 
 LAYERS = [16, 19, 22]
 

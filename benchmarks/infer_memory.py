@@ -22,8 +22,8 @@ import cv2  # noqa: E402
 
 from benchmarks.inference_speed import untrained_checkpoint  # noqa: E402
 from benchmarks.live_latency import rss_mb  # noqa: E402
-from pipeline.inference import OutputPaths, analyse_video  # noqa: E402
-from pipeline.predictor import ActionPredictor  # noqa: E402
+from pipeline.inference.files import OutputPaths, analyse_video  # noqa: E402
+from pipeline.inference.predictor import ActionPredictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
     python benchmarks/inference_speed.py [--checkpoint best.ckpt] [--clips 5] [--device cpu|cuda]
 
 All on the same Weizmann clips, one label per frame:
-* file mode: ``pipeline.inference.analyse_video`` as ``infer.py`` runs it (decode thread, batched
+* file mode: ``pipeline.inference.files.analyse_video`` as ``infer.py`` runs it (decode thread, batched
   extractor forward, GRU with carried state), without and with the annotated video + JSON written;
 * plain loop, what a user would write: per frame ``model.predict`` (pose) and ``model.embed`` (features),
   then the GRU over the whole prefix so far (no carried state);
@@ -28,18 +28,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from pipeline.features import POSE_DIM, ExtractorConfig, FeatureExtractor  # noqa: E402
-from pipeline.inference import OutputPaths, analyse_video  # noqa: E402
-from pipeline.predictor import ActionPredictor  # noqa: E402
-from pipeline.video import VideoReader  # noqa: E402
-from pipeline.videoset import DatasetDefinition, list_videos  # noqa: E402
+from pipeline.data.features import POSE_DIM, ExtractorConfig, FeatureExtractor  # noqa: E402
+from pipeline.data.video import VideoReader  # noqa: E402
+from pipeline.data.videoset import DatasetDefinition, list_videos  # noqa: E402
+from pipeline.inference.files import OutputPaths, analyse_video  # noqa: E402
+from pipeline.inference.predictor import ActionPredictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def untrained_checkpoint(path: Path, weights: str) -> Path:
-    from pipeline.classifier import ActionClassifier
-    from pipeline.extract import extractor_record
+    from pipeline.data.extract import extractor_record
+    from pipeline.model.classifier import ActionClassifier
 
     cfg = yaml.safe_load((ROOT / "configs" / "weizmann.yaml").read_text())["data"]["extractor"]
     record = extractor_record(FeatureExtractor(ExtractorConfig.from_dict({**cfg, "weights": weights})))

@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.inference_speed import untrained_checkpoint  # noqa: E402
-from pipeline.capture import LatestFrameCapture  # noqa: E402
-from pipeline.live import LiveOptions, run_live  # noqa: E402
-from pipeline.predictor import ActionPredictor  # noqa: E402
+from pipeline.inference.predictor import ActionPredictor  # noqa: E402
+from pipeline.live.capture import LatestFrameCapture  # noqa: E402
+from pipeline.live.loop import LiveOptions, run_live  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

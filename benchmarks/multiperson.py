@@ -4,14 +4,14 @@
     python benchmarks/multiperson.py speed [--baseline REV] [--threads 2]
 
 accuracy: for every leave-one-actor-out fold (checkpoints from ``benchmarks/cross_validate.py``), the held-out
-actor's clips are keyed out of Weizmann's shared background (``pipeline.composite``) and put together in
+actor's clips are keyed out of Weizmann's shared background (``pipeline.data.composite``) and put together in
 one 180x144 frame, people at their own size: every pair and five triples of the in-place actions (bend,
 jack, pjump, wave1, wave2; each actor moved so as to stand at a given column, apart, so nobody crosses),
 and five pairs where a moving action (jump, run, side, skip, walk) crosses an in-place one. Each person is matched frame by frame to a track whose box holds
 their pixels (MOT-style, the previous match kept while it still holds them); a person's label is that of the
 track matched most often; an id switch is a change of the matched track, a duplicate a second track on
 the same person that is never their match. Clips that cannot be keyed
-(shot with another framing than any empty scene, ``pipeline.composite.keyable``) are left out and listed. Printed: per-person
+(shot with another framing than any empty scene, ``pipeline.data.composite.keyable``) are left out and listed. Printed: per-person
 video-level top-1 beside the single-person top-1 of the same clips run alone, and id switches (tracks per
 person beyond the first) where nobody crosses.
 
@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.annotate import Overlay, Person, draw  # noqa: E402
-from pipeline.composite import background, best_background, centre_x, composite, keyable, read_frames, write_video  # noqa: E402
-from pipeline.inference import OutputPaths, analyse_video  # noqa: E402
-from pipeline.predictor import ActionPredictor  # noqa: E402
+from pipeline.data.composite import background, best_background, centre_x, composite, keyable, read_frames, write_video  # noqa: E402
+from pipeline.inference.annotate import Overlay, Person, draw  # noqa: E402
+from pipeline.inference.files import OutputPaths, analyse_video  # noqa: E402
+from pipeline.inference.predictor import ActionPredictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIZMANN = ROOT.parent / "shared" / "data" / "weizmann"
@@ -158,10 +158,10 @@ def untrained_checkpoint(path: Path, imgsz: int) -> Path:
     """The default config's model (untrained: speed does not depend on the weights) at ``imgsz``."""
     import yaml
 
-    from pipeline.classifier import ActionClassifier
-    from pipeline.extract import extractor_record
-    from pipeline.features import ExtractorConfig, FeatureExtractor
-    from pipeline.videoset import DatasetDefinition
+    from pipeline.data.extract import extractor_record
+    from pipeline.data.features import ExtractorConfig, FeatureExtractor
+    from pipeline.data.videoset import DatasetDefinition
+    from pipeline.model.classifier import ActionClassifier
 
     cfg = yaml.safe_load((ROOT / "configs" / "weizmann.yaml").read_text())["data"]["extractor"]
     record = extractor_record(FeatureExtractor(ExtractorConfig.from_dict({**cfg, "imgsz": imgsz})))
@@ -226,8 +226,8 @@ def speed_row(people: int, what: str, file: tuple[float, float], live: tuple[flo
 BASELINE = """
 import sys, time, json, torch
 torch.set_num_threads(int(sys.argv[2]))
-from pipeline.inference import analyse_video
-from pipeline.predictor import ActionPredictor
+from pipeline.inference.files import analyse_video
+from pipeline.inference.predictor import ActionPredictor
 p = ActionPredictor(sys.argv[1], device="cpu")
 paths = sys.argv[4:]
 best = 0.0

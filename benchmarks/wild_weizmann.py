@@ -5,7 +5,7 @@
         --out runs/cv_weizmann_wild.json
 
 Every Weizmann clip gives ``--per-clip`` short clips: a random stretch of 8 to 16 frames; with probability
-one half another actor (another action) keyed out of their own clip (``pipeline.composite``) and pasted
+one half another actor (another action) keyed out of their own clip (``pipeline.data.composite``) and pasted
 beside or across the subject as a distractor, smaller (further away) than the subject; a random crop of 60
 to 100% of the frame (zoom, the subject kept in view) that shakes by up to 4 pixels from frame to frame; the
 result shrunk to 50 to 100% of 180x144 (reduced resolution) and written as MJPG. Names are
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.composite import background, best_background, composite, foreground, keyable, read_frames, write_video  # noqa: E402
+from pipeline.data.composite import background, best_background, composite, foreground, keyable, read_frames, write_video  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

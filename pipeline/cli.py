@@ -19,13 +19,13 @@ import warnings
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
-from pipeline.classifier import ActionClassifier
-from pipeline.data import ActionDataModule
-from pipeline.evaluate import ReportWriter
-from pipeline.features import ExtractorConfig
+from pipeline.data.datamodule import ActionDataModule
+from pipeline.data.features import ExtractorConfig
+from pipeline.data.videoset import DatasetDefinition
+from pipeline.model.checkpoint import CheckpointError, check_extractor, read_checkpoint
+from pipeline.model.classifier import ActionClassifier
+from pipeline.model.evaluate import ReportWriter
 from pipeline.options import OptionError
-from pipeline.videoset import DatasetDefinition
 
 LINKS = (("data.feature_dim", "model.input_dim"), ("data.class_names", "model.class_names"), ("data.extractor_info", "model.extractor"))
 LINKED_HPARAMS = ("input_dim", "class_names", "extractor", "_instantiator", "_class_path")

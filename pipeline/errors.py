@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from pipeline.cache import CacheError
-from pipeline.checkpoint import CheckpointError
-from pipeline.export import ExportError
-from pipeline.features import DeviceError
+from pipeline.data.cache import CacheError
+from pipeline.data.features import DeviceError
+from pipeline.data.video import VideoError
+from pipeline.data.videoset import DatasetError
+from pipeline.data.weights import WeightsError
+from pipeline.inference.export import ExportError
+from pipeline.model.checkpoint import CheckpointError
 from pipeline.options import OptionError
-from pipeline.video import VideoError
-from pipeline.videoset import DatasetError
-from pipeline.weights import WeightsError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (WeightsError, VideoError, DatasetError, CheckpointError, DeviceError, OptionError, CacheError, ExportError)
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino")  # what runs the models (pipeline.runtime)
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")  # what runs the models (pipeline.inference.runtime)
 MAX_PEOPLE = 16  # default cap on people per frame: a crowd beyond this is rarely about one action each
 TRACKERS = ("bytetrack", "botsort")  # Ultralytics' trackers, by their config names
 

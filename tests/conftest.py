@@ -123,7 +123,7 @@ def seeing_weights(path: Path, bias: float = 8.0) -> Path:
     Fast and deterministic; it says nothing about accuracy."""
     import torch
 
-    from pipeline.weights import load_pose_model
+    from pipeline.data.weights import load_pose_model
 
     if not path.is_file():
         model, _ = load_pose_model(TINY_MODEL)
@@ -143,9 +143,9 @@ def make_checkpoint(
     enough to test everything but accuracy."""
     import torch
 
-    from pipeline.classifier import ActionClassifier
-    from pipeline.extract import extractor_record
-    from pipeline.features import ExtractorConfig, FeatureExtractor
+    from pipeline.data.extract import extractor_record
+    from pipeline.data.features import ExtractorConfig, FeatureExtractor
+    from pipeline.model.classifier import ActionClassifier
 
     weights = weights or str(seeing_weights(path.parent / "tiny-person.pt"))
     record = extractor_record(FeatureExtractor(ExtractorConfig(weights=weights, imgsz=imgsz, layers=tuple(layers), fps=fps)))

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.annotate import FONT, MIN_SIDE, Overlay, Person, _text, color_of, draw
+from pipeline.inference.annotate import FONT, MIN_SIDE, Overlay, Person, _text, color_of, draw
 
 
 def pixels_of(img: np.ndarray, color) -> np.ndarray:

@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, TINY_MODEL, make_checkpoint, make_dataset, run_script, write_clip, write_raw_avi
 
 
@@ -226,12 +225,12 @@ def test_infer_camera_that_is_not_there(capsys, files):
 
 
 def test_infer_all_sources_missing_is_said_before_the_model_loads(capsys, tmp_path, files, monkeypatch):
-    import pipeline.predictor
+    import pipeline.inference.predictor
 
     def never(*a, **k):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(pipeline.predictor.ActionPredictor, "__init__", never)
+    monkeypatch.setattr(pipeline.inference.predictor.ActionPredictor, "__init__", never)
     code, _, err = run_tool(capsys, "infer.py", str(tmp_path / "a.avi"), str(tmp_path / "b.avi"), "-c", str(files["ckpt"]), "-o", str(tmp_path))
     assert "none of the 2 videos" in one_error_line(code, err)
 
@@ -263,10 +262,10 @@ def test_infer_truncated_video_is_labelled_and_says_how_much_was_read(capsys, tm
 def test_infer_full_disk_leaves_no_broken_output_and_says_what_finished(capsys, tmp_path, files, monkeypatch):
     import errno
 
-    import pipeline.outputs
+    import pipeline.inference.outputs
 
     calls = {"n": 0}
-    real = pipeline.outputs.CsvTimeline.frame
+    real = pipeline.inference.outputs.CsvTimeline.frame
 
     def frame(self, *a):
         calls["n"] += 1
@@ -274,7 +273,7 @@ def test_infer_full_disk_leaves_no_broken_output_and_says_what_finished(capsys, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, *a)
 
-    monkeypatch.setattr(pipeline.outputs.CsvTimeline, "frame", frame)
+    monkeypatch.setattr(pipeline.inference.outputs.CsvTimeline, "frame", frame)
     second = write_clip(tmp_path / "second.avi", frames=20)
     code, _, err = run_tool(capsys, "infer.py", str(files["good"]), str(second), "-c", str(files["ckpt"]), "-o", str(tmp_path / "o"), "-q")
     line = one_error_line(code, err)

@@ -3,7 +3,7 @@ import time
 
 import numpy as np
 
-from pipeline.cache import FeatureCache, Sequence
+from pipeline.data.cache import FeatureCache, Sequence
 
 
 def seq(t=5, d=3):

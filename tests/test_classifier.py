@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.checkpoint import read_checkpoint
-from pipeline.classifier import ActionClassifier
-from pipeline.data import CropDataset, WindowDataset, collate
-from pipeline.evaluate import stream_accuracy
-from pipeline.features import POSE_DIM
+from pipeline.data.datamodule import CropDataset, WindowDataset, collate
+from pipeline.data.features import POSE_DIM
+from pipeline.model.checkpoint import read_checkpoint
+from pipeline.model.classifier import ActionClassifier
+from pipeline.model.evaluate import stream_accuracy
 
 POOLED = 8
 

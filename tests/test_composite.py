@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.composite import background, best_background, centre_x, composite, foreground
+from pipeline.data.composite import background, best_background, centre_x, composite, foreground
 
 
 def clip(x: int, frames: int = 6, bg_level: int = 120, size=(60, 100)) -> np.ndarray:

@@ -9,10 +9,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import write_clip
-from pipeline.download import download_dataset, download_file, unpack_videos
-from pipeline.videoset import DatasetDefinition, DatasetError
+
+from pipeline.data.download import download_dataset, download_file, unpack_videos
+from pipeline.data.videoset import DatasetDefinition, DatasetError
 
 
 @pytest.fixture

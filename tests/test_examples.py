@@ -7,10 +7,10 @@ import threading
 import pytest
 from conftest import TINY_MODEL, write_clip
 
-from pipeline.examples import ExampleError, Examples
-from pipeline.extract import extractor_record
-from pipeline.features import ExtractorConfig, FeatureExtractor
-from pipeline.videoset import DatasetDefinition
+from pipeline.data.extract import extractor_record
+from pipeline.data.features import ExtractorConfig, FeatureExtractor
+from pipeline.data.videoset import DatasetDefinition
+from pipeline.teach.examples import ExampleError, Examples
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import make_checkpoint, seeing_weights, write_clip
-from pipeline.export import ExportError, cached_export, export, read_manifest
-from pipeline.predictor import ActionPredictor
-from pipeline.video import VideoReader
+
+from pipeline.data.video import VideoReader
+from pipeline.inference.export import ExportError, cached_export, export, read_manifest
+from pipeline.inference.predictor import ActionPredictor
 
 RUNTIMES = ["onnxruntime", "openvino"]
 

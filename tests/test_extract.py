@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_dataset, run_script, seeing_weights, write_clip
-from pipeline.cache import FeatureCache
-from pipeline.extract import extract_features, extract_video
-from pipeline.features import ExtractorConfig, FeatureExtractor
+
+from pipeline.data.cache import FeatureCache
+from pipeline.data.extract import extract_features, extract_video
+from pipeline.data.features import ExtractorConfig, FeatureExtractor
 
 TRAINER = {"accelerator": "cpu", "devices": 1}
 
@@ -73,9 +73,9 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from pipeline.cache import FeatureCache
-    from pipeline.extract import extract_features
-    from pipeline.features import ExtractorConfig
+    from pipeline.data.cache import FeatureCache
+    from pipeline.data.extract import extract_features
+    from pipeline.data.features import ExtractorConfig
 
     root, cache_dir, kill_after, weights = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     saves = 0
@@ -129,7 +129,7 @@ def test_killed_extraction_resumes_to_the_same_cache(tmp_path, weights):
 
 def test_unreadable_cache_entries_are_extracted_again(tmp_path, extractor):
     clips = [write_clip(tmp_path / "v" / f"c{i}.avi", frames=8, seed=i) for i in range(4)]
-    from pipeline.extract import extractor_record
+    from pipeline.data.extract import extractor_record
 
     cache = FeatureCache(tmp_path / "cache", "k", extractor_record(extractor))
     assert extract_features(clips, cache, extractor.config, tmp_path / "v", 8, TRAINER, extractor) == []

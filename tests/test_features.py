@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import REAL_WEIGHTS, TINY_MODEL, WEIZMANN, needs_shared, seeing_weights, write_clip
-from pipeline.features import (
+
+from pipeline.data.features import (
     FLIP_KEYPOINTS, KCONF, KXY, NMS_IOU, POSE_DIM, ExtractorConfig, FeatureExtractor, letterbox_shape, mirror_features,
     nms, pose_similarity,
 )  # fmt: skip
-from pipeline.video import VideoReader
+from pipeline.data.video import VideoReader
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_a_second_box_on_the_same_pose_is_dropped_a_neighbour_is_not(tiny):
 def test_a_real_waving_person_is_one_detection(monkeypatch):
     """lena waving with both arms: the pose model also finds her arms-in box in about half the frames; pose
     NMS leaves one detection per frame (without it, a second track opened on her)."""
-    import pipeline.features as features
+    import pipeline.data.features as features
 
     ex = FeatureExtractor(ExtractorConfig(weights=str(REAL_WEIGHTS), imgsz=320, layers=()))
     frames = np.stack([f for _, f in VideoReader(WEIZMANN / "wave2" / "lena_wave2.avi")])

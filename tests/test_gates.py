@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_clip
-from pipeline import inference
-from pipeline.extract import extract_video
-from pipeline.gates import ExplicitGRU, mean_gate_activity
-from pipeline.inference import OutputPaths, analyse_video
-from pipeline.predictor import ActionPredictor
+
+from pipeline.data.extract import extract_video
+from pipeline.inference import files as inference
+from pipeline.inference.files import OutputPaths, analyse_video
+from pipeline.inference.predictor import ActionPredictor
+from pipeline.model.gates import ExplicitGRU, mean_gate_activity
 
 
 @pytest.mark.parametrize("layers", [1, 2])

@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import ROOT, make_checkpoint, write_clip
 from test_download import server  # noqa: F401  (fixture)
 

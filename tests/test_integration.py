@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REAL_WEIGHTS, WEIZMANN, needs_shared, run_script
 
 CLASSES = ("bend", "jack", "walk")
@@ -76,8 +75,8 @@ def test_fit_on_real_clips_recognises_the_held_out_actor(weizmann3, tmp_path):
     import numpy as np
     import torch
 
-    from pipeline.gates import ExplicitGRU
-    from pipeline.predictor import ActionPredictor
+    from pipeline.inference.predictor import ActionPredictor
+    from pipeline.model.gates import ExplicitGRU
 
     model = ActionPredictor(ckpt, device="cpu").model
     with torch.inference_mode():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, free_port, run_script, wait_for_url, write_clip
 
-from pipeline.capture import LatestFrameCapture, open_live
-from pipeline.live import LiveOptions, run_live
-from pipeline.predictor import ActionPredictor
-from pipeline.video import VideoError
+from pipeline.data.video import VideoError
+from pipeline.inference.predictor import ActionPredictor
+from pipeline.live.capture import LatestFrameCapture, open_live
+from pipeline.live.loop import LiveOptions, run_live
 
 
 class SlowPredictor:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_checkpoint, write_clip
-from pipeline.checkpoint import CheckpointError
-from pipeline.extract import extract_video
-from pipeline.predictor import ActionPredictor
-from pipeline.video import VideoReader
+
+from pipeline.data.extract import extract_video
+from pipeline.data.video import VideoReader
+from pipeline.inference.predictor import ActionPredictor
+from pipeline.model.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

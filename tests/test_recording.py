@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.capture import LiveFrame
-from pipeline.recording import Recorder, RecordingError
+from pipeline.live.capture import LiveFrame
+from pipeline.teach.recording import Recorder, RecordingError
 
 
 def coded(index: int) -> np.ndarray:

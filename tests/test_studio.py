@@ -10,10 +10,10 @@ import pytest
 import yaml
 from conftest import ROOT, TINY_MODEL, write_clip
 
-from pipeline.examples import ExampleError
-from pipeline.recording import RecordingError
-from pipeline.studio import Studio, StudioOptions
-from pipeline.video import VideoError
+from pipeline.data.video import VideoError
+from pipeline.teach.examples import ExampleError
+from pipeline.teach.recording import RecordingError
+from pipeline.teach.studio import Studio, StudioOptions
 
 
 def wait_for(cond, timeout: float = 300.0, what: str = "") -> None:

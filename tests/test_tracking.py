@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REAL_WEIGHTS, WEIZMANN, make_checkpoint, needs_shared, write_clip
-from pipeline.features import POSE_DIM, Detections
-from pipeline.inference import OutputPaths, analyse_video
-from pipeline.predictor import ActionPredictor
-from pipeline.tracking import main_track, subject_weight, track_sequence
+
+from pipeline.data.features import POSE_DIM, Detections
+from pipeline.data.tracking import main_track, subject_weight, track_sequence
+from pipeline.inference.files import OutputPaths, analyse_video
+from pipeline.inference.predictor import ActionPredictor
 
 W, H = 200, 100
 
@@ -252,7 +252,7 @@ def real_checkpoint(tmp_path_factory) -> Path:
 
 @needs_shared
 def test_real_composite_two_actors_two_stable_tracks(real_checkpoint, tmp_path):
-    from pipeline.composite import background, composite, read_frames, write_video
+    from pipeline.data.composite import background, composite, read_frames, write_video
 
     clips = {c: read_frames(WEIZMANN / c / f"ira_{c}.avi") for c in ("jack", "wave2")}
     bg = background([read_frames(p) for c in ("walk", "run", "side") for p in sorted((WEIZMANN / c).glob("*.avi"))[:3]])
@@ -267,7 +267,7 @@ def test_real_composite_two_actors_two_stable_tracks(real_checkpoint, tmp_path):
         xs = [(p["box"][0] + p["box"][2]) / 2 for f in doc["frames"] for p in f["tracks"] if p["id"] == t.id]
         assert max(xs) < 90 or min(xs) > 90
     # and the cache follows the same people: extraction and inference share the tracker
-    from pipeline.extract import extract_video
+    from pipeline.data.extract import extract_video
 
     seq = extract_video(predictor.extractor, clip)
     assert len(seq.track_ids()) == 2 and seq.subject().shape[0] == len(seq.frame_index)
@@ -275,7 +275,7 @@ def test_real_composite_two_actors_two_stable_tracks(real_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
 def test_both_trackers_follow_two_people(predictor, kind):
-    from pipeline.tracking import TrackerConfig
+    from pipeline.data.tracking import TrackerConfig
 
     predictor.tracker_config = TrackerConfig(kind)
     scene, out = run(predictor, lambda t: [(40 + t, 1), (160 - t, 2)], frames=20)
@@ -285,7 +285,7 @@ def test_both_trackers_follow_two_people(predictor, kind):
 
 
 def test_tracker_settings_are_checked():
-    from pipeline.tracking import TrackerConfig
+    from pipeline.data.tracking import TrackerConfig
 
     for bad in ({"kind": "sort"}, {"conf": 0}, {"lost_s": -1}):
         with pytest.raises(ValueError):
@@ -295,7 +295,7 @@ def test_tracker_settings_are_checked():
 def test_a_weak_detection_on_the_track_continues_it():
     """A person whose score dips (0.3, above the start threshold) while their box changes shape keeps their
     id: association is by overlap alone, not overlap times score (which would need IoU > 0.67 at 0.3)."""
-    from pipeline.tracking import PersonTracker
+    from pipeline.data.tracking import PersonTracker
 
     tracker = PersonTracker(fps=25)
     ids = []

@@ -7,11 +7,11 @@ import zipfile
 from pathlib import Path
 
 import torch
-
 from conftest import TINY_MODEL, make_dataset, run_script
 from test_download import server  # noqa: F401  (fixture)
 from test_extract import _bad_files
-from pipeline.features import POSE_DIM
+
+from pipeline.data.features import POSE_DIM
 
 
 def _args(tmp: Path, *extra: str, dataset: Path | None = None, root: Path | None = None, epochs: int = 2) -> list[str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from conftest import ROOT, TINY_MODEL
 
-from pipeline.predictor import ActionPredictor
-from pipeline.trainjob import TrainingJob
+from pipeline.inference.predictor import ActionPredictor
+from pipeline.teach.trainjob import TrainingJob
 
 TEACH = ROOT / "configs" / "teach.yaml"
 

@@ -4,9 +4,9 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import write_clip
-from pipeline.video import FrameSampler, VideoError, VideoReader, open_capture, prefetch
+
+from pipeline.data.video import FrameSampler, VideoError, VideoReader, open_capture, prefetch
 
 
 def test_reads_every_frame_as_uint8_bgr(tmp_path):
@@ -114,7 +114,8 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops():
 
 def test_sniff_tells_images_and_uncompressed_avi_from_videos(tmp_path):
     from conftest import write_raw_avi
-    from pipeline.video import sniff
+
+    from pipeline.data.video import sniff
 
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))

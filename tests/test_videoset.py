@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import WEIZMANN, needs_shared
-from pipeline.videoset import DatasetDefinition, DatasetError, Video, list_videos, make_splits
+
+from pipeline.data.videoset import DatasetDefinition, DatasetError, Video, list_videos, make_splits
 
 
 def videos_of(groups, classes=3, per=1):

@@ -1,7 +1,7 @@
 import pytest
-
 from conftest import REAL_WEIGHTS, ROOT, TINY_MODEL, needs_shared, run_script
-from pipeline import weights as W
+
+from pipeline.data import weights as W
 
 
 def test_yaml_builds_the_same_random_model_every_time():
@@ -43,7 +43,7 @@ def test_a_bare_name_resolves_through_ultralytics_weights_dir(tmp_path):
     env = {"YOLO_CONFIG_DIR": str(tmp_path / "cfg"), "ACTIONS_WEIGHTS_DIR": ""}  # the setting alone
     r = run_script("-c", "import sys; from ultralytics.utils import SETTINGS; SETTINGS.update(weights_dir=sys.argv[1])", str(tmp_path / "w"), cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
-    code = "from pipeline.weights import load_pose_model; print(load_pose_model('yolo11n-pose.pt')[1].sha256)"
+    code = "from pipeline.data.weights import load_pose_model; print(load_pose_model('yolo11n-pose.pt')[1].sha256)"
     r = run_script("-c", code, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == "869e83fcdffdc7371fa4e34cd8e51c838cc729571d1635e5141e3075e9319dc0"

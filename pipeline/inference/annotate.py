@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from pipeline.features import SKELETON
-from pipeline.timeline import UNKNOWN
+from pipeline.data.features import SKELETON
+from pipeline.inference.timeline import UNKNOWN
 
 GREEN, WHITE, GREY, BLACK, ORANGE = (80, 200, 80), (255, 255, 255), (150, 150, 150), (0, 0, 0), (0, 165, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX

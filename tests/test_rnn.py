@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.model import ActionRNN
+from pipeline.model.rnn import ActionRNN
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])

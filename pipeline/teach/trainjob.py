@@ -20,7 +20,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from pipeline.cache import atomic_write_bytes
+from pipeline.data.cache import atomic_write_bytes
 
 
 class ProgressFile(Callback):
@@ -71,7 +71,7 @@ class TrainingJob:
         self.progress.unlink(missing_ok=True)
         self.args = [
             *args,
-            "--trainer.callbacks+=pipeline.trainjob.ProgressFile",
+            "--trainer.callbacks+=pipeline.teach.trainjob.ProgressFile",
             f"--trainer.callbacks.path={self.progress}",
             "--trainer.enable_progress_bar=false",
         ]

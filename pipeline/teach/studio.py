@@ -2,7 +2,7 @@
 into the examples, and training runs in the background whose model is swapped in when it is ready.
 
 One thread reads the newest frame and draws it; the capture thread feeds the recorder every frame; a worker
-caches the features of each finished clip; training is a child process (``pipeline.trainjob``). Everything
+caches the features of each finished clip; training is a child process (``pipeline.teach.trainjob``). Everything
 that lasts is on disk (clips, cache, runs): the browser page holds nothing, so closing it loses nothing.
 """
 
@@ -17,16 +17,16 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.annotate import Overlay, Person, draw
-from pipeline.capture import LatestFrameCapture
-from pipeline.checkpoint import CheckpointError
-from pipeline.examples import ExampleError, Examples
-from pipeline.features import ExtractorConfig, FeatureExtractor
-from pipeline.live import LiveLabels
-from pipeline.predictor import ActionPredictor
-from pipeline.recording import Recorder
-from pipeline.serve import FrameBus
-from pipeline.trainjob import TrainingJob
+from pipeline.data.features import ExtractorConfig, FeatureExtractor
+from pipeline.inference.annotate import Overlay, Person, draw
+from pipeline.inference.predictor import ActionPredictor
+from pipeline.live.capture import LatestFrameCapture
+from pipeline.live.loop import LiveLabels
+from pipeline.live.serve import FrameBus
+from pipeline.model.checkpoint import CheckpointError
+from pipeline.teach.examples import ExampleError, Examples
+from pipeline.teach.recording import Recorder
+from pipeline.teach.trainjob import TrainingJob
 
 
 @dataclass

@@ -30,10 +30,10 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from pipeline.features import POSE_DIM
-from pipeline.model import ActionRNN
+from pipeline.data.features import POSE_DIM
+from pipeline.inference.timeline import SMOOTH_S, zero_phase
+from pipeline.model.rnn import ActionRNN
 from pipeline.options import OptionError, check_choice, check_range
-from pipeline.timeline import SMOOTH_S, zero_phase
 
 LEVELS = ("video", "clip")  # dataloader 0 and 1 of validation and test
 STREAMS = ("pose", "fused")

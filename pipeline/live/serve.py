@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from pipeline.outputs import OutputError
+from pipeline.inference.outputs import OutputError
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>yolo-gru-actions live</title>

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from pipeline.video import VIDEO_EXTENSIONS
-from pipeline.videoset import DatasetDefinition, DatasetError
+from pipeline.data.video import VIDEO_EXTENSIONS
+from pipeline.data.videoset import DatasetDefinition, DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.annotate import Overlay, Person, draw
-from pipeline.capture import LatestFrameCapture
-from pipeline.outputs import VideoSink
-from pipeline.predictor import ActionPredictor, Predictions
-from pipeline.serve import FrameServer
-from pipeline.timeline import NOBODY, Smoother, label_of
+from pipeline.inference.annotate import Overlay, Person, draw
+from pipeline.inference.outputs import VideoSink
+from pipeline.inference.predictor import ActionPredictor, Predictions
+from pipeline.inference.timeline import NOBODY, Smoother, label_of
+from pipeline.live.capture import LatestFrameCapture
+from pipeline.live.serve import FrameServer
 
 WINDOW = "yolo-gru-actions (q: quit, r: reset, space: pause, s: snapshot)"
 

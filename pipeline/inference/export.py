@@ -1,6 +1,6 @@
 """Checkpoint -> deployable files: both stages as ONNX (and OpenVINO IR when ``openvino`` is installed).
 
-A folder holds what ``pipeline.runtime`` needs to run without the PyTorch checkpoint or the YOLO ``.pt``:
+A folder holds what ``pipeline.inference.runtime`` needs to run without the PyTorch checkpoint or the YOLO ``.pt``:
 
 * ``extractor.onnx``: letterboxed uint8 BGR frames (B, H, W, 3), any batch, H and W multiples of 32 ->
   the person logits of each head level and the layer outputs that the head and the pooling read. Every
@@ -16,7 +16,7 @@ A folder holds what ``pipeline.runtime`` needs to run without the PyTorch checkp
 * ``*.xml`` / ``*.bin``: the same graphs as OpenVINO IR, when ``openvino`` is installed.
 
 The cheap, data-dependent rest (which anchors are candidates, NMS, pooling in each person's box) is the
-same Python code for every backend (``pipeline.features``), so the features cannot differ between them.
+same Python code for every backend (``pipeline.data.features``), so the features cannot differ between them.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.checkpoint import CheckpointError
-from pipeline.features import FeatureExtractor
-from pipeline.model import ActionRNN
-from pipeline.weights import sha256_file
+from pipeline.data.features import FeatureExtractor
+from pipeline.data.weights import sha256_file
+from pipeline.model.checkpoint import CheckpointError
+from pipeline.model.rnn import ActionRNN
 
 EXPORT_VERSION = 1
 MANIFEST = "export.json"
@@ -94,7 +94,7 @@ def _onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs
 
 def _openvino(folder: Path, names: list[str]) -> bool:
     """Convert each ONNX graph to OpenVINO IR when ``openvino`` is installed; whether it was."""
-    from pipeline.runtime import runtime_module
+    from pipeline.inference.runtime import runtime_module
 
     try:
         ov = runtime_module("openvino")
@@ -109,7 +109,9 @@ def _openvino(folder: Path, names: list[str]) -> bool:
 
 def export(checkpoint: str | Path, folder: str | Path, weights: str | None = None) -> dict:
     """Write the exported models of ``checkpoint`` into ``folder`` (replaced atomically); the manifest."""
-    from pipeline.predictor import load_torch  # the same loading, and checks, as inference
+    from pipeline.inference.predictor import (
+        load_torch,  # the same loading, and checks, as inference
+    )
 
     try:
         import onnx  # noqa: F401 - PyTorch's exporter writes through it

@@ -4,7 +4,7 @@ The checkpoint alone configures the extractor (weights identity, image size, lay
 match training exactly. Every call costs one extractor forward over the new frames, the tracker's update
 per frame, and per frame one recurrent step over all live tracks as one batch, each track with its own
 carried state: a batch of frames gives the same outputs as the frames one at a time, a track's outputs
-equal a full-sequence forward over that track's features (``pipeline.tracking.track_sequence``), and no
+equal a full-sequence forward over that track's features (``pipeline.data.tracking.track_sequence``), and no
 window is ever recomputed. Results stay on the device until one copy per batch.
 """
 
@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.checkpoint import CheckpointError, check_extractor, read_checkpoint
-from pipeline.classifier import ActionClassifier
-from pipeline.features import Extractor, ExtractorConfig, FeatureExtractor, resolve_device
-from pipeline.gates import ExplicitGRU, mean_gate_activity
-from pipeline.model import ActionRNN
+from pipeline.data.features import Extractor, ExtractorConfig, FeatureExtractor, resolve_device
+from pipeline.data.tracking import PersonTracker, TrackerConfig, subject_weight, track_batch
+from pipeline.model.checkpoint import CheckpointError, check_extractor, read_checkpoint
+from pipeline.model.classifier import ActionClassifier
+from pipeline.model.gates import ExplicitGRU, mean_gate_activity
+from pipeline.model.rnn import ActionRNN
 from pipeline.options import BACKENDS, MAX_PEOPLE
-from pipeline.tracking import PersonTracker, TrackerConfig, subject_weight, track_batch
 
 
 @dataclass
@@ -101,7 +101,7 @@ Step = Callable[[torch.Tensor, list[torch.Tensor]], tuple[torch.Tensor, list[tor
 @dataclass
 class Parts:
     """What streaming needs, whatever runs it: the checkpoint's record, an extractor (uint8 frames ->
-    :class:`~pipeline.features.Detections`), and a recurrent ``step`` (features (N, D) and state ->
+    :class:`~pipeline.data.features.Detections`), and a recurrent ``step`` (features (N, D) and state ->
     probabilities (N, C) and the next state, each state tensor (layers, N, hidden))."""
 
     class_names: list[str]
@@ -153,7 +153,9 @@ def load_parts(source: str | Path, backend: str = "auto", device: str = "auto", 
     if backend not in BACKENDS:
         raise CheckpointError(f"backend '{backend}' unknown: use one of {', '.join(BACKENDS)}")
     if Path(source).is_dir() or backend not in ("auto", "torch"):
-        from pipeline import runtime  # onnxruntime / openvino load only when asked for
+        from pipeline.inference import (
+            runtime,  # onnxruntime / openvino load only when asked for
+        )
 
         return runtime.load_exported(source, backend, device=device, weights=weights, max_people=max_people)
     return load_torch(source, device, half, weights, max_people)
@@ -168,8 +170,8 @@ class ActionPredictor:
     crowd) with each track's state carried. ``reset()`` starts a new video.
 
     ``max_people``: people per frame (the highest-scoring); 1 gives one label per video, the single-subject
-    mode. ``tracker``: the tracker's settings (``pipeline.tracking``). ``backend``: ``torch``,
-    ``onnxruntime`` or ``openvino`` (``pipeline.runtime``); ``auto``: PyTorch for a checkpoint.
+    mode. ``tracker``: the tracker's settings (``pipeline.data.tracking``). ``backend``: ``torch``,
+    ``onnxruntime`` or ``openvino`` (``pipeline.inference.runtime``); ``auto``: PyTorch for a checkpoint.
     """
 
     def __init__(
@@ -188,7 +190,7 @@ class ActionPredictor:
         self.class_names: list[str] = parts.class_names
         self.device = parts.device
         self.extractor = parts.extractor
-        self.rejection: dict = parts.rejection  # fitted on the validation split (pipeline.classifier)
+        self.rejection: dict = parts.rejection  # fitted on the validation split (pipeline.model.classifier)
         self.background: str | None = parts.background  # a class that is no action
         self.cell: str = parts.cell
         self.tracker_config = tracker or TrackerConfig(conf=self.config.conf)

@@ -21,9 +21,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pipeline.features import POSE_DIM
+from pipeline.data.features import POSE_DIM
 from pipeline.options import TRACKERS
-
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.tracking import main_track, track_sequence
-from pipeline.video import is_truncated
+from pipeline.data.tracking import main_track, track_sequence
+from pipeline.data.video import is_truncated
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Sequence:
         return is_truncated(self.frames_read, self.declared_frames)
 
     def subject(self) -> np.ndarray:
-        """The main subject's feature sequence (``pipeline.tracking``), or zeros for every frame when
+        """The main subject's feature sequence (``pipeline.data.tracking``), or zeros for every frame when
         nobody was tracked."""
         tid = main_track(self.track, self.features)
         if tid is None:

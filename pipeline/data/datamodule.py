@@ -1,7 +1,7 @@
 """Cached sequences -> batches: the LightningDataModule.
 
-It lists and splits the videos (``pipeline.videoset``), fetches a missing dataset, has the cache filled
-(``pipeline.extract``), then serves random temporal crops for training and, for evaluation, whole videos
+It lists and splits the videos (``pipeline.data.videoset``), fetches a missing dataset, has the cache filled
+(``pipeline.data.extract``), then serves random temporal crops for training and, for evaluation, whole videos
 (video level) and fixed windows (clip level). Videos that could not be decoded are left out and listed.
 """
 
@@ -19,12 +19,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.cache import FeatureCache
-from pipeline.download import download_dataset
-from pipeline.extract import extract_features, extractor_record
-from pipeline.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe
+from pipeline.data.cache import FeatureCache
+from pipeline.data.download import download_dataset
+from pipeline.data.extract import extract_features, extractor_record
+from pipeline.data.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe
+from pipeline.data.videoset import DatasetDefinition, DatasetError, Video, list_videos, make_splits
 from pipeline.options import check_range
-from pipeline.videoset import DatasetDefinition, DatasetError, Video, list_videos, make_splits
 
 log = logging.getLogger(__name__)
 STAGE_SPLITS = {"fit": ("train", "val", "test"), "validate": ("val",), "test": ("test",), "predict": ("test",)}

@@ -24,10 +24,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from pipeline.cache import CacheError, FeatureCache, Sequence
-from pipeline.features import ExtractorConfig, FeatureExtractor
-from pipeline.tracking import PersonTracker, TrackerConfig, track_batch
-from pipeline.video import VideoError, VideoReader, prefetch
+from pipeline.data.cache import CacheError, FeatureCache, Sequence
+from pipeline.data.features import ExtractorConfig, FeatureExtractor
+from pipeline.data.tracking import PersonTracker, TrackerConfig, track_batch
+from pipeline.data.video import VideoError, VideoReader, prefetch
 
 log = logging.getLogger("lightning.pytorch")  # shown by Lightning's console handler, on every rank
 

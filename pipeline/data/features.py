@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.data.weights import WeightsIdentity, load_pose_model
 from pipeline.options import MAX_PEOPLE, OptionError, check_choice, check_range
-from pipeline.weights import WeightsIdentity, load_pose_model
 
 FEATURE_VERSION = 5  # bump when the meaning of the vector changes; it is part of every cache key
 NUM_KEYPOINTS = 17
@@ -128,7 +128,7 @@ class Detections(NamedTuple):
 
 
 class Extractor(Protocol):
-    """What inference needs of an extractor, whatever runs it (``FeatureExtractor`` or ``pipeline.runtime``)."""
+    """What inference needs of an extractor, whatever runs it (``FeatureExtractor`` or ``pipeline.inference.runtime``)."""
 
     config: ExtractorConfig
     identity: WeightsIdentity
@@ -328,7 +328,7 @@ def find_people(
     Candidates are the anchors that beat their 3x3 neighbours (one per person and scale, so NMS has little
     to do). The box and keypoint ``branches`` run only at the candidates, on the 5x5 cell patch their two
     3x3 convolutions see (zero-padded like the full map): what the full head gives at those anchors, at a
-    fraction of its cost. The same code serves every backend (``pipeline.runtime``).
+    fraction of its cost. The same code serves every backend (``pipeline.inference.runtime``).
     """
     peaks = [lv == F.max_pool2d(lv[:, None], 3, 1, 1)[:, 0] for lv in levels]
     logits = torch.cat([lv.flatten(1) for lv in levels], 1)
@@ -382,7 +382,7 @@ def _letterbox(x: torch.Tensor, imgsz: int) -> tuple[torch.Tensor, float, int, i
 
 def letterbox(frames: torch.Tensor | np.ndarray, imgsz: int) -> tuple[torch.Tensor, float, int, int]:
     """uint8 BGR (B, H, W, 3) -> letterboxed uint8 (B, H', W', 3), as ``FeatureExtractor.preprocess`` makes
-    them on the CPU before scaling to 0..1: the exported extractor's input (``pipeline.export``); scale, left
+    them on the CPU before scaling to 0..1: the exported extractor's input (``pipeline.inference.export``); scale, left
     and top pad."""
     x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
     x, r, left, top = _letterbox(x.permute(0, 3, 1, 2), imgsz)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.video import VIDEO_EXTENSIONS
-from pipeline.video import list_videos as video_files
+from pipeline.data.video import VIDEO_EXTENSIONS
+from pipeline.data.video import list_videos as video_files
 
-DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
+DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 DATA_DIR_ENV = "ACTIONS_DATA_DIR"  # folder that holds datasets by name: $ACTIONS_DATA_DIR/weizmann/...
 LAYOUTS = ("folders", "csv", "ucf101", "hmdb51")
 SPLITS = ("group", "stratified", "official")

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.video import VideoReader
+from pipeline.data.video import VideoReader
 
 
 def read_frames(path: str | Path, fps: float | None = None, max_frames: int | None = None) -> np.ndarray:

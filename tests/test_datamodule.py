@@ -2,8 +2,8 @@
 
 import torch
 
-from pipeline.data import CropDataset
-from pipeline.features import POSE_DIM, reframe
+from pipeline.data.datamodule import CropDataset
+from pipeline.data.features import POSE_DIM, reframe
 
 
 def frames(n: int, dim: int = 4 + POSE_DIM) -> torch.Tensor:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.cache import FeatureCache
-from pipeline.extract import extract_video, extractor_record
-from pipeline.features import FeatureExtractor
-from pipeline.video import VideoError, list_videos
-from pipeline.videoset import DatasetDefinition
+from pipeline.data.cache import FeatureCache
+from pipeline.data.extract import extract_video, extractor_record
+from pipeline.data.features import FeatureExtractor
+from pipeline.data.video import VideoError, list_videos
+from pipeline.data.videoset import DatasetDefinition
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 MIN_CLIPS = 3  # per action: one goes to validation (the rejection threshold is fitted there), two or more train

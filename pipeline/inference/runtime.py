@@ -1,8 +1,8 @@
 """Exported graphs -> the predictor's parts: ONNX Runtime and OpenVINO backends.
 
-An exported folder (``pipeline.export``) runs without the PyTorch checkpoint or the YOLO ``.pt``: the
+An exported folder (``pipeline.inference.export``) runs without the PyTorch checkpoint or the YOLO ``.pt``: the
 graphs hold the convolutions and the recurrent step; choosing candidates, NMS, pooling in each person's
-box and the tracker stay the same Python code as with PyTorch (``pipeline.features``), on the CPU. Either
+box and the tracker stay the same Python code as with PyTorch (``pipeline.data.features``), on the CPU. Either
 runtime is an optional extra (``pip install -e ".[onnx]"`` / ``".[openvino]"``).
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.export import ExportError, cached_export, read_manifest
-from pipeline.features import Detections, ExtractorConfig, find_people, finish, letterbox
+from pipeline.data.features import Detections, ExtractorConfig, find_people, finish, letterbox
+from pipeline.data.weights import WeightsIdentity
+from pipeline.inference.export import ExportError, cached_export, read_manifest
+from pipeline.inference.predictor import Parts
 from pipeline.options import MAX_PEOPLE, OptionError
-from pipeline.predictor import Parts
-from pipeline.weights import WeightsIdentity
 
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 
@@ -101,7 +101,7 @@ class Graph:
 
 class ExportedExtractor:
     """The extractor from exported graphs: uint8 BGR frames (B, H, W, 3) -> :class:`Detections`, as
-    :class:`~pipeline.features.FeatureExtractor` gives them (on the CPU)."""
+    :class:`~pipeline.data.features.FeatureExtractor` gives them (on the CPU)."""
 
     def __init__(self, folder: Path, manifest: dict, backend: str, threads: int, max_people: int = MAX_PEOPLE):
         if max_people < 1:

@@ -3,7 +3,7 @@
 Decoding runs in a background thread with a bounded queue; frames reach the predictor in batches (one
 extractor forward per batch, tracking, and per frame one GRU step over all tracks with their states
 carried, which equals stepping frame by frame). Every tracked person gets a timeline of their own; the
-video's label and segments are the main subject's (``pipeline.tracking``). Frames are sampled at the
+video's label and segments are the main subject's (``pipeline.data.tracking``). Frames are sampled at the
 checkpoint's fps; results map back to source timestamps, and an annotated copy gets every source frame,
 drawn with the latest result. Per-frame labels (JSON, CSV, overlay) are the causal ones a live view shows;
 once the video is finished, its segments and labels are settled without delay (``timeline.settle``), per
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.annotate import Overlay, Person, draw, enlarge, upscale
-from pipeline.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, plot_timeline
-from pipeline.predictor import ActionPredictor, Predictions
-from pipeline.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, settle
-from pipeline.video import VideoError, VideoReader, is_truncated, prefetch
+from pipeline.data.video import VideoError, VideoReader, is_truncated, prefetch
+from pipeline.inference.annotate import Overlay, Person, draw, enlarge, upscale
+from pipeline.inference.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, plot_timeline
+from pipeline.inference.predictor import ActionPredictor, Predictions
+from pipeline.inference.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, settle
 
 
 @dataclass
@@ -89,7 +89,7 @@ class TrackResult:
 @dataclass
 class VideoResult:
     """A video's summary; ``label``, ``score``, ``probs`` and ``segments`` are the main subject's
-    (``main_track``, chosen by ``pipeline.tracking.main_track``'s rule)."""
+    (``main_track``, chosen by ``pipeline.data.tracking.main_track``'s rule)."""
 
     source: str
     label: str
@@ -267,7 +267,7 @@ def analyse_video(
 
 def _video_timeline(logs: dict[int, _TrackLog], names: list[str], smoothing: Smoothing, step_s: float):
     """The video's own timeline, settled: at each processed frame the person in view who weighs most as the
-    main subject (``pipeline.tracking``). With one person in view at a time, this follows them across broken
+    main subject (``pipeline.data.tracking``). With one person in view at a time, this follows them across broken
     tracks (a cut between two shots, an absence longer than ``--lost-time``), which no single track does."""
     best: dict[float, tuple[float, np.ndarray]] = {}
     for log in logs.values():

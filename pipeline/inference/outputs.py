@@ -29,7 +29,7 @@ JSON schema (``schema_version`` 3)::
       "truncated": bool,             # frame_count under 90% of declared_frames: a corrupt or cut-short file
       "processed_frames": int,
       "duration_s": float,
-      "main_track": int | null,      # the main subject (see pipeline/tracking.py); null: nobody was seen
+      "main_track": int | null,      # the main subject (see pipeline/data/tracking.py); null: nobody was seen
       "label": str, "score": float,  # the main subject's action ("nobody" when no one was seen)
       "video": {"label": str,        # main subject: the action whose segments cover the most time,
                 "score": float,        # their mean smoothed probability,
@@ -53,7 +53,7 @@ from typing import IO
 import cv2
 import numpy as np
 
-from pipeline.timeline import Segment
+from pipeline.inference.timeline import Segment
 
 SCHEMA_VERSION = 3  # 3: video label = most time, "share", settled segments
 
@@ -154,8 +154,9 @@ class _H264Writer:
     """H.264 in MP4 through PyAV (its own FFmpeg with libx264): what browsers and common players play."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
-        import av
         from fractions import Fraction
+
+        import av
 
         self._av = av
         self._box = av.open(str(path), "w")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.video import VideoError, open_capture, probe
+from pipeline.data.video import VideoError, open_capture, probe
 
 
 @dataclass

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pipeline.classifier import LEVELS
-from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle
+from pipeline.inference.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle
+from pipeline.model.classifier import LEVELS
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
@@ -100,7 +100,7 @@ class ReportWriter(Callback):
         report = {
             "checkpoint": str(ckpt) if ckpt else None,
             "classes": names,
-            "stream": pl_module.stream,  # the kept stream (pipeline.classifier)
+            "stream": pl_module.stream,  # the kept stream (pipeline.model.classifier)
             "streams_trained": list(pl_module.streams),
             "stream_video_top1": stream_accuracy(pl_module.test_stream_probs, predictions),  # what each would have given
             "rejection": {**pl_module.rejection, **rejected(pl_module, predictions)},

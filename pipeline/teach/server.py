@@ -1,4 +1,4 @@
-"""The teaching app over HTTP: a Starlette app on uvicorn, one page (``teach.html``, plain HTML and JS) and
+"""The teaching app over HTTP: a Starlette app on uvicorn, one page (``page.html``, plain HTML and JS) and
 a JSON API the page calls, plus the annotated stream as MJPEG.
 
     GET  /                              the page
@@ -28,13 +28,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from pipeline.examples import ExampleError
-from pipeline.recording import RecordingError
-from pipeline.serve import multipart_part
-from pipeline.studio import Studio
-from pipeline.video import VideoError
+from pipeline.data.video import VideoError
+from pipeline.live.serve import multipart_part
+from pipeline.teach.examples import ExampleError
+from pipeline.teach.recording import RecordingError
+from pipeline.teach.studio import Studio
 
-PAGE = Path(__file__).with_name("teach.html")
+PAGE = Path(__file__).with_name("page.html")
 
 
 def _error(e: Exception, status: int = 400) -> JSONResponse:

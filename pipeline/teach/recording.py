@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.capture import LiveFrame
-from pipeline.outputs import OutputError, VideoSink
+from pipeline.inference.outputs import OutputError, VideoSink
+from pipeline.live.capture import LiveFrame
 
 
 class RecordingError(RuntimeError):

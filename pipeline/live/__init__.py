@@ -1,0 +1,1 @@
+"""Live frames -> the screen: newest-frame capture, the live loop, the MJPEG stream."""

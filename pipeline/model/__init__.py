@@ -1,0 +1,1 @@
+"""Sequences -> the GRU -> class probabilities: the network, its Lightning module, checkpoints, reports."""
