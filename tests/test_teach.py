@@ -117,6 +117,7 @@ def test_record_three_actions_train_and_recognise_new_people_in_the_browser(app,
         info = page.text_content("#train-info")
         assert info.startswith("done, validation accuracy"), info
         assert page.text_content("#train-problem") == ""  # nothing left to fix (a deleted take is no broken clip)
+        page.wait_for_function("!document.getElementById('label').textContent.startsWith('loading')", timeout=30_000)  # its first label
         page.screenshot(path=str(shots / "5_trained.png"))
 
         right, readings = 0, 0

@@ -65,6 +65,7 @@ class Studio:
         self.fps = 0.0
         self._stop = threading.Event()
         self._swap = threading.Lock()  # source and model changes against the loop
+        self._train_lock = threading.Lock()
         self.capture: LatestFrameCapture | None = None
         self.source = ""
         self.set_source(source)
@@ -101,16 +102,17 @@ class Studio:
     def train(self) -> None:
         """Start a training run on the clips recorded so far; a run under way is cancelled first (the newest
         press wins: it has the newest clips)."""
-        problem = self.examples.training_problem()
-        if problem:
-            raise ExampleError(problem)
-        if self.job is not None:
-            self.job.cancel()
-        if not self.examples.wait(timeout=120):
-            raise ExampleError("the features of the last clips are still being extracted; try again in a moment")
-        args = ["--config", str(self.opts.config), "--data.dataset", str(self.examples.root), "--data.cache_dir", str(self.examples.cache_dir)]
-        self.job = TrainingJob(args, self.examples.root / ".training")
-        self.job_status = self.job.status()
+        with self._train_lock:  # two presses at once: one run, not two
+            problem = self.examples.training_problem()
+            if problem:
+                raise ExampleError(problem)
+            if self.job is not None:
+                self.job.cancel()
+            if not self.examples.wait(timeout=120):
+                raise ExampleError("the features of the last clips are still being extracted; try again in a moment")
+            args = ["--config", str(self.opts.config), "--data.dataset", str(self.examples.root), "--data.cache_dir", str(self.examples.cache_dir)]
+            self.job = TrainingJob(args, self.examples.root / ".training")
+            self.job_status = self.job.status()
 
     def cancel_training(self) -> None:
         if self.job is not None:
@@ -126,9 +128,10 @@ class Studio:
             if status["state"] == "done" and (self.job_status or {}).get("state") != "done":
                 try:
                     self.load_model(status["checkpoint"], status)
-                except (CheckpointError, OSError) as e:
-                    status = {**status, "state": "failed", "error": str(e)}
-            self.job_status = status
+                except Exception as e:  # noqa: BLE001 - the watcher must outlive a bad checkpoint; the page says why
+                    status = {**status, "state": "failed", "error": f"the new model cannot be loaded: {e}"}
+            if job is self.job:  # not a run replaced while it was polled
+                self.job_status = status
 
     # ---- the model
     def load_model(self, checkpoint: str | Path, training: dict | None = None) -> None:
