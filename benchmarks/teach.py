@@ -40,7 +40,7 @@ def call(base: str, method: str, path: str, body: dict | None = None) -> dict:
 
 
 def clip(root: Path, action: str, actor: str) -> Path:
-    return sorted((root / action).glob(f"{actor}_*"))[0]  # lena has two runs of some actions: the first
+    return min((root / action).glob(f"{actor}_*"))  # lena has two runs of some actions: the first
 
 
 def run_set(actions: list[str], root: Path, seconds: float, work: Path, config: Path) -> dict:

@@ -54,3 +54,16 @@ def test_small_frames_are_drawn_enlarged_and_legible():
     assert box_pixels[:, 1].max() >= 3 * 120 - 3  # the person's box scaled with the frame
     green_rows = np.unique(np.argwhere((np.abs(out[:60].astype(int) - (80, 200, 80)).sum(-1) < 60))[:, 0])
     assert len(green_rows) >= 12  # the label is at least 12 pixels high
+
+
+def test_before_there_is_a_model_only_skeletons_are_drawn():
+    """The teaching app's first minutes: people with no label and no track get box and skeleton, no text."""
+    frame = np.full((360, 480, 3), 128, np.uint8)
+    kp = np.zeros((17, 3), np.float32)
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(250, 270, 17), np.linspace(120, 300, 17), 1.0
+    out = draw(frame.copy(), Overlay("", 0.0, [], [Person(0, np.array([230, 110, 300, 310.0]), kp, "", 0.0)]))
+    changed = np.abs(out.astype(int) - 128).sum(-1) > 30
+    assert changed[108:313, 228:303].sum() > 200  # the box and skeleton
+    assert not changed[:100].any() and not changed[:, :220].any()  # no label top-left, no tag above the box
+    labelled = draw(frame.copy(), Overlay("wave", 0.9, [], [Person(1, np.array([230, 110, 300, 310.0]), kp, "wave", 0.9)], main=1))
+    assert (np.abs(labelled.astype(int) - 128).sum(-1) > 30)[:100].any()  # the check above can see text

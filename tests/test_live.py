@@ -180,3 +180,17 @@ def test_served_page_shows_frames_and_the_label_in_headless_chromium(tiny_checkp
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_the_tap_sees_every_frame_before_the_consumer_can_draw_on_it(tmp_path):
+    clip = write_clip(tmp_path / "a.avi", frames=12)
+    seen: list[tuple[int, bool]] = []
+    with LatestFrameCapture(str(clip), realtime=False, loop=False) as cap:
+        cap.tap = lambda lf: seen.append((lf.index, cap._latest is lf))  # handed on yet?
+        while not cap.finished or cap.get(timeout=0.1) is not None:
+            lf = cap.get(timeout=0.5)
+            if lf is not None:
+                lf.frame[:] = 0  # the consumer draws in place
+    indices = [i for i, _ in seen]
+    assert not any(handed for _, handed in seen)  # every frame reached the tap first
+    assert indices == list(range(indices[0], indices[0] + len(indices))) and indices[-1] == 11  # none skipped

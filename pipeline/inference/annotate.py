@@ -111,11 +111,9 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
         _text(frame, tag, (tx, ty), 0.45 * s, color)
     # label and score, top-left (none before there is a model: the teaching app's first minutes)
     who = f"#{o.main} " if o.main is not None and len(o.people) > 1 else ""
-    if not o.label:
-        pass
-    elif o.label == o.background:
+    if o.label == o.background:
         _text(frame, f"{who}no action", (int(8 * s), int(30 * s)), 0.9 * s, GREY, lw)
-    else:
+    elif o.label:
         _text(frame, f"{who}{o.label} {o.score:.0%}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != UNKNOWN else GREY, lw)
     # top-k bars under it
     bar_w, bar_h, y = int(110 * s), max(int(12 * s), 6), int(42 * s)

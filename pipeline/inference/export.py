@@ -109,9 +109,7 @@ def _openvino(folder: Path, names: list[str]) -> bool:
 
 def export(checkpoint: str | Path, folder: str | Path, weights: str | None = None) -> dict:
     """Write the exported models of ``checkpoint`` into ``folder`` (replaced atomically); the manifest."""
-    from pipeline.inference.predictor import (
-        load_torch,  # the same loading, and checks, as inference
-    )
+    from pipeline.inference.predictor import load_torch  # the same loading, and checks, as inference
 
     try:
         import onnx  # noqa: F401 - PyTorch's exporter writes through it

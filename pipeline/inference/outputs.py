@@ -157,7 +157,6 @@ class _H264Writer:
         from fractions import Fraction
 
         import av
-
         self._av = av
         self._box = av.open(str(path), "w")
         self._stream = self._box.add_stream("libx264", rate=Fraction(round(fps * 1000), 1000))

@@ -153,9 +153,7 @@ def load_parts(source: str | Path, backend: str = "auto", device: str = "auto", 
     if backend not in BACKENDS:
         raise CheckpointError(f"backend '{backend}' unknown: use one of {', '.join(BACKENDS)}")
     if Path(source).is_dir() or backend not in ("auto", "torch"):
-        from pipeline.inference import (
-            runtime,  # onnxruntime / openvino load only when asked for
-        )
+        from pipeline.inference import runtime  # onnxruntime / openvino load only when asked for
 
         return runtime.load_exported(source, backend, device=device, weights=weights, max_people=max_people)
     return load_torch(source, device, half, weights, max_people)

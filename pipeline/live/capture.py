@@ -51,8 +51,8 @@ class LatestFrameCapture:
         reconnect: reopen a source that stops delivering frames, with backoff from 0.5 s to ``max_backoff_s``.
         opener: how to open the source (tests pass a flaky one).
 
-    ``tap``, when set, is called in the capture thread with every frame read, dropped ones included: a
-    recording gets the source's every frame even when the consumer is slower.
+    ``tap``, when set, is called in the capture thread with every frame read, dropped ones included, before
+    the frame is handed on: a recording gets the source's every frame, untouched, even when the consumer is slower.
     """
 
     def __init__(
@@ -125,16 +125,16 @@ class LatestFrameCapture:
                     if not self.reconnect or not self._reopen():
                         break
                     continue
-                now = time.perf_counter()
+                latest = LiveFrame(frame, self.delivered, time.perf_counter())
+                tap = self.tap
+                if tap is not None:
+                    tap(latest)  # before the consumer can draw on the frame in place
                 with self._cond:
                     if self._latest is not None and self._latest.index != self._taken:
                         self.dropped += 1
-                    self._latest = latest = LiveFrame(frame, self.delivered, now)
+                    self._latest = latest
                     self.delivered += 1
                     self._cond.notify_all()
-                tap = self.tap
-                if tap is not None:
-                    tap(latest)
         finally:
             with self._cond:
                 self.finished = True

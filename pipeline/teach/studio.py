@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +172,10 @@ class Studio:
                 recent = [t for t in recent if t > lf.captured_at - 2.0] + [lf.captured_at]
                 self.fps = len(recent) / 2.0
                 with self.guard:
-                    overlay = self._label(lf.frame, lf.captured_at, predictor, labels) if predictor else self._skeletons(lf.frame)
+                    if predictor:
+                        overlay = labels.update(predictor(lf.frame[None]), lf.captured_at, predictor.states.slot)
+                    else:
+                        overlay = self._skeletons(lf.frame)
                 if overlay.people:
                     last_person = lf.captured_at
                 elif predictor and lf.captured_at - last_person > self.opts.reset_after_s:
@@ -180,12 +183,8 @@ class Studio:
                     labels.reset()
                     last_person = lf.captured_at
                 self.overlay = overlay
-            shown = Overlay(**{**self.overlay.__dict__, "fps": self.fps, "status": self._status_line()})
-            self.bus.publish(draw(lf.frame.copy(), shown))
-
-    def _label(self, frame: np.ndarray, t: float, predictor: ActionPredictor, labels: LiveLabels) -> Overlay:
-        pred = predictor(frame[None])
-        return labels.update(pred, t, predictor.states.slot)
+            # in place: the recorder has had the frame already (capture's tap runs first)
+            self.bus.publish(draw(lf.frame, replace(self.overlay, fps=self.fps, status=self._status_line())))
 
     @torch.inference_mode()
     def _skeletons(self, frame: np.ndarray) -> Overlay:
