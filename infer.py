@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sm.add_argument("--smooth", type=float, default=0.3, help="time constant (s) of the probability smoothing (default 0.3, as the rejection was calibrated)")
     sm.add_argument("--min-segment", type=float, default=0.5, help="seconds a label must hold to open a segment (default 0.5)")
     sm.add_argument("--threshold", type=float,
-                    help="smoothed scores below this read 'unknown' (default: the rejection threshold the checkpoint was calibrated with; 0: off)")
+                    help="smoothed scores below this read 'unknown', instead of the checkpoint's calibrated rules (default: those: motion unlike "
+                         "the training videos, and the top-probability threshold when it has one; 0: no rejection)")
     ppl = p.add_argument_group("people")
     ppl.add_argument("--max-people", type=int, default=MAX_PEOPLE,
                      help=f"people labelled per frame, the highest-scoring (default {MAX_PEOPLE}); 1: one subject, one label per video")
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     live.add_argument("--loop", action="store_true", help="with --realtime: start the file again at its end")
     live.add_argument("--no-show", action="store_true", help="no window (headless)")
     live.add_argument("--serve", metavar="HOST:PORT", help="serve the annotated stream as MJPEG with a page, e.g. 127.0.0.1:8080")
-    live.add_argument("--display-threshold", type=float, help="smoothed score below this shows 'unknown' (default: the checkpoint's rejection threshold)")
+    live.add_argument("--display-threshold", type=float, help="smoothed score below this shows 'unknown', instead of the checkpoint's rules (default: those, as --threshold)")
     live.add_argument("--display-smooth", type=float, default=0.5, help="time constant (s) of the display smoothing (default 0.5)")
     live.add_argument("--reset-after", type=float, default=2.0, help="seconds with nobody in view before the GRU resets (default 2)")
     live.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -134,6 +135,7 @@ def live_main(a: argparse.Namespace) -> int:
     opts = LiveOptions(
         show=not a.no_show, save_video=a.save_video, serve=a.serve, smooth_s=a.display_smooth,
         threshold=predictor.rejection_threshold if a.display_threshold is None else a.display_threshold,
+        max_novelty=1.0 if a.display_threshold is None else None,  # a threshold of one's own replaces the checkpoint's rules
         reset_after_s=a.reset_after, duration_s=a.duration,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, _stop)
@@ -182,7 +184,10 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     predictor = _predictor(a)
     results, failed = analyse_many(
         sources, predictor, a.output, single,
-        smoothing=Smoothing(a.smooth, a.min_segment, predictor.rejection_threshold if a.threshold is None else a.threshold, predictor.background),
+        smoothing=Smoothing(
+            a.smooth, a.min_segment, predictor.rejection_threshold if a.threshold is None else a.threshold, predictor.background,
+            1.0 if a.threshold is None else None,  # a threshold of one's own replaces the checkpoint's rules
+        ),
         batch_size=a.batch_size, top_k=a.top_k, frames_in_json=not a.no_frames, progress=not a.quiet, checkpoint=a.checkpoint,
     )  # fmt: skip
     for r in results:

@@ -1,21 +1,22 @@
 """How often is an action nobody trained named as a known one? Leave-classes-out on Weizmann.
 
-    python benchmarks/open_set.py --root ../shared/data/weizmann [--pairs 5] [--folds 0 3 6] --out runs/open_set.json
+    python benchmarks/open_set.py --root ../shared/data/weizmann [--pairs 5] [--pair-seed 0] [--folds 0 3 6] --out runs/open_set.json
+    python benchmarks/open_set.py --summarise runs/open_set.json runs/open_set_more.json    # the table over several
 
-For each held-out pair of classes (``--pairs N`` drawn at random with a fixed seed, or named, e.g.
+For each held-out pair of classes (``--pairs N`` drawn at random with ``--pair-seed``, or named, e.g.
 ``--pair run skip --pair wave1 wave2``) and each leave-one-actor-out fold, ``train.py fit`` trains on the
-other 8 classes (``--data.exclude_classes``), which also fits the checkpoint's rejection threshold on the
-validation actor. Then the test actor's clips of all 10 classes are labelled as ``infer.py`` labels a
-finished video (per-frame probabilities, smoothed without delay, frames under the threshold ``unknown``,
-the label covering the most time), from the cached features. Printed, as mean +- sd over the runs:
+other 8 classes (``--data.exclude_classes``), which also fits the checkpoint's rejection rules
+(``pipeline.model.novelty``). Then the test actor's clips of all 10 classes are labelled as ``infer.py``
+labels a finished video (per-frame probabilities smoothed without delay, frames the rules call novel
+``unknown``, the label covering the most time), from the cached features. Printed, as mean +- sd over runs:
 
-* known clips: video top-1 with rejection off and on (an ``unknown`` counts as wrong) and the drop;
+* known clips: video top-1 without rejection, and its drop with each rule (an ``unknown`` counts as wrong);
 * unknown clips: the share labelled ``unknown``;
-* AUROC of the rejection score (the video's mean smoothed top probability; and, for comparison, the mean
-  energy, logsumexp of the logits, and the Mahalanobis distance of the GRU's output to the nearest class
-  mean of the training frames), known against unknown clips;
-* the same operating point for other quantiles of the validation frames (``--quantiles``), so the
-  default can be chosen by measurement.
+* AUROC, known against unknown clips, of each rule's score (the clip's median novelty) and, for
+  comparison, of the clip's mean smoothed top probability and of the energy (logsumexp of the logits);
+
+for the checkpoint's rules together (the default), each alone, and a top-probability threshold (5% of the
+validation frames under it), so that the default is chosen by measurement.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pipeline.errors import run_cli  # noqa: E402
 from pipeline.inference.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle, zero_phase  # noqa: E402
 from pipeline.model.checkpoint import read_checkpoint  # noqa: E402
 from pipeline.model.classifier import ActionClassifier  # noqa: E402
+from pipeline.model.novelty import Novelty  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,31 +68,20 @@ def train(a: argparse.Namespace, pair: tuple[str, str], fold: int) -> Path:
     return Path(next(ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.startswith("checkpoint:")))
 
 
-def per_video(model: ActionClassifier, seqs: list[torch.Tensor], fps: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each sequence's per-frame probabilities, logits and GRU outputs, as infer.py's step-by-step GRU gives them."""
+def per_video(model: ActionClassifier, seqs: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each sequence's per-frame probabilities, logits and novelty (the checkpoint's rules), as infer.py's
+    step-by-step GRU gives them; and the novelty of each rule alone."""
     out, rnn = [], model.model
     with torch.no_grad():
         for x in seqs:
-            h, _ = rnn.rnn(rnn.embed(x[None].float()))
-            logits = rnn.head(h)[0]
-            out.append((logits.softmax(-1).numpy(), logits.numpy(), h[0].numpy()))
+            h = rnn.outputs(x[None].float())[0][0]
+            logits = rnn.head(h)
+            alone = {name: Novelty(**{name: getattr(model.novelty, name)}).sequence(x, h).numpy() for name in RULES if getattr(model.novelty, name)}
+            out.append((logits.softmax(-1).numpy(), logits.numpy(), model.novelty.sequence(x, h).numpy(), alone))
     return out
 
 
-class Mahalanobis:
-    """For comparison with the top probability: distance of a frame's GRU output to the nearest class mean
-    of the training frames (shared covariance), negated so that higher means more known."""
-
-    def __init__(self, outputs: list[np.ndarray], labels: list[int], skip: int = 8):
-        h = np.concatenate([o[skip:] for o in outputs])
-        y = np.concatenate([[lab] * len(o[skip:]) for o, lab in zip(outputs, labels)])
-        self.mu = np.stack([h[y == c].mean(0) for c in sorted(set(y.tolist()))])
-        d = h - self.mu[np.searchsorted(sorted(set(y.tolist())), y)]
-        self.precision = np.linalg.inv(d.T @ d / len(d) + 1e-3 * np.eye(h.shape[1]))
-
-    def __call__(self, h: np.ndarray) -> np.ndarray:
-        d = h[:, None, :] - self.mu[None]
-        return -np.einsum("tcd,de,tce->tc", d, self.precision, d).min(1)
+RULES = ("motion", "prototypes")
 
 
 def evaluate(a: argparse.Namespace, ckpt_path: Path, pair: tuple[str, str], fold: int) -> dict:
@@ -105,52 +96,37 @@ def evaluate(a: argparse.Namespace, ckpt_path: Path, pair: tuple[str, str], fold
     dm.setup("fit")
     dm.setup("test")
     all_names = dm.class_names
-    # validation frames of the known classes: the calibration set, for the other quantiles
-    val = [(x, all_names[y]) for x, y in zip(*dm.data["val"][:2]) if all_names[y] not in pair]
-    val_out = per_video(model, [x for x, _ in val], fps)
-    val_top = np.concatenate([zero_phase(np.arange(len(p)) / fps, p, SMOOTH_S).max(1) for p, _, _ in val_out])
-    train = [(x, names.index(all_names[y])) for x, y in zip(*dm.data["train"][:2]) if all_names[y] not in pair]
-    maha = Mahalanobis([h for _, _, h in per_video(model, [x for x, _ in train], fps)], [y for _, y in train])
-    val_maha = np.concatenate([maha(h) for _, _, h in val_out])
-    maha_thresholds = {q: float(np.quantile(val_maha, q)) for q in (0.05, 0.1)}
-    thresholds = {q: float(np.quantile(val_top, q)) for q in a.quantiles}
-    thresholds[model.hparams.reject_quantile] = model.rejection["threshold"]
+    # for comparison, the top-probability rule: 5% of the validation frames (known actions) under it
+    val = [x for x, y in zip(*dm.data["val"][:2]) if all_names[y] not in pair]
+    val_top = np.concatenate([zero_phase(np.arange(len(p)) / fps, p, SMOOTH_S).max(1) for p, *_ in per_video(model, val)])
+    top_threshold = float(np.quantile(val_top, 0.05))
     clips = []
     seqs, labels, videos = dm.data["test"]
-    for (p, logits, h), y, v in zip(per_video(model, seqs, fps), labels, videos):
-        t = np.arange(len(p)) / fps
+    for (p, logits, novelty, alone), y, v in zip(per_video(model, seqs), labels, videos):
+        t, end = np.arange(len(p)) / fps, len(p) / fps
         truth = all_names[y]
-        smoothed_top = zero_phase(t, p, SMOOTH_S).max(1)
-        labelled = {q: settle(names, t, p, SMOOTH_S, MIN_DURATION_S, th, 0.0, len(p) / fps)[1][0] for q, th in thresholds.items()}
-        off = settle(names, t, p, SMOOTH_S, MIN_DURATION_S, 0.0, 0.0, len(p) / fps)[1][0]
+        label = lambda th=0.0, nov=None: settle(names, t, p, SMOOTH_S, MIN_DURATION_S, th, 0.0, end, novelty=nov, max_novelty=None if nov is None else 1.0)[1][0]  # noqa: E731
+        judged = novelty[model.min_frames :] if len(novelty) > model.min_frames else novelty
         clips.append({
-            "video": v.path.name, "truth": truth, "known": truth not in pair, "off": off, "on": labelled,
-            "score": float(smoothed_top.mean()), "energy": float(np.log(np.exp(logits).sum(1)).mean()), "maha": float(maha(h).mean()),
-            "maha_unknown": {str(q): bool(np.mean(maha(h) < th) > 0.5) for q, th in maha_thresholds.items()},
+            "video": v.path.name, "truth": truth, "known": truth not in pair, "off": label(), "on": label(nov=novelty),
+            **{f"on_{name}": label(nov=n) for name, n in alone.items()}, "on_top": label(th=top_threshold),
+            "novelty": float(np.median(judged)), **{f"novelty_{name}": float(np.median(n[model.min_frames :])) for name, n in alone.items()},
+            "top": float(zero_phase(t, p, SMOOTH_S).max(1).mean()), "energy": float(np.log(np.exp(logits).sum(1)).mean()),
         })  # fmt: skip
     known = [c for c in clips if c["known"]]
     unknown = [c for c in clips if not c["known"]]
-    q0 = model.hparams.reject_quantile
-    points = {
-        str(q): {
-            "threshold": round(th, 4),
-            "known_top1_on": sum(c["on"][q] == c["truth"] for c in known) / len(known),
-            "unknown_rejected": sum(c["on"][q] == UNKNOWN for c in unknown) / max(len(unknown), 1),
-        }
-        for q, th in sorted(thresholds.items())
-    }  # fmt: skip
+    top1 = lambda key: sum(c[key] == c["truth"] for c in known) / len(known)  # noqa: E731
+    caught = lambda key: sum(c[key] == UNKNOWN for c in unknown) / max(len(unknown), 1)  # noqa: E731
+    rules = ["on", *(f"on_{name}" for name in RULES if getattr(model.novelty, name)), "on_top"]
     return {
         "pair": list(pair), "fold": fold, "test": videos[0].group if videos else "", "checkpoint": str(ckpt_path),
-        "rejection": model.rejection, "known_top1_off": sum(c["off"] == c["truth"] for c in known) / len(known),
-        "known_top1_on": points[str(q0)]["known_top1_on"], "unknown_rejected": points[str(q0)]["unknown_rejected"],
-        "auroc": auroc([c["score"] for c in known], [c["score"] for c in unknown]),
+        "novelty": model.novelty.summary(), "top_threshold": round(top_threshold, 4),
+        "known_top1_off": top1("off"), **{f"known_top1_{r}": top1(r) for r in rules}, **{f"unknown_{r}": caught(r) for r in rules},
+        # AUROC: a known clip scores as more known than an unknown one (novelty negated)
+        **{f"auroc_{key}": auroc([-c[key] for c in known], [-c[key] for c in unknown]) for key in ("novelty", *(f"novelty_{n}" for n in RULES if getattr(model.novelty, n)))},
+        "auroc_top": auroc([c["top"] for c in known], [c["top"] for c in unknown]),
         "auroc_energy": auroc([c["energy"] for c in known], [c["energy"] for c in unknown]),
-        "auroc_maha": auroc([c["maha"] for c in known], [c["maha"] for c in unknown]),
-        "maha_points": {
-            q: {"known_rejected": float(np.mean([c["maha_unknown"][q] for c in known])), "unknown_rejected": float(np.mean([c["maha_unknown"][q] for c in unknown]))}
-            for q in ("0.05", "0.1")
-        },
-        "operating_points": points, "clips": clips,
+        "clips": clips,
     }  # fmt: skip
 
 
@@ -159,43 +135,50 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
 
 
+def summarise(rows: list[dict], what: str) -> None:
+    """The table: per rule, known top-1 drop, unknown clips labelled unknown, AUROC; mean +- sd over runs."""
+    print(f"\n{what}, mean +- sd over runs; known top-1 without rejection {mean_sd([r['known_top1_off'] for r in rows])}")
+    print(f"  {'rule':48s} {'known top-1 drop':>18s} {'unknown labelled unknown':>26s} {'AUROC':>15s}")
+    for key, name, auc in (
+        ("on", "motion and GRU state together (the default)", "auroc_novelty"), ("on_motion", "motion alone", "auroc_novelty_motion"),
+        ("on_prototypes", "GRU state alone", "auroc_novelty_prototypes"), ("on_top", "top probability (5% of validation frames)", "auroc_top"),
+    ):
+        sel = [r for r in rows if f"known_top1_{key}" in r]
+        if sel:
+            drop = mean_sd([r["known_top1_off"] - r[f"known_top1_{key}"] for r in sel])
+            print(f"  {name:48s} {drop:>18s} {mean_sd([r[f'unknown_{key}'] for r in sel]):>26s} {mean_sd([r.get(auc, float('nan')) for r in sel]):>15s}")
+    print(f"  AUROC of the energy (logsumexp of the logits): {mean_sd([r['auroc_energy'] for r in rows])}")
+
+
 def run(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs/weizmann.yaml"))
     p.add_argument("--root", default="../shared/data/weizmann", help="the Weizmann clips")
-    p.add_argument("--pairs", type=int, default=5, help="how many held-out class pairs, drawn at random (seed 0)")
+    p.add_argument("--pairs", type=int, default=5, help="how many held-out class pairs, drawn at random")
+    p.add_argument("--pair-seed", type=int, default=0, help="the seed --pairs are drawn with")
     p.add_argument("--pair", nargs=2, action="append", help="a held-out pair by name (repeatable); overrides --pairs")
     p.add_argument("--folds", type=int, nargs="*", default=[0, 3, 6], help="leave-one-actor-out folds (test actors)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quantiles", type=float, nargs="*", default=[0.02, 0.05, 0.1, 0.2], help="other operating points to print")
     p.add_argument("--out", default="runs/open_set.json")
+    p.add_argument("--summarise", nargs="+", metavar="JSON", help="no training: the table over the runs of these earlier --out files")
     p.add_argument("extra", nargs="*", help="further train.py arguments, after --")
     a = p.parse_args(argv)
+    if a.summarise:
+        rows = [r for f in a.summarise for r in json.loads(Path(f).read_text())["runs"]]
+        summarise(rows, f"{len(rows)} runs from {len(a.summarise)} file(s)")
+        return {"runs": rows}
     a.root = str(Path(a.root).resolve())
     names = DatasetDefinition.load("weizmann").classes
-    pairs = [tuple(x) for x in a.pair] if a.pair else random.Random(0).sample(list(itertools.combinations(names, 2)), a.pairs)
+    pairs = [tuple(x) for x in a.pair] if a.pair else random.Random(a.pair_seed).sample(list(itertools.combinations(names, 2)), a.pairs)
     rows, start = [], time.perf_counter()
     for pair in pairs:
         for fold in a.folds:
             r = evaluate(a, train(a, pair, fold), pair, fold)
             rows.append(r)
             print(f"held out {pair[0]}+{pair[1]}, fold {fold} ({r['test']}): known top-1 {r['known_top1_off']:.3f} -> {r['known_top1_on']:.3f} "
-                  f"with rejection; unknown labelled unknown {r['unknown_rejected']:.2f}; AUROC {r['auroc']:.3f} (energy {r['auroc_energy']:.3f}); "
-                  f"Mahalanobis {r['auroc_maha']:.3f}; threshold {r['rejection']['threshold']:.3f}", flush=True)  # fmt: skip
-    print(f"\n{len(rows)} runs ({len(pairs)} pairs x {len(a.folds)} folds), mean +- sd over runs:")
-    print(f"  known clips, video top-1: rejection off {mean_sd([r['known_top1_off'] for r in rows])}, on {mean_sd([r['known_top1_on'] for r in rows])}, "
-          f"drop {mean_sd([r['known_top1_off'] - r['known_top1_on'] for r in rows])}")  # fmt: skip
-    print(f"  unknown clips labelled unknown: {mean_sd([r['unknown_rejected'] for r in rows])}")
-    print(f"  AUROC: top probability {mean_sd([r['auroc'] for r in rows])}, energy {mean_sd([r['auroc_energy'] for r in rows])}, "
-          f"Mahalanobis {mean_sd([r['auroc_maha'] for r in rows])}")  # fmt: skip
-    for q in ("0.05", "0.1"):
-        print(f"  Mahalanobis at quantile {q} (a clip unknown when most frames are under): known clips rejected "
-              f"{mean_sd([r['maha_points'][q]['known_rejected'] for r in rows])}, unknown rejected {mean_sd([r['maha_points'][q]['unknown_rejected'] for r in rows])}")  # fmt: skip
-    print("  other operating points (quantile of the validation frames read as unknown):")
-    for q in sorted({q for r in rows for q in r["operating_points"]}, key=float):
-        pts = [r["operating_points"][q] for r in rows if q in r["operating_points"]]
-        drop = [r["known_top1_off"] - pt["known_top1_on"] for r, pt in zip(rows, pts)]
-        print(f"    {float(q):.2f}: known top-1 drop {mean_sd(drop)}, unknown labelled unknown {mean_sd([pt['unknown_rejected'] for pt in pts])}")
+                  f"with rejection; unknown labelled unknown {r['unknown_on']:.2f}; AUROC novelty {r['auroc_novelty']:.3f} "
+                  f"(top probability {r['auroc_top']:.3f})", flush=True)  # fmt: skip
+    summarise(rows, f"{len(rows)} runs ({len(pairs)} pairs x {len(a.folds)} folds)")
     total = time.perf_counter() - start
     print(f"total {total:.0f} s")
     summary = {"runs": rows, "args": vars(a), "total_seconds": round(total, 1)}

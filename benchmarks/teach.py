@@ -104,7 +104,7 @@ def run_set(actions: list[str], root: Path, seconds: float, work: Path, config: 
     right = sum(c[k.split("/")[0]] for k, c in live.items())
     return {
         "actions": actions, "record_s": round(record_s, 1), "train_s": round(train_s, 1), "val_top1": model["val_top1"],
-        "threshold": model["threshold"],
+        "unknown": model["unknown"],
         "stream_fps_while_training": {"min": min(stream_fps, default=0), "mean": round(sum(stream_fps) / max(len(stream_fps), 1), 1)},
         "live_right": round(right / sum(readings.values()), 3),
         "live_unknown": round(readings["unknown"] / sum(readings.values()), 3),

@@ -141,9 +141,15 @@ class ActionCLI(LightningCLI):
             f"report:       {report or 'none (written by the test)'}",
         ]
         rejection = json.loads(report.read_text()).get("rejection", {}) if report and report.is_file() else {}
-        if rejection.get("threshold"):
+        distances = ([f"motion unlike the training videos' ({rejection['motion']['quantile']:.0%} of known clips are)"] if rejection.get("motion") else []) + (
+            [f"GRU state far from every class ({rejection['prototypes']['quantile']:.0%} of validation frames are)"] if rejection.get("prototypes") else []
+        )  # fmt: skip
+        rules = ([" and ".join(distances) + (", together" if len(distances) > 1 else "")] if distances else []) + (
+            [f"top probability below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of validation frames are)"] if rejection.get("threshold") else []
+        )  # fmt: skip
+        if rules:
             lines.insert(-1, (
-                f"unknown:      below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of the validation frames)"
+                f"unknown:      {' or '.join(rules)}"
                 + (f"; test videos called unknown {rejection['test_videos_unknown']:.0%}, video_top1 with it "
                    f"{rejection['test_video_top1_with_rejection']:.4f}" if "test_videos_unknown" in rejection else "")
             ))  # fmt: skip

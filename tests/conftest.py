@@ -136,7 +136,7 @@ def seeing_weights(path: Path, bias: float = 8.0) -> Path:
 
 def make_checkpoint(
     path: Path, class_names=("walk", "wave"), fps: float | None = None, layers=(16,), cell: str = "gru", seed: int = 0, weights: str | None = None,
-    imgsz: int = 64, rejection: dict | None = None, bias: dict[str, float] | None = None,
+    imgsz: int = 64, rejection: dict | None = None, bias: dict[str, float] | None = None, novelty=None,
 ) -> Path:
     """A checkpoint as ``train.py`` writes it, for a random-init extractor that sees one person per frame
     (``seeing_weights``) and an untrained classifier with non-trivial normalisation statistics: fast, and
@@ -158,6 +158,8 @@ def make_checkpoint(
             stream.head[-1].bias.data[list(class_names).index(name)] += value
     if rejection is not None:  # as if fitted on a validation split
         clf.rejection = rejection
+    if novelty is not None:  # pipeline.model.novelty.Novelty, as if fitted on training and validation
+        clf.novelty = novelty
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"hyper_parameters": dict(clf.hparams), "state_dict": clf.state_dict(), "pytorch-lightning_version": "2"}, path)
     return path

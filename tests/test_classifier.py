@@ -1,5 +1,7 @@
 """The classifier keeps the stream its validation split prefers, and the checkpoint says which."""
 
+from types import SimpleNamespace
+
 import lightning as L
 import numpy as np
 import pytest
@@ -28,20 +30,41 @@ def sequences(n: int, pooled_tells: bool, pose_tells: bool, seed: int) -> tuple[
             x[:, :POOLED] += 2 * sign
         if pose_tells:
             x[:, POOLED:] += 0.15 * sign
+        x[:, POOLED] = 1.0  # the pose block's "present" flag: the person is in every frame
         seqs.append(x)
         labels.append(y)
     return seqs, labels
 
 
+class Data(L.LightningDataModule):
+    """The datamodule's side that the classifier reads: tracks, labels and videos (four people) per split."""
+
+    def __init__(self, train, val):
+        super().__init__()
+        people = lambda n: [SimpleNamespace(group=f"person{i % 4}", path=f"v{i}.avi") for i in range(n)]  # noqa: E731
+        self.data = {"train": (*train, people(len(train[0]))), "val": (*val, people(len(val[0])))}
+        self.mean = None
+        crops = CropDataset(*train, clip_len=16, flip=0.0, noise=0.0, std=torch.ones(POOLED + POSE_DIM))
+        self.train = DataLoader(crops, batch_size=8, shuffle=True, collate_fn=collate)
+        self.evals = [DataLoader(WindowDataset(*val), batch_size=8, collate_fn=collate), DataLoader(WindowDataset(*val, 8, 8), batch_size=8, collate_fn=collate)]
+
+    def train_dataloader(self):
+        return self.train
+
+    def val_dataloader(self):
+        return self.evals
+
+
 def fit(tmp_path, train, val) -> tuple[ActionClassifier, str, L.Trainer, list[DataLoader]]:
     torch.manual_seed(0)
-    model = ActionClassifier(POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, hidden_size=16, proj_dim=16, dropout=0.0, lr=1e-2)
-    crops = CropDataset(*train, clip_len=16, flip=0.0, noise=0.0, std=torch.ones(POOLED + POSE_DIM))
-    evals = [DataLoader(WindowDataset(*val), batch_size=8, collate_fn=collate), DataLoader(WindowDataset(*val, 8, 8), batch_size=8, collate_fn=collate)]
+    model = ActionClassifier(
+        POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, hidden_size=16, proj_dim=16, dropout=0.0, lr=1e-2, reject_quantile=0.05
+    )  # fmt: skip
+    data = Data(train, val)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(tmp_path, monitor="val/video_loss", filename="best")
     trainer = L.Trainer(max_epochs=8, callbacks=[ckpt], logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, DataLoader(crops, batch_size=8, shuffle=True, collate_fn=collate), evals)
-    return model, ckpt.best_model_path, trainer, evals
+    trainer.fit(model, datamodule=data)
+    return model, ckpt.best_model_path, trainer, data.evals
 
 
 @pytest.mark.parametrize(
@@ -63,9 +86,21 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     assert rejection["frames"] == 16 * 16 and rejection["quantile"] == 0.05 and 0.5 <= rejection["threshold"] < 1
     again = ActionClassifier(**{k: v for k, v in ckpt["hyper_parameters"].items()})
     again.load_state_dict(ckpt["state_dict"])
+    again.eval()
     assert again.stream == kept and again.model is again.streams[kept] and again.rejection == rejection
     tops = np.concatenate(again.smoothed_top(torch.stack([again(x[None])[0].softmax(-1) for x in val[0]]), torch.full((16,), 16)))
     assert abs(np.mean(tops < rejection["threshold"]) - 0.05) <= 1 / 16  # with the weights saved, the same quantile
+    # so do the novelty rules: the motion bank of the training tracks (fitted once; calibrated on the 48
+    # training and 16 validation clips), and the class means of the kept stream's GRU outputs, refitted at
+    # each validation: 10% of the validation frames (after the 8 frames the loss leaves out) are farther
+    # than the threshold, with the weights the checkpoint saved
+    rules = state["novelty"]
+    assert rules["motion"]["window"] == 32 and rules["motion"]["quantile"] == 0.05 and len(rules["motion"]["bank"]) == 48 * 9
+    assert rules["motion"]["calibration"] == 48 + 16
+    assert rules["prototypes"]["quantile"] == 0.1 and rules["prototypes"]["calibration"] == 16 * 8
+    with torch.no_grad():
+        far = [again.novelty.prototypes.novelty(again.model.outputs(x[None])[0][0], torch.arange(1, 17)) for x in val[0]]
+    assert abs(torch.cat([f[8:] for f in far]).gt(1).float().mean().item() - 0.1) <= 1 / 64
 
     # test scores the kept stream and records every stream's video probabilities for the report
     trainer.test(model, evals, verbose=False)

@@ -8,11 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_checkpoint, seeing_weights, write_clip
 
 from pipeline.data.video import VideoReader
 from pipeline.inference.export import ExportError, cached_export, export, read_manifest
 from pipeline.inference.predictor import ActionPredictor
+from pipeline.model.novelty import Novelty, PrototypeRule
 
 RUNTIMES = ["onnxruntime", "openvino"]
 
@@ -22,7 +24,13 @@ def exported(request, tmp_path_factory):
     """A crowd-seeing random extractor with pooled layers and an untrained classifier, exported."""
     tmp = tmp_path_factory.mktemp(f"export_{request.param}")
     weights = str(seeing_weights(tmp / "crowd.pt", bias=11))
-    ckpt = make_checkpoint(tmp / "c.ckpt", layers=(16, 19), imgsz=96, cell=request.param, rejection={"threshold": 0.4}, weights=weights)
+    g = torch.Generator().manual_seed(1)
+    hidden = 64  # the classifier's default
+    protos = PrototypeRule(0.3 * torch.randn(2, hidden, generator=g), torch.eye(hidden), 1.0, 8, 0.05)  # around the limit
+    ckpt = make_checkpoint(
+        tmp / "c.ckpt", layers=(16, 19), imgsz=96, cell=request.param, rejection={"threshold": 0.4}, weights=weights,
+        novelty=Novelty(prototypes=protos),
+    )  # fmt: skip
     folder = tmp / "exported"
     export(ckpt, folder)
     return ckpt, folder
@@ -32,7 +40,7 @@ def run(predictor: ActionPredictor, frames: np.ndarray, batch: int) -> list[np.n
     """Every person row of the video: frame number, track, probabilities, box."""
     predictor.reset()
     out = [(i, predictor(frames[i : i + batch])) for i in range(0, len(frames), batch)]
-    return [np.concatenate([p.frame + i for i, p in out])] + [np.concatenate([getattr(p, k) for _, p in out]) for k in ("track", "probs", "boxes")]
+    return [np.concatenate([p.frame + i for i, p in out])] + [np.concatenate([getattr(p, k) for _, p in out]) for k in ("track", "probs", "boxes", "novelty")]
 
 
 @pytest.mark.parametrize("backend", RUNTIMES)
@@ -48,6 +56,8 @@ def test_exported_graphs_give_pytorchs_probabilities_labels_and_tracks(exported,
         assert np.abs(got[2] - want[2]).max() < 1e-3
         np.testing.assert_array_equal(got[2].argmax(1), want[2].argmax(1))
         assert np.abs(got[3] - want[3]).max() < 0.1  # boxes, source pixels
+        np.testing.assert_allclose(got[4], want[4], rtol=1e-2, atol=1e-3)  # the novelty rules run on every backend
+        assert (want[4] > 0).any()
 
 
 def test_the_folder_carries_what_inference_needs_and_runs_without_the_weights(exported, tmp_path):
@@ -64,6 +74,7 @@ def test_the_folder_carries_what_inference_needs_and_runs_without_the_weights(ex
         assert "openvino" in sys.modules and "openvino_telemetry" not in sys.modules
         p = ActionPredictor(moved, device="cpu")
         assert p.class_names == ["walk", "wave"] and p.rejection_threshold == 0.4 and not p.can_inspect
+        assert m["novelty"] == "novelty.pt" and p.novelty.prototypes is not None and p.novelty.motion is None
         assert len(p(np.zeros((2, 96, 120, 3), np.uint8))) == 2
     finally:
         (tmp_path / "away.pt").rename(ckpt.parent / "crowd.pt")

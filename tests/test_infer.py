@@ -12,8 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, make_checkpoint, write_clip
 from test_download import server  # noqa: F401  (fixture)
+
+from pipeline.data.extract import extract_video
+from pipeline.data.features import POSE_DIM
+from pipeline.inference.predictor import ActionPredictor
+from pipeline.model.novelty import MotionRule, Novelty
 
 FRAME_KEYS = {"frame": int, "time_s": float, "tracks": list}
 PERSON_KEYS = {"id": int, "box": list, "label": str, "score": float, "top": list}
@@ -196,6 +202,35 @@ def test_the_checkpoints_rejection_threshold_labels_what_the_model_does_not_know
     code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "p.json"), "--threshold", "0")
     assert code == 0, err
     assert json.loads((tmp_path / "p.json").read_text())["label"] in ("walk", "wave")
+
+
+def test_motion_unlike_every_training_video_is_unknown(capsys, tmp_path):
+    # the random test extractor gives one steady pose on any clip; the model's training people all swung
+    # their arms (their keypoints moved), so the steady person in this clip moves unlike any of them
+    plain = make_checkpoint(tmp_path / "plain.ckpt", class_names=("swing", "sway"))
+    clip = write_clip(tmp_path / "steady.avi", frames=30)
+    steady = torch.from_numpy(extract_video(ActionPredictor(plain, device="cpu").extractor, clip).subject())
+    swinging = [steady.clone() for _ in range(3)]
+    for k, x in enumerate(swinging):  # three people: keypoints x swing by 0.1 of the box, each at their own pace
+        x[:, -POSE_DIM:][:, 6:40:2] += 0.1 * torch.sin(torch.arange(len(x))[:, None] * (0.5 + 0.1 * k))
+    rules = {name: Novelty(motion=MotionRule.fit(tracks, ["ann", "bob", "cid"], [], 16, 0.05, 8)) for name, tracks in (("swing", swinging), ("steady", [steady] * 3))}
+    ckpt = make_checkpoint(tmp_path / "novel.ckpt", class_names=("swing", "sway"), novelty=rules["swing"])
+    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o.json").read_text())
+    assert doc["label"] == doc["video"]["label"] == "unknown" and "steady.avi: unknown" in out
+    assert doc["smoothing"]["rules"] == {"motion": rules["swing"].motion.summary()}
+    assert {s["label"] for s in doc["segments"]} == {"unknown"}
+    labels = [f["tracks"][0]["label"] for f in doc["frames"]]
+    assert set(labels[8:]) == {"unknown"} and "unknown" not in labels[:7]  # judged from the 8th frame of the track on
+    assert [row.split(",")[3] for row in (tmp_path / "o.csv").read_text().splitlines()[1:]] == labels
+    # --threshold replaces the checkpoint's rules; and a model trained on steady people knows this one
+    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "p.json"), "--threshold", "0")
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert code == 0 and doc["label"] in ("swing", "sway") and doc["smoothing"]["rules"] is None
+    familiar = make_checkpoint(tmp_path / "familiar.ckpt", class_names=("swing", "sway"), novelty=rules["steady"])
+    code, out, err = infer(capsys, str(clip), "-c", str(familiar), "--json", str(tmp_path / "f.json"))
+    assert code == 0 and json.loads((tmp_path / "f.json").read_text())["label"] in ("swing", "sway")
 
 
 def test_the_background_class_is_no_action(capsys, tmp_path):

@@ -10,7 +10,9 @@ from conftest import make_checkpoint, write_clip
 from pipeline.data.extract import extract_video
 from pipeline.data.video import VideoReader
 from pipeline.inference.predictor import ActionPredictor
+from pipeline.data.features import POSE_DIM
 from pipeline.model.checkpoint import CheckpointError
+from pipeline.model.novelty import MotionRule, Novelty, PrototypeRule
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,35 @@ def test_batched_frames_give_the_same_results_as_one_at_a_time(predictor, tmp_pa
     with torch.inference_mode():
         offline = predictor.model(features[None])[0][0].softmax(-1).numpy()
     np.testing.assert_allclose(batched, offline, atol=1e-4)
+
+
+def rules_for(features: torch.Tensor, hidden: int) -> Novelty:
+    """Both novelty rules, fitted on three made-up people from ``features`` (keypoints swinging), and class
+    means that put the GRU's outputs around the limit: a comparison with something to compare."""
+    people = [features.clone() for _ in range(3)]
+    for k, x in enumerate(people):
+        x[:, -POSE_DIM:][:, 6:40:2] += 0.05 * torch.sin(torch.arange(len(x))[:, None] * (0.5 + 0.2 * k))
+    g = torch.Generator().manual_seed(0)
+    protos = PrototypeRule(0.3 * torch.randn(2, hidden, generator=g), torch.eye(hidden), 1.0, 8, 0.05)
+    return Novelty(MotionRule.fit(people, ["a", "b", "c"], [], 12, 0.05, 8), protos)
+
+
+def test_streaming_novelty_equals_the_rules_over_the_whole_track(tmp_path):
+    plain = make_checkpoint(tmp_path / "plain.ckpt")
+    clip = write_clip(tmp_path / "a.avi", frames=30)
+    features = torch.from_numpy(extract_video(ActionPredictor(plain, device="cpu").extractor, clip).subject())
+    hidden = ActionPredictor(plain, device="cpu").model.rnn.hidden_size
+    both = rules_for(features, hidden)
+    frames = np.stack([f for _, f in VideoReader(clip)])
+    for k, rules in enumerate([Novelty(motion=both.motion), Novelty(prototypes=both.prototypes), both]):
+        p = ActionPredictor(make_checkpoint(tmp_path / f"rules{k}.ckpt", novelty=rules), device="cpu")
+        with torch.inference_mode():
+            offline = p.novelty.sequence(features, p.model.outputs(features[None])[0][0]).numpy()
+        assert not offline[:7].any() and (offline[8:] > 0).all()  # judged from the 8th frame of the track on
+        for batch in (8, 1):
+            p.reset()
+            streamed = np.concatenate([p(frames[i : i + batch]).novelty for i in range(0, len(frames), batch)])
+            np.testing.assert_allclose(streamed, offline, rtol=1e-3, atol=1e-4)
 
 
 def test_reset_starts_a_new_sequence(predictor, tmp_path):

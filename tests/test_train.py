@@ -34,6 +34,15 @@ def _toy_yaml(tmp: Path, download: str = "") -> Path:
     return p
 
 
+def same(a, b) -> bool:
+    """Equal, tensors and all (a state dict's extra state nests them in dicts)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return torch.equal(a, b) if torch.is_tensor(a) else a == b
+
+
 def _one_line_error(r) -> str:
     assert r.returncode == 2, r.stdout[-1000:] + r.stderr[-3000:]
     assert "Traceback" not in r.stderr
@@ -65,9 +74,11 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     assert rep["checkpoint"] == str(ckpt)
     assert rep["classes"] == ["walk", "wave"]
     assert rep["stream"] in rep["streams_trained"] and summary["stream"].split()[0] == rep["stream"]
-    # the rejection's operating point: the threshold fitted on validation, and what it does to the test split
+    # the rejection rules, fitted on training and validation, and what they do to the test split
     rej = rep["rejection"]
-    assert rej["quantile"] == 0.05 and 0 < rej["threshold"] < 1 and f"below {rej['threshold']:.3f} (5% of the validation frames)" in summary["unknown"]
+    assert rej["threshold"] == 0.0 and rej["prototypes"]["quantile"] == 0.1 and rej["prototypes"]["calibration"] > 0
+    assert summary["unknown"].strip().startswith("GRU state far from every class (10% of validation frames are); test videos called unknown")
+    assert "motion" not in rej  # the random test model sees nobody: no motion to learn, so no motion rule
     assert 0 <= rej["test_videos_unknown"] <= 1 and rej["test_video_top1_with_rejection"] <= rep["metrics"]["test/video_top1"] + 1e-9
     assert {"test/video_top1", "test/video_top5", "test/video_mean_class", "test/clip_top1"} <= set(rep["metrics"])
     assert len(rep["videos"]) == 2 and {"path", "label", "predicted", "score"} <= set(rep["videos"][0])
@@ -82,7 +93,7 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     # and the run repeats exactly, whether or not it had to extract first (extraction leaves the RNG alone)
     ckpt2 = Path(next(ln for ln in again.stdout.splitlines() if ln.startswith("checkpoint:")).split(":", 1)[1].strip())
     a, b = (torch.load(c, weights_only=True)["state_dict"] for c in (ckpt, ckpt2))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
+    assert same(a, b)
 
     # test any checkpoint on another split: the extractor and classes come from the checkpoint
     t = run_script(*_args(tmp_path, "test", "--ckpt_path", str(ckpt), "--data.fold", "1"), env=env)

@@ -35,7 +35,7 @@ def test_a_run_reports_each_epoch_and_ends_with_a_usable_checkpoint_without_a_te
     log = (tmp_path / "job" / "train.log").read_text()
     assert "test:         none (no test split)" in log
     p = ActionPredictor(ckpt, weights=TINY_MODEL)
-    assert p.class_names == ["walk", "wave"] and p.rejection_threshold > 0  # fitted on the validation clips
+    assert p.class_names == ["walk", "wave"] and p.novelty.prototypes is not None  # "unknown", fitted on the validation clips
 
 
 def test_cancel_stops_the_run_and_a_failing_run_says_why(tiny_dataset, tmp_path):

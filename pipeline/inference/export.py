@@ -13,6 +13,8 @@ A folder holds what ``pipeline.inference.runtime`` needs to run without the PyTo
   normalisation is inside.
 * ``export.json``: class names, fps, extractor record (settings, weights identity), normalisation,
   rejection threshold, background class, the graphs' names, the checkpoint's sha256.
+* ``novelty.pt``: the rules that read a frame as ``unknown`` (``pipeline.model.novelty``; plain tensors),
+  when the checkpoint has them.
 * ``*.xml`` / ``*.bin``: the same graphs as OpenVINO IR, when ``openvino`` is installed.
 
 The cheap, data-dependent rest (which anchors are candidates, NMS, pooling in each person's box) is the
@@ -39,6 +41,7 @@ from pipeline.model.rnn import ActionRNN
 
 EXPORT_VERSION = 1
 MANIFEST = "export.json"
+NOVELTY = "novelty.pt"
 OPSET = 17
 
 
@@ -162,6 +165,8 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
             {"features": {0: "n"}, "probs": {0: "n"}, **{s: {1: "n"} for s in state}, **{f"{s}_next": {1: "n"} for s in state}},
         )  # fmt: skip
         graphs = ["extractor", *(f"branches{i}" for i in range(len(feats))), "step"]
+        if parts.novelty:
+            torch.save(parts.novelty.state(), tmp / NOVELTY)
         manifest = {
             "export_version": EXPORT_VERSION,
             "checkpoint": Path(checkpoint).name,
@@ -175,6 +180,7 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
             "pooled": [f"layer{j}" for j in extractor.layers],
             "normalisation": {"mean": model.mean.tolist(), "std": model.std.tolist(), "applied": "inside step.onnx"},
             "rejection": parts.rejection,
+            "novelty": NOVELTY if parts.novelty else None,
             "background": parts.background,
             "cell": parts.cell,
             "state": {"names": state, "layers": rnn.num_layers, "hidden": rnn.hidden_size},

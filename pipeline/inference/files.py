@@ -62,6 +62,7 @@ class Smoothing:
     min_duration_s: float = MIN_DURATION_S  # a label must hold this long to open a segment
     threshold: float = 0.0  # below this smoothed score the label reads "unknown" (infer.py: the checkpoint's)
     background: str | None = None  # a class that is no action: no segment (infer.py: the checkpoint's)
+    max_novelty: float | None = 1.0  # novelty above this reads "unknown" (1: the checkpoint's rules' limit; None: off)
 
 
 @dataclass
@@ -118,28 +119,31 @@ class _TrackLog:
 
     def __init__(self, names: list[str], smoothing: Smoothing, t: float, curves: bool):
         self.smoothing = smoothing
-        self.timeline = Timeline(names, smoothing.smooth_s, smoothing.min_duration_s, smoothing.threshold, start_s=t)
+        self.timeline = Timeline(names, smoothing.smooth_s, smoothing.min_duration_s, smoothing.threshold, t, smoothing.max_novelty)
         self.first_s = self.last_s = t
         self.weight = 0.0
         self.curves = curves
         self.times: list[float] = []
         self.probs: list[np.ndarray] = []
+        self.novelty: list[float] = []
         self.gates: list[tuple[float, float]] = []
 
-    def add(self, t: float, probs: np.ndarray, weight: float, gates: tuple[float, float] | None) -> tuple[str, float]:
+    def add(self, t: float, probs: np.ndarray, novelty: float, weight: float, gates: tuple[float, float] | None) -> tuple[str, float]:
         self.last_s, self.weight = t, self.weight + weight
         self.times.append(t)
         self.probs.append(probs.astype(np.float32))
+        self.novelty.append(novelty)
         if self.curves and gates is not None:
             self.gates.append(gates)
-        return self.timeline.add(t, probs)
+        return self.timeline.add(t, probs, novelty)
 
     def result(self, track_id: int, names: list[str], step_s: float) -> TrackResult:
         end = self.last_s + step_s
         sm = self.smoothing
         segments, (label, score, share) = settle(
-            names, np.asarray(self.times), np.stack(self.probs), sm.smooth_s, sm.min_duration_s, sm.threshold, self.first_s, end, sm.background
-        )
+            names, np.asarray(self.times), np.stack(self.probs), sm.smooth_s, sm.min_duration_s, sm.threshold, self.first_s, end, sm.background,
+            np.asarray(self.novelty), sm.max_novelty,
+        )  # fmt: skip
         probs = {n: round(float(v), 4) for n, v in zip(names, self.timeline.video_probs())}
         return TrackResult(track_id, self.first_s, end, label, score, probs, segments, self.timeline.frames, share)
 
@@ -171,7 +175,10 @@ def analyse_video(
         if out.json:
             header = {
                 "source": str(source), "checkpoint": checkpoint, "classes": names, "fps": reader.fps, "source_fps": info.fps,
-                "smoothing": {"smooth_s": smoothing.smooth_s, "min_duration_s": smoothing.min_duration_s, "threshold": smoothing.threshold},
+                "smoothing": {
+                    "smooth_s": smoothing.smooth_s, "min_duration_s": smoothing.min_duration_s, "threshold": smoothing.threshold,
+                    "rules": predictor.novelty.summary() if smoothing.max_novelty is not None and predictor.novelty else None,
+                },
                 "tracker": asdict(predictor.tracker_config), "max_people": predictor.extractor.max_people,
             }  # fmt: skip
             sinks["json"] = JsonTimeline(out.json, header, frames=frames_in_json)
@@ -202,7 +209,7 @@ def analyse_video(
                         tid, p = int(preds.track[r]), preds.probs[r]
                         log = logs.get(tid) or logs.setdefault(tid, _TrackLog(names, smoothing, t, bool(out.plot)))
                         gates = (float(preds.gates["update"][r]), float(preds.gates["reset"][r])) if preds.gates else None
-                        label, score = log.add(t, p, float(preds.weight[r]), gates)
+                        label, score = log.add(t, p, float(preds.novelty[r]), float(preds.weight[r]), gates)
                         if "json" in sinks:
                             entries.append({
                                 "id": tid, "box": [round(float(v), 1) for v in preds.boxes[r]], "label": label,
@@ -269,17 +276,17 @@ def _video_timeline(logs: dict[int, _TrackLog], names: list[str], smoothing: Smo
     """The video's own timeline, settled: at each processed frame the person in view who weighs most as the
     main subject (``pipeline.data.tracking``). With one person in view at a time, this follows them across broken
     tracks (a cut between two shots, an absence longer than ``--lost-time``), which no single track does."""
-    best: dict[float, tuple[float, np.ndarray]] = {}
+    best: dict[float, tuple[float, np.ndarray, float]] = {}
     for log in logs.values():
-        for t, p in zip(log.times, log.probs):
+        for t, p, n in zip(log.times, log.probs, log.novelty):
             if t not in best or log.weight > best[t][0]:
-                best[t] = (log.weight, p)
+                best[t] = (log.weight, p, n)
     times = np.array(sorted(best))
     probs = np.stack([best[t][1] for t in times])
     sm = smoothing
     segments, (label, score, share) = settle(
         names, times, probs, sm.smooth_s, sm.min_duration_s, sm.threshold, float(times[0]), float(times[-1]) + step_s,
-        sm.background,
+        sm.background, np.array([best[t][2] for t in times]), sm.max_novelty,
     )
     return label, score, {n: round(float(v), 4) for n, v in zip(names, probs.mean(0))}, segments, share
 

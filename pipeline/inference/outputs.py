@@ -11,7 +11,8 @@ JSON schema (``schema_version`` 3)::
       "classes": [str, ...],
       "fps": float,                  # rate the model ran at (the training fps, or the source's)
       "source_fps": float,
-      "smoothing": {"smooth_s": float, "min_duration_s": float, "threshold": float},
+      "smoothing": {"smooth_s": float, "min_duration_s": float, "threshold": float,
+                    "rules": {"motion": {...}, "prototypes": {...}} | None},  # the checkpoint's "unknown" rules, when on
       "tracker": {"kind": str, "conf": float, "lost_s": float, "match_iou": float},
       "max_people": int,
       "frames": [                    # one per processed frame (left out with --no-frames)

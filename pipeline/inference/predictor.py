@@ -5,7 +5,9 @@ match training exactly. Every call costs one extractor forward over the new fram
 per frame, and per frame one recurrent step over all live tracks as one batch, each track with its own
 carried state: a batch of frames gives the same outputs as the frames one at a time, a track's outputs
 equal a full-sequence forward over that track's features (``pipeline.data.tracking.track_sequence``), and no
-window is ever recomputed. Results stay on the device until one copy per batch.
+window is ever recomputed. Each track also carries its age and its last frames of pose, from which, with its
+GRU output, the checkpoint's rules (``pipeline.model.novelty``) say how novel it is. Results stay on the
+device until one copy per batch.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.features import Extractor, ExtractorConfig, FeatureExtractor, resolve_device
+from pipeline.data.features import POSE_DIM, Extractor, ExtractorConfig, FeatureExtractor, resolve_device
 from pipeline.data.tracking import PersonTracker, TrackerConfig, subject_weight, track_batch
 from pipeline.model.checkpoint import CheckpointError, check_extractor, read_checkpoint
 from pipeline.model.classifier import ActionClassifier
 from pipeline.model.gates import ExplicitGRU, mean_gate_activity
+from pipeline.model.novelty import Novelty
 from pipeline.model.rnn import ActionRNN
 from pipeline.options import BACKENDS, MAX_PEOPLE
 
@@ -32,7 +35,9 @@ class Predictions:
     """Results of one batch of frames, on the host, one row per person seen (grouped by frame, in order):
     the frame's position in the batch ``frame`` (R,), ``track`` id (R,), class ``probs`` (R, C), ``boxes``
     (R, 4 xyxy, source pixels), ``keypoints`` (R, 17, 3), detection ``scores`` (R,), the main-subject rule's
-    ``weight`` (R,), and with ``inspect`` on, the mean update / reset ``gates`` (R,) of the GRU step."""
+    ``weight`` (R,), the track's ``novelty`` now (R,; above 1: ``unknown`` by the checkpoint's rules,
+    ``pipeline.model.novelty``; 0 without rules or before they judge), and with ``inspect`` on, the mean
+    update / reset ``gates`` (R,) of the GRU step."""
 
     frames: int
     frame: np.ndarray
@@ -42,6 +47,7 @@ class Predictions:
     keypoints: np.ndarray
     scores: np.ndarray
     weight: np.ndarray
+    novelty: np.ndarray
     gates: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -101,12 +107,13 @@ Step = Callable[[torch.Tensor, list[torch.Tensor]], tuple[torch.Tensor, list[tor
 @dataclass
 class Parts:
     """What streaming needs, whatever runs it: the checkpoint's record, an extractor (uint8 frames ->
-    :class:`~pipeline.data.features.Detections`), and a recurrent ``step`` (features (N, D) and state ->
-    probabilities (N, C) and the next state, each state tensor (layers, N, hidden))."""
+    :class:`~pipeline.data.features.Detections`), a recurrent ``step`` (features (N, D) and state ->
+    probabilities (N, C) and the next state, each state tensor (layers, N, hidden)), and the rejection rules."""
 
     class_names: list[str]
     record: dict
     rejection: dict
+    novelty: Novelty
     background: str | None
     cell: str
     extractor: Extractor
@@ -142,7 +149,7 @@ def load_torch(checkpoint: str | Path, device: str = "auto", half: bool = True, 
         return logits[:, 0].softmax(-1), list(new) if cell == "lstm" else [new]
 
     return Parts(
-        class_names, record, classifier.rejection, name if name in class_names else None, cell, extractor, step,
+        class_names, record, classifier.rejection, classifier.novelty, name if name in class_names else None, cell, extractor, step,
         (model.rnn.num_layers, model.rnn.hidden_size), dev, model,
     )  # fmt: skip
 
@@ -189,6 +196,7 @@ class ActionPredictor:
         self.device = parts.device
         self.extractor = parts.extractor
         self.rejection: dict = parts.rejection  # fitted on the validation split (pipeline.model.classifier)
+        self.novelty: Novelty = parts.novelty  # the distance rules (pipeline.model.novelty)
         self.background: str | None = parts.background  # a class that is no action
         self.cell: str = parts.cell
         self.tracker_config = tracker or TrackerConfig(conf=self.config.conf)
@@ -223,8 +231,12 @@ class ActionPredictor:
         self.frame_no = 0
 
     def _template(self) -> list[torch.Tensor]:
+        """A new track's state: the recurrent cell's, its age in frames (1, 1, 1), and with a motion rule its
+        pose window (W, 1, POSE_DIM)."""
         z = torch.zeros(*self.parts.state_shape[:1], 1, self.parts.state_shape[1], device=self.device)
-        return [z, z] if self.cell == "lstm" else [z]
+        age = torch.zeros(1, 1, 1, device=self.device)
+        window = [torch.zeros(self.novelty.motion.window, 1, POSE_DIM, device=self.device)] if self.novelty.motion else []
+        return [z, z, age, *window] if self.cell == "lstm" else [z, age, *window]
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray | torch.Tensor) -> Predictions:
@@ -234,7 +246,8 @@ class ActionPredictor:
         images = (frames.cpu().numpy() if torch.is_tensor(frames) else frames) if self.tracker.needs_images else None
         tracked = track_batch(self.tracker, host[:, 5].astype(np.int64), host[:, :4], host[:, 4], len(frames), images)
         template = self._template()
-        probs, rows, tracks, gates = [], [], [], []
+        cells = 2 if self.cell == "lstm" else 1
+        probs, novelty, rows, tracks, gates = [], [], [], [], []
         for ids, idx in tracked:
             alive, slots = self.states.alive(self.frame_no, ids, template)
             self.frame_no += 1
@@ -242,7 +255,12 @@ class ActionPredictor:
                 continue
             x = det.features.new_zeros(len(alive), det.features.shape[1])
             x[: len(ids)] = det.features[torch.from_numpy(idx).to(self.device)]
-            p, new = self.parts.step(x.float(), [s[:, slots] for s in self.states.state])
+            state = [s[:, slots] for s in self.states.state]
+            p, new = self.parts.step(x.float(), state[:cells])
+            new.append(state[cells] + 1)  # age
+            if self.novelty.motion:  # the pose window moves on by this frame (a track not seen now: an absent row)
+                new.append(torch.cat([state[cells + 1][1:], x[None, :, -POSE_DIM:].float()]))
+            novelty.append(self._novelty(new, len(ids), cells))
             for s, n in zip(self.states.state, new):
                 s[:, slots] = n
             probs.append(p[: len(ids)])
@@ -255,14 +273,24 @@ class ActionPredictor:
         sel = torch.from_numpy(rows_all).to(self.device)
         p = torch.cat(probs) if probs else det.features.new_zeros(0, c)
         w = subject_weight(det.features[sel]) if len(sel) else p.new_zeros(0)
+        n = torch.cat(novelty) if novelty else p.new_zeros(len(p))
         g = torch.cat(gates) if gates else p.new_zeros(0, 2)
-        out = torch.cat([p, w[:, None], g if len(g) == len(p) else p.new_zeros(len(p), 2)], 1).cpu().numpy()  # one copy back
+        out = torch.cat([p, w[:, None], n[:, None], g if len(g) == len(p) else p.new_zeros(len(p), 2)], 1).cpu().numpy()  # one copy back
         return Predictions(
             frames=len(frames), frame=host[rows_all, 5].astype(np.int64),
             track=np.concatenate(tracks) if tracks else np.zeros(0, np.int64),
             probs=out[:, :c], boxes=host[rows_all, :4], keypoints=host[rows_all, 6:].reshape(-1, 17, 3), scores=host[rows_all, 4],
-            weight=out[:, c], gates={"update": out[:, c + 1], "reset": out[:, c + 2]} if gates else None,
+            weight=out[:, c], novelty=out[:, c + 1], gates={"update": out[:, c + 2], "reset": out[:, c + 3]} if gates else None,
         )  # fmt: skip
+
+    def _novelty(self, state: list[torch.Tensor], n: int, cells: int) -> torch.Tensor:
+        """The novelty of the first ``n`` tracks' step, from their new state (``pipeline.model.novelty``)."""
+        if not self.novelty:
+            return state[0].new_zeros(n)
+        return self.novelty.combine(  # the cell's output is the last layer's new h
+            self.novelty.motion.novelty(state[cells + 1][:, :n].transpose(0, 1)) if self.novelty.motion else None,
+            self.novelty.prototypes.novelty(state[0][-1, :n], state[cells][0, :n, 0]) if self.novelty.prototypes else None,
+        )
 
     def _gates(self, x: torch.Tensor, ids: np.ndarray, template: list[torch.Tensor]) -> torch.Tensor:
         """Mean update and reset gate (len(ids), 2) of this step, from the explicit GRU cell with its own state per track."""

@@ -19,6 +19,7 @@ from pipeline.data.features import Detections, ExtractorConfig, find_people, fin
 from pipeline.data.weights import WeightsIdentity
 from pipeline.inference.export import ExportError, cached_export, read_manifest
 from pipeline.inference.predictor import Parts
+from pipeline.model.novelty import Novelty
 from pipeline.options import MAX_PEOPLE, OptionError
 
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
@@ -159,4 +160,12 @@ def load_exported(source: str | Path, backend: str = "auto", device: str = "auto
 
     names = manifest["class_names"]
     background = manifest.get("background")
-    return Parts(names, manifest["extractor"], manifest["rejection"], background if background in names else None, manifest["cell"], extractor, step, (layers, hidden), torch.device("cpu"))
+    rules = manifest.get("novelty")
+    try:
+        novelty = Novelty.from_state(torch.load(folder / rules, weights_only=True) if rules else None)
+    except (OSError, RuntimeError, TypeError, KeyError) as e:
+        raise ExportError(f"{folder / rules}: unreadable ({str(e).splitlines()[0]}); export the checkpoint again") from None
+    return Parts(
+        names, manifest["extractor"], manifest["rejection"], novelty, background if background in names else None, manifest["cell"],
+        extractor, step, (layers, hidden), torch.device("cpu"),
+    )  # fmt: skip

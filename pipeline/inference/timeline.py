@@ -85,10 +85,11 @@ class Smoother:
         return self.value
 
 
-def label_of(p: np.ndarray, class_names: list[str], threshold: float) -> tuple[str, float]:
-    """The top class and its probability, or ``unknown`` when that probability is below ``threshold``."""
+def label_of(p: np.ndarray, class_names: list[str], threshold: float, novel: bool = False) -> tuple[str, float]:
+    """The top class and its probability, or ``unknown`` when that probability is below ``threshold`` or the
+    frame is ``novel`` (unlike what the model was trained on: ``pipeline.model.novelty``)."""
     i = int(np.argmax(p))
-    return (class_names[i] if p[i] >= threshold else UNKNOWN), float(p[i])
+    return (class_names[i] if p[i] >= threshold and not novel else UNKNOWN), float(p[i])
 
 
 def zero_phase(times: np.ndarray, probs: np.ndarray, smooth_s: float) -> np.ndarray:
@@ -104,13 +105,16 @@ def zero_phase(times: np.ndarray, probs: np.ndarray, smooth_s: float) -> np.ndar
 def settle(
     class_names: list[str], times: np.ndarray, probs: np.ndarray, smooth_s: float = SMOOTH_S, min_duration_s: float = MIN_DURATION_S,
     threshold: float = 0.0, start_s: float = 0.0, end_s: float | None = None, background: str | None = None,
+    novelty: np.ndarray | None = None, max_novelty: float | None = 1.0,
 ) -> tuple[list[Segment], tuple[str, float, float]]:
     """A finished video's segments, smoothed without delay, and its label: the one whose segments cover the
     most time, with their mean score and the share of the time they cover. ``background``: a class that
-    is no action: it never makes a segment (it can still be the video's label)."""
-    tl = Timeline(class_names, 0.0, min_duration_s, threshold, start_s)
-    for t, p in zip(times, zero_phase(np.asarray(times, np.float64), np.asarray(probs, np.float64), smooth_s)):
-        tl.add(t, p)
+    is no action: it never makes a segment (it can still be the video's label). ``novelty``: per frame, as
+    ``Timeline.add`` takes it."""
+    tl = Timeline(class_names, 0.0, min_duration_s, threshold, start_s, max_novelty)
+    novelty = np.zeros(len(times)) if novelty is None else novelty
+    for t, p, n in zip(times, zero_phase(np.asarray(times, np.float64), np.asarray(probs, np.float64), smooth_s), novelty):
+        tl.add(t, p, float(n))
     segments = tl.segments(end_s)
     return [s for s in segments if s.label != background], longest(segments)
 
@@ -133,17 +137,21 @@ class Timeline:
     at any time.
 
     ``threshold``: a smoothed top score below it reads as ``unknown`` (a label of its own for segments),
-    so that a model unsure of itself does not name a wrong action.
+    so that a model unsure of itself does not name a wrong action. ``max_novelty``: a frame whose novelty
+    (``pipeline.model.novelty``: 1 is the calibrated limit) is above it reads as ``unknown`` too; None: off.
     """
 
     def __init__(
-        self, class_names: list[str], smooth_s: float = 0.3, min_duration_s: float = 0.5, threshold: float = 0.0, start_s: float = 0.0
+        self, class_names: list[str], smooth_s: float = 0.3, min_duration_s: float = 0.5, threshold: float = 0.0, start_s: float = 0.0,
+        max_novelty: float | None = 1.0,
     ):
         self.class_names = list(class_names)
         self.start_s = start_s  # the first segment opens here: 0 for a video, the first frame for a track
-        self.smooth_s, self.min_duration_s, self.threshold = smooth_s, min_duration_s, threshold
+        self.smooth_s, self.min_duration_s, self.threshold, self.max_novelty = smooth_s, min_duration_s, threshold, max_novelty
         self._smoother = Smoother(smooth_s)
         self.frames = 0
+        self.novel_frames = 0
+        self._novel = False  # the latest frame's
         self._sum = np.zeros(len(class_names), np.float64)
         self._last_t: float | None = None
         self._done: list[Segment] = []
@@ -158,16 +166,19 @@ class Timeline:
     @property
     def label(self) -> tuple[str, float]:
         """The current smoothed label and its smoothed probability."""
-        return label_of(self.smoothed, self.class_names, self.threshold) if self.smoothed is not None else (UNKNOWN, 0.0)
+        return label_of(self.smoothed, self.class_names, self.threshold, self._novel) if self.smoothed is not None else (UNKNOWN, 0.0)
 
-    def add(self, time_s: float, probs: np.ndarray) -> tuple[str, float]:
-        """One processed frame's probabilities at ``time_s`` -> its smoothed label and score."""
+    def add(self, time_s: float, probs: np.ndarray, novelty: float = 0.0) -> tuple[str, float]:
+        """One processed frame's probabilities at ``time_s`` (and the novelty of its motion) -> its smoothed
+        label and score."""
         probs = np.asarray(probs, np.float64)
         self._sum += probs
         self.frames += 1
+        self._novel = self.max_novelty is not None and novelty > self.max_novelty
+        self.novel_frames += self._novel
         self._last_t = time_s
         smoothed = self._smoother.add(time_s, probs)
-        label, score = label_of(smoothed, self.class_names, self.threshold)
+        label, score = label_of(smoothed, self.class_names, self.threshold, self._novel)
         self._segment(time_s, label, smoothed)
         return label, score
 
@@ -219,7 +230,6 @@ class Timeline:
         return self._sum / max(self.frames, 1)
 
     def video_label(self) -> tuple[str, float]:
-        """Label and score of the whole video so far: the mean of the per-frame probabilities."""
-        p = self.video_probs()
-        i = int(np.argmax(p))
-        return self.class_names[i], float(p[i])
+        """Label and score of the whole video so far: the mean of the per-frame probabilities (``unknown``
+        when most frames were novel)."""
+        return label_of(self.video_probs(), self.class_names, 0.0, 2 * self.novel_frames > self.frames)

@@ -47,6 +47,7 @@ class LiveOptions:
     serve: str | None = None
     smooth_s: float = 0.5  # display smoothing of the probabilities
     threshold: float = 0.5  # smoothed top score below this shows "unknown" (infer.py: the checkpoint's)
+    max_novelty: float | None = 1.0  # motion more novel than this shows "unknown" (1: the checkpoint's rule; None: off)
     reset_after_s: float = 2.0  # nobody in view this long: reset the GRU state
     duration_s: float | None = None  # stop after this long (benchmarks, tests)
     snapshot_dir: Path = Path(".")
@@ -82,11 +83,12 @@ def check_display() -> None:
 
 
 class LiveLabels:
-    """Predictions -> what to draw: display smoothing per track, ``unknown`` below the threshold, and the
-    main subject (the track with the largest running subject weight) whose label goes top-left."""
+    """Predictions -> what to draw: display smoothing per track, ``unknown`` below the threshold or for motion
+    more novel than ``max_novelty``, and the main subject (the track with the largest running subject weight)
+    whose label goes top-left."""
 
-    def __init__(self, names: list[str], smooth_s: float, threshold: float, background: str | None = None):
-        self.names, self.smooth_s, self.threshold, self.background = names, smooth_s, threshold, background
+    def __init__(self, names: list[str], smooth_s: float, threshold: float, background: str | None = None, max_novelty: float | None = 1.0):
+        self.names, self.smooth_s, self.threshold, self.background, self.max_novelty = names, smooth_s, threshold, background, max_novelty
         self.smoothers: dict[int, Smoother] = {}
         self.weights: dict[int, float] = {}
 
@@ -103,7 +105,8 @@ class LiveLabels:
             tid = int(pred.track[r])
             p = self.smoothers.setdefault(tid, Smoother(self.smooth_s)).add(t, pred.probs[r])
             self.weights[tid] = self.weights.get(tid, 0.0) + float(pred.weight[r])
-            label, score = label_of(p, self.names, self.threshold)
+            novel = self.max_novelty is not None and float(pred.novelty[r]) > self.max_novelty
+            label, score = label_of(p, self.names, self.threshold, novel)
             people.append(Person(tid, pred.boxes[r], pred.keypoints[r], label, score))
         if not people:
             return Overlay(NOBODY, 0.0, [])
@@ -118,7 +121,7 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
     names = predictor.class_names
     fps = predictor.fps or capture.fps
     min_gap = 1.0 / fps if predictor.fps else 0.0
-    labels = LiveLabels(names, opts.smooth_s, opts.threshold, predictor.background)
+    labels = LiveLabels(names, opts.smooth_s, opts.threshold, predictor.background, opts.max_novelty)
     stats = LiveStats()
     sink: VideoSink | None = None
     server: FrameServer | None = None

@@ -12,10 +12,14 @@ helps. With ``streams="auto"`` two models train side by side on the same batches
 (``pose``), one on pooled appearance and keypoints (``fused``), and the one with the lower video-level
 validation loss is kept: the user's own validation split picks the preset.
 
-Rejection: a model trained on N actions names one of them for anything. At each validation the kept
+Rejection: a model trained on N actions names one of them for anything. The checkpoint carries the rules
+that read a frame as ``unknown`` (``pipeline.model.novelty``): motion unlike any of the training videos
+(``motion_quantile``; fitted once, before training) together with a GRU output far from every class's
+training frames (``prototype_quantile``; refitted at each validation for the kept stream, as the checkpoint
+is saved then). Off by default, a low top probability too: the ``reject_quantile`` quantile of the kept
 stream's per-frame top probabilities on the validation videos (smoothed without delay, as ``infer.py``
-settles a finished video) give the rejection threshold: their ``reject_quantile`` quantile. Inference reads
-frames below it as ``unknown``; the checkpoint carries it, with the stream.
+settles a finished video). ``benchmarks/open_set.py`` measured them: the two distances catch unseen
+actions, the top probability does not (an unseen action is named as its nearest known one, with confidence).
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from pipeline.data.features import POSE_DIM
 from pipeline.inference.timeline import SMOOTH_S, zero_phase
+from pipeline.model.novelty import MotionRule, Novelty, PrototypeRule
 from pipeline.model.rnn import ActionRNN
 from pipeline.options import OptionError, check_choice, check_range
 
 LEVELS = ("video", "clip")  # dataloader 0 and 1 of validation and test
+MAX_TRACKS = 512  # training tracks whose GRU outputs give the class means of the prototype rule (evenly drawn)
 STREAMS = ("pose", "fused")
 
 
@@ -56,8 +62,12 @@ class ActionClassifier(L.LightningModule):
     lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
     warmup_frames: frames at the start of each training crop left out of the loss.
     label_smoothing: cross-entropy label smoothing.
-    reject_quantile: share of the validation split's frames (known actions) that the fitted rejection
-        threshold reads as ``unknown``; 0: no rejection.
+    motion_quantile: share of the known clips (training clips seen as from a new actor, validation clips)
+        whose motion the motion rule reads as ``unknown``; 0: no motion rule.
+    motion_window: frames of a person's motion that the motion rule describes.
+    prototype_quantile: share of the validation frames that the prototype rule reads as ``unknown``; 0: off.
+    reject_quantile: share of the validation split's frames (known actions) that the top-probability
+        threshold reads as ``unknown``; 0: no such threshold.
     background: the class (when the data has it) of "nothing in particular": trained like the others,
         reported as no action (no segment, no label drawn).
     """
@@ -79,7 +89,10 @@ class ActionClassifier(L.LightningModule):
         weight_decay: float = 1e-2,
         warmup_frames: int = 8,
         label_smoothing: float = 0.0,
-        reject_quantile: float = 0.05,
+        motion_quantile: float = 0.05,
+        motion_window: int = 32,
+        prototype_quantile: float = 0.1,
+        reject_quantile: float = 0.0,
         background: str = "background",
     ):
         super().__init__()
@@ -91,6 +104,9 @@ class ActionClassifier(L.LightningModule):
         check_range("--model.warmup_frames", warmup_frames, 0, 10_000)
         check_range("--model.label_smoothing", label_smoothing, 0, 0.99)
         check_range("--model.reject_quantile", reject_quantile, 0, 0.5)
+        check_range("--model.motion_quantile", motion_quantile, 0, 0.5)
+        check_range("--model.motion_window", motion_window, 2, 10_000)
+        check_range("--model.prototype_quantile", prototype_quantile, 0, 0.5)
         if len(class_names) < 2:
             raise OptionError(f"a classifier needs at least 2 classes, got {len(class_names)} ({', '.join(class_names)}): add class folders")
         pooled_dim = input_dim - POSE_DIM
@@ -120,8 +136,12 @@ class ActionClassifier(L.LightningModule):
         self.test_predictions: list[tuple[int, int, list[float]]] = []  # (video, label, video-level probs)
         self.test_stream_probs: dict[str, list[tuple[int, list[float]]]] = {}  # every trained stream's, for the report
         self.rejection: dict = {"threshold": 0.0}  # fitted at each validation (see the module's docstring)
+        self.novelty = Novelty()  # the distance rules (see the module's docstring)
         self._val_top: dict[str, list[np.ndarray]] = {}  # per stream, the validation frames' smoothed top probability
-        self.test_frame_probs: list[tuple[int, np.ndarray]] = []  # the kept stream's per-frame test probabilities
+        self._val_out: dict[str, list[torch.Tensor]] = {}  # per stream, the validation tracks' GRU outputs
+        self._train_out: dict[str, list[torch.Tensor]] = {}  # per stream, the training tracks' GRU outputs, this validation's weights
+        self._train_labels: list[int] = []
+        self.test_frame_probs: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # the kept stream's, per test frame: probabilities, novelty
 
     @property
     def model(self) -> ActionRNN:
@@ -129,13 +149,14 @@ class ActionClassifier(L.LightningModule):
         return self.streams[self.stream]
 
     def get_extra_state(self) -> dict:
-        return {"stream": self.stream, "rejection": self.rejection}
+        return {"stream": self.stream, "rejection": self.rejection, "novelty": self.novelty.state()}
 
     def set_extra_state(self, state: dict) -> None:
         if state["stream"] not in self.streams:
             raise RuntimeError(f"the checkpoint kept stream '{state['stream']}', which these settings do not build")
         self.stream = state["stream"]
         self.rejection = state.get("rejection", {"threshold": 0.0})  # none in checkpoints made before it
+        self.novelty = Novelty.from_state(state.get("novelty"))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the weight-averaging callback saves its averaged copy, made before the stream was chosen: say which
@@ -148,6 +169,11 @@ class ActionClassifier(L.LightningModule):
         if stage == "fit" and dm is not None and getattr(dm, "mean", None) is not None:
             for m in self.streams.values():
                 m.set_normalization(dm.mean, dm.std)
+        if stage == "fit" and dm is not None and "train" in getattr(dm, "data", {}) and self.hparams.motion_quantile > 0:
+            seqs, _, videos = dm.data["train"]
+            val = dm.data["val"][0] if "val" in dm.data else []
+            groups = [v.group or str(v.path) for v in videos]  # no groups: each clip is its own
+            self.novelty.motion = MotionRule.fit(seqs, groups, val, self.hparams.motion_window, self.hparams.motion_quantile, self.min_frames)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths)[0]
@@ -171,16 +197,22 @@ class ActionClassifier(L.LightningModule):
         names = list(self.streams) if stage == "val" or level == "video" else [self.stream]
         videos, lengths = batch["video"].tolist(), batch["lengths"].tolist()
         for name in names:
-            frame_probs = self.streams[name](batch["x"], batch["lengths"])[0].softmax(-1)
+            out = self.streams[name].outputs(batch["x"], batch["lengths"])[0]
+            frame_probs = self.streams[name].head(out).softmax(-1)
             probs = masked_mean(frame_probs, batch["lengths"])
             if stage == "val" and level == "video" and self.hparams.reject_quantile > 0:
                 self._val_top.setdefault(name, []).extend(self.smoothed_top(frame_probs, batch["lengths"]))
+            if stage == "val" and level == "video":
+                self._val_out.setdefault(name, []).extend(out[i, :n].detach() for i, n in enumerate(lengths))
             if stage == "test" and level == "video" and len(self.streams) > 1:
                 self.test_stream_probs.setdefault(name, []).extend(zip(videos, probs.tolist()))
             if stage == "test" and name != self.stream:
                 continue
             if stage == "test" and level == "video":
-                self.test_frame_probs += [(v, frame_probs[i, :n].float().cpu().numpy()) for i, (v, n) in enumerate(zip(videos, lengths))]
+                self.test_frame_probs += [
+                    (v, frame_probs[i, :n].float().cpu().numpy(), self.novelty.sequence(batch["x"][i, :n], out[i, :n]).cpu().numpy())
+                    for i, (v, n) in enumerate(zip(videos, lengths))
+                ]  # fmt: skip
             key = f"{stage}_{level}_{name}"
             self.losses[key].update(F.nll_loss(probs.clamp(min=1e-8).log(), batch["y"], reduction="none"))
             self.metrics[key].update(probs, batch["y"])
@@ -201,7 +233,8 @@ class ActionClassifier(L.LightningModule):
         if stage == "val" and not self.trainer.sanity_checking:
             self.stream = min(names, key=lambda n: float(losses["video", n]))
             self.rejection = self.fit_rejection(self._val_top.get(self.stream, []))
-        self._val_top = {}
+            self.novelty.prototypes = self.fit_prototypes(self._train_out.get(self.stream, []), self._val_out.get(self.stream, []))
+        self._val_top, self._val_out, self._train_out = {}, {}, {}
         for level in LEVELS:
             self.log(f"{stage}/{level}_loss", losses[level, self.stream])
             self.log_dict(self.metrics[f"{stage}_{level}_{self.stream}"].compute(), prog_bar=level == "video")
@@ -213,6 +246,32 @@ class ActionClassifier(L.LightningModule):
             for level in LEVELS:
                 self.metrics[f"{stage}_{level}_{n}"].reset()
                 self.losses[f"{stage}_{level}_{n}"].reset()
+
+    @property
+    def min_frames(self) -> int:
+        """Frames of a track before the novelty rules judge it: as many as the loss leaves out."""
+        return max(self.hparams.warmup_frames, 2)
+
+    def on_validation_epoch_start(self) -> None:
+        # the weights validated now (the weight average, when there is one) are those the checkpoint saves:
+        # the prototype rule is fitted on their outputs for the training tracks
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.hparams.prototype_quantile <= 0 or self.trainer.sanity_checking or "train" not in getattr(dm, "data", {}):
+            return
+        seqs, labels, _ = dm.data["train"]
+        keep = torch.linspace(0, len(seqs) - 1, min(MAX_TRACKS, len(seqs))).round().long().tolist()
+        x = nn.utils.rnn.pad_sequence([seqs[i] for i in keep], batch_first=True).to(self.device)
+        lengths = torch.tensor([len(seqs[i]) for i in keep])
+        self._train_labels = [int(labels[i]) for i in keep]
+        with torch.no_grad():
+            for name, m in self.streams.items():
+                out = m.outputs(x.float(), lengths)[0]
+                self._train_out[name] = [out[j, :n] for j, n in enumerate(lengths.tolist())]
+
+    def fit_prototypes(self, train: list[torch.Tensor], val: list[torch.Tensor]) -> PrototypeRule | None:
+        if self.hparams.prototype_quantile <= 0 or not train:
+            return None
+        return PrototypeRule.fit(train, self._train_labels, val, len(self.class_names), self.hparams.prototype_quantile, self.min_frames)
 
     def smoothed_top(self, frame_probs: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
         """Per video, the top probability of each frame after the delay-free smoothing infer.py settles with."""

@@ -59,9 +59,9 @@ def rejected(pl_module: L.LightningModule, predictions: list) -> dict:
     fps = pl_module.hparams.extractor.get("fps") or 25.0
     names, labels = pl_module.class_names, {v: y for v, y, _ in predictions}
     out = {}
-    for v, p in pl_module.test_frame_probs:
+    for v, p, novelty in pl_module.test_frame_probs:
         if v in labels and len(p):
-            out[v] = settle(names, np.arange(len(p)) / fps, p, SMOOTH_S, MIN_DURATION_S, threshold, 0.0, len(p) / fps)[1][0]
+            out[v] = settle(names, np.arange(len(p)) / fps, p, SMOOTH_S, MIN_DURATION_S, threshold, 0.0, len(p) / fps, novelty=novelty)[1][0]
     if not out:
         return {}
     return {
@@ -103,7 +103,10 @@ class ReportWriter(Callback):
             "stream": pl_module.stream,  # the kept stream (pipeline.model.classifier)
             "streams_trained": list(pl_module.streams),
             "stream_video_top1": stream_accuracy(pl_module.test_stream_probs, predictions),  # what each would have given
-            "rejection": {**pl_module.rejection, **rejected(pl_module, predictions)},
+            "rejection": {
+                **pl_module.rejection, **rejected(pl_module, predictions),
+                **pl_module.novelty.summary(),  # the distance rules: motion, prototypes
+            },
             "metrics": metrics,
             "per_class_accuracy": {
                 lv: {n: (float(c[i, i] / c[i].sum()) if c[i].sum() else None) for i, n in enumerate(names)} for lv, c in confusion.items()

@@ -78,6 +78,14 @@ class ActionRNN(nn.Module):
         With ``lengths``, padded frames are skipped (packed sequence) and the hidden state returned is
         each sequence's state at its own last frame; logits at padded positions are meaningless.
         """
+        out, hidden = self.outputs(x, lengths, hidden)
+        return self.head(out), hidden
+
+    def outputs(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: Hidden | None = None
+    ) -> tuple[torch.Tensor, Hidden]:
+        """As ``forward``, but the cell's per-frame outputs (B, T, hidden) instead of the logits: the state
+        space that the prototype rule measures (``pipeline.model.novelty``)."""
         z = self.embed(x)
         if lengths is not None:
             packed = pack_padded_sequence(z, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -85,7 +93,7 @@ class ActionRNN(nn.Module):
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         else:
             out, hidden = self.rnn(z, hidden)
-        return self.head(out), hidden
+        return out, hidden
 
     def step(self, x_t: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """One frame (B, D) -> logits (B, C) and the next hidden state: the streaming form of ``forward``."""

@@ -29,6 +29,14 @@ from pipeline.teach.recording import Recorder
 from pipeline.teach.trainjob import TrainingJob
 
 
+def unknown_rules(predictor: ActionPredictor) -> str:
+    """What the model calls ``unknown``, in words for the page (``pipeline.model.novelty``)."""
+    rules = (["motion unlike the examples"] if predictor.novelty.motion else []) + (["unlike every action to the model"] if predictor.novelty.prototypes else [])
+    if predictor.rejection_threshold:
+        rules.append(f"score below {predictor.rejection_threshold:.0%}")
+    return " or ".join(rules) or "off"
+
+
 @dataclass
 class StudioOptions:
     config: Path  # the training config (configs/teach.yaml): extractor settings and the run's recipe
@@ -138,7 +146,7 @@ class Studio:
         predictor = ActionPredictor(checkpoint, device=self.opts.device)
         history = (training or {}).get("history") or []
         info = {
-            "checkpoint": str(checkpoint), "classes": predictor.class_names, "threshold": round(predictor.rejection_threshold, 3),
+            "checkpoint": str(checkpoint), "classes": predictor.class_names, "unknown": unknown_rules(predictor),
             "background": predictor.background,
             "val_top1": max((h.get("val_top1", 0.0) for h in history), default=None), "train_seconds": (training or {}).get("seconds"),
         }  # fmt: skip
