@@ -73,6 +73,7 @@ def test_record_train_twice_and_the_model_goes_live(studio, tmp_path):
     wait_for(lambda: studio.model_info is not None, what="the trained model")
     info = studio.model_info
     assert info["classes"] == ["moving", "still"] and Path(info["checkpoint"]).is_file() and tmp_path in Path(info["checkpoint"]).resolve().parents
+    assert info["unknown"].endswith("model state unlike the examples")  # the page says what "unknown" means
     assert studio.job_status["state"] == "done" and len(studio.job_status["history"]) == 3
     wait_for(lambda: studio.state()["label"] != "", 30, "a live label")
     assert studio.state()["label"] in ("moving", "still", "unknown", "nobody")

@@ -31,7 +31,8 @@ from pipeline.teach.trainjob import TrainingJob
 
 def unknown_rules(predictor: ActionPredictor) -> str:
     """What the model calls ``unknown``, in words for the page (``pipeline.model.novelty``)."""
-    rules = (["motion unlike the examples"] if predictor.novelty.motion else []) + (["unlike every action to the model"] if predictor.novelty.prototypes else [])
+    distances = (["motion"] if predictor.novelty.motion else []) + (["model state"] if predictor.novelty.prototypes else [])
+    rules = [" and ".join(distances) + " unlike the examples"] if distances else []
     if predictor.rejection_threshold:
         rules.append(f"score below {predictor.rejection_threshold:.0%}")
     return " or ".join(rules) or "off"
