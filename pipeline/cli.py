@@ -141,12 +141,11 @@ class ActionCLI(LightningCLI):
             f"report:       {report or 'none (written by the test)'}",
         ]
         rejection = json.loads(report.read_text()).get("rejection", {}) if report and report.is_file() else {}
-        distances = ([f"motion unlike the training videos' ({rejection['motion']['quantile']:.0%} of known clips are)"] if rejection.get("motion") else []) + (
-            [f"GRU state far from every class ({rejection['prototypes']['quantile']:.0%} of validation frames are)"] if rejection.get("prototypes") else []
-        )  # fmt: skip
-        rules = ([" and ".join(distances) + (", together" if len(distances) > 1 else "")] if distances else []) + (
-            [f"top probability below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of validation frames are)"] if rejection.get("threshold") else []
-        )  # fmt: skip
+        parts = [(name, f"{rejection[key]['quantile']:.0%} of {what}") for key, name, what in (
+            ("motion", "motion", "known clips"), ("prototypes", "GRU state", "validation frames")) if rejection.get(key)]  # fmt: skip
+        rules = [f"{' and '.join(n for n, _ in parts)} unlike training (past the limits: {', '.join(w for _, w in parts)})"] if parts else []
+        if rejection.get("threshold"):
+            rules.append(f"top probability below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of validation frames are)")
         if rules:
             lines.insert(-1, (
                 f"unknown:      {' or '.join(rules)}"

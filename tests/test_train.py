@@ -77,7 +77,7 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     # the rejection rules, fitted on training and validation, and what they do to the test split
     rej = rep["rejection"]
     assert rej["threshold"] == 0.0 and rej["prototypes"]["quantile"] == 0.1 and rej["prototypes"]["calibration"] > 0
-    assert summary["unknown"].strip().startswith("GRU state far from every class (10% of validation frames are); test videos called unknown")
+    assert summary["unknown"].strip().startswith("GRU state unlike training (past the limits: 10% of validation frames); test videos called unknown")
     assert "motion" not in rej  # the random test model sees nobody: no motion to learn, so no motion rule
     assert 0 <= rej["test_videos_unknown"] <= 1 and rej["test_video_top1_with_rejection"] <= rep["metrics"]["test/video_top1"] + 1e-9
     assert {"test/video_top1", "test/video_top5", "test/video_mean_class", "test/clip_top1"} <= set(rep["metrics"])
