@@ -95,6 +95,12 @@ def test_the_rules_survive_a_weights_only_save_and_take_the_larger_novelty():
     alone = [Novelty(motion=again.motion).sequence(x, h), Novelty(prototypes=again.prototypes).sequence(x, h)]
     assert torch.allclose(both, (alone[0] * alone[1]).sqrt()) and (alone[0] != alone[1]).any()  # together
     assert not Novelty() and Novelty.from_state(None).summary() == {} and set(rules.summary()) == {"motion", "prototypes"}
+    # placed once on the predictor's device (no copy of the bank per frame), saved from the host
+    placed = Novelty.from_state(rules.state()).to("meta")
+    tensors = [placed.motion.bank, placed.motion.centre, placed.motion.scale, placed.prototypes.means, placed.prototypes.precision]
+    assert all(t.device.type == "meta" for t in tensors)
+    saved = Novelty.from_state(rules.state()).state()
+    assert all(v.device.type == "cpu" for rule in saved.values() for v in rule.values() if torch.is_tensor(v))
 
 
 def test_a_larger_quantile_calls_more_known_windows_unknown():

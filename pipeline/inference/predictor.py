@@ -149,7 +149,7 @@ def load_torch(checkpoint: str | Path, device: str = "auto", half: bool = True, 
         return logits[:, 0].softmax(-1), list(new) if cell == "lstm" else [new]
 
     return Parts(
-        class_names, record, classifier.rejection, classifier.novelty, name if name in class_names else None, cell, extractor, step,
+        class_names, record, classifier.rejection, classifier.novelty.to(dev), name if name in class_names else None, cell, extractor, step,
         (model.rnn.num_layers, model.rnn.hidden_size), dev, model,
     )  # fmt: skip
 

@@ -97,8 +97,12 @@ class MotionRule:
     ) -> MotionRule | None:
         """From the training tracks (features (T, D) each) and their groups, calibrated on them and on the
         validation tracks. None when there is nothing to calibrate on (fewer than two groups)."""
-        descs = [describe(sequence_windows(x, window)) for x in train]
-        descs = [d[n >= min_frames] for d, n in descs]
+
+        def judged(x: torch.Tensor) -> torch.Tensor:  # descriptors of the windows with enough frames to judge
+            d, n = describe(sequence_windows(x, window))
+            return d[n >= min_frames]
+
+        descs = [judged(x) for x in train]
         owner = [g for d, g in zip(descs, groups) for _ in range(len(d))]
         if len(set(owner)) < 2:
             return None
@@ -111,23 +115,26 @@ class MotionRule:
         bank_group = torch.tensor([index[g] for g in owner])
         # a clip is unknown when most of its frames are: calibrate on each known clip's median distance
         medians = []
-        for d, g in [*zip(descs, groups), *((describe(sequence_windows(x, window)), None) for x in val)]:
-            if g is None:
-                d = d[0][d[1] >= min_frames]
+        for d, g in [*zip(descs, groups), *((judged(x), None) for x in val)]:  # validation: against the whole bank
             if len(d):
                 d = d[torch.linspace(0, len(d) - 1, min(len(d), CALIBRATION_WINDOWS)).round().long()]
-                own = torch.full((len(d),), index[g]) if g is not None else None
-                medians.append(rule._nearest(rule._scaled(d), own, bank_group if g is not None else None).median())
+                own = None if g is None else torch.full((len(d),), index[g])
+                medians.append(rule._nearest(rule._scaled(d), own, None if g is None else bank_group).median())
         distances = torch.stack(medians)
         rule.threshold, rule.calibration = upper_quantile(distances, quantile), int(torch.isfinite(distances).sum())
         return rule
 
+    def to(self, device: torch.device | str) -> MotionRule:
+        """On the device the frames are on, once: no copy of the bank per frame."""
+        self.bank, self.centre, self.scale = self.bank.to(device), self.centre.to(device), self.scale.to(device)
+        return self
+
     def _scaled(self, descriptors: torch.Tensor) -> torch.Tensor:
-        return (descriptors - self.centre.to(descriptors.device)) / self.scale.to(descriptors.device)
+        return (descriptors - self.centre) / self.scale
 
     def _nearest(self, scaled: torch.Tensor, group: torch.Tensor | None = None, bank_group: torch.Tensor | None = None) -> torch.Tensor:
         """Distance of scaled descriptors to the nearest bank window (of another group, when groups are given)."""
-        d = torch.cdist(scaled, self.bank.to(scaled.device))
+        d = torch.cdist(scaled, self.bank)
         if group is not None and bank_group is not None:
             d = d.masked_fill(group[:, None] == bank_group[None], math.inf)
         return d.min(1).values / math.sqrt(DESCRIPTOR_DIM) if d.shape[1] else scaled.new_full((len(scaled),), math.inf)
@@ -141,7 +148,7 @@ class MotionRule:
 
     def state(self) -> dict:
         return {
-            "bank": self.bank.clone(), "centre": self.centre.clone(), "scale": self.scale.clone(), "threshold": self.threshold, "window": self.window,
+            "bank": self.bank.cpu().clone(), "centre": self.centre.cpu().clone(), "scale": self.scale.cpu().clone(), "threshold": self.threshold, "window": self.window,
             "min_frames": self.min_frames, "quantile": self.quantile, "calibration": self.calibration,
         }  # fmt: skip
 
@@ -160,11 +167,11 @@ class PrototypeRule:
     def fit(cls, train: list[torch.Tensor], labels: list[int], val: list[torch.Tensor], num_classes: int, quantile: float, min_frames: int) -> PrototypeRule | None:
         """From the GRU's outputs (T, H) on the training tracks and their classes, calibrated on the outputs of
         the validation tracks. None without validation frames to calibrate on, or a class without frames."""
-        h = torch.cat([o[min_frames:] for o in train]).double()
+        h = torch.cat([o[min_frames:] for o in train]).cpu().double()  # fitted on the host, wherever the GRU ran
         y = torch.cat([torch.full((max(len(o) - min_frames, 0),), c) for o, c in zip(train, labels)])
         keep = torch.linspace(0, len(h) - 1, min(MAX_FRAMES, len(h))).round().long() if len(h) else torch.zeros(0, dtype=torch.long)
         h, y = h[keep], y[keep]
-        calib_frames = [o[min_frames:] for o in val if len(o) > min_frames]
+        calib_frames = [o[min_frames:].cpu() for o in val if len(o) > min_frames]
         if not calib_frames or any((y == c).sum() == 0 for c in range(num_classes)):
             return None
         means = torch.stack([h[y == c].mean(0) for c in range(num_classes)])
@@ -175,9 +182,14 @@ class PrototypeRule:
         rule.threshold, rule.calibration = upper_quantile(distances, quantile), len(distances)
         return rule
 
+    def to(self, device: torch.device | str) -> PrototypeRule:
+        """On the device the GRU runs on, once."""
+        self.means, self.precision = self.means.to(device), self.precision.to(device)
+        return self
+
     def _distance(self, h: torch.Tensor) -> torch.Tensor:
-        d = h.to(torch.float32)[:, None] - self.means.to(h.device)[None]
-        return torch.einsum("ncd,de,nce->nc", d, self.precision.to(h.device), d).min(1).values
+        d = h.to(torch.float32)[:, None] - self.means[None]
+        return torch.einsum("ncd,de,nce->nc", d, self.precision, d).min(1).values
 
     def novelty(self, h: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
         """GRU outputs (N, H) and each track's frames so far (N,) -> distance / threshold (N,); 0 for a track
@@ -187,7 +199,7 @@ class PrototypeRule:
 
     def state(self) -> dict:
         return {
-            "means": self.means.clone(), "precision": self.precision.clone(), "threshold": self.threshold, "min_frames": self.min_frames,
+            "means": self.means.cpu().clone(), "precision": self.precision.cpu().clone(), "threshold": self.threshold, "min_frames": self.min_frames,
             "quantile": self.quantile, "calibration": self.calibration,
         }  # fmt: skip
 
@@ -206,6 +218,12 @@ class Novelty:
     def __bool__(self) -> bool:
         return self.motion is not None or self.prototypes is not None
 
+    def to(self, device: torch.device | str) -> Novelty:
+        for rule in (self.motion, self.prototypes):
+            if rule is not None:
+                rule.to(device)
+        return self
+
     def combine(self, motion: torch.Tensor | None, prototypes: torch.Tensor | None) -> torch.Tensor:
         """The rules' novelties (None: the rule is off) -> the frame's."""
         if motion is not None and prototypes is not None:
@@ -216,6 +234,7 @@ class Novelty:
         """A track's features (T, D) and GRU outputs (T, H) -> novelty of each frame (T,), as streaming gives."""
         if not self:
             return features.new_zeros(len(features), dtype=torch.float32)
+        self.to(features.device)  # offline (evaluation): a no-op after the first track
         return self.combine(
             self.motion.novelty(sequence_windows(features, self.motion.window)) if self.motion else None,
             self.prototypes.novelty(outputs, torch.arange(1, len(outputs) + 1, device=outputs.device)) if self.prototypes else None,
