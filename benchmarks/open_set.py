@@ -15,8 +15,9 @@ labels a finished video (per-frame probabilities smoothed without delay, frames 
 * AUROC, known against unknown clips, of each rule's score (the clip's median novelty) and, for
   comparison, of the clip's mean smoothed top probability and of the energy (logsumexp of the logits);
 
-for the checkpoint's rules together (the default), each alone, and a top-probability threshold (5% of the
-validation frames under it), so that the default is chosen by measurement.
+for the checkpoint's rules (the default: motion; with ``-- --model.prototype_quantile=0.1`` motion and GRU
+state together), each alone, and a top-probability threshold (5% of the validation frames under it), so
+that the default is chosen by measurement.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def summarise(rows: list[dict], what: str) -> None:
     print(f"\n{what}, mean +- sd over runs; known top-1 without rejection {mean_sd([r['known_top1_off'] for r in rows])}")
     print(f"  {'rule':48s} {'known top-1 drop':>18s} {'unknown labelled unknown':>26s} {'AUROC':>15s}")
     for key, name, auc in (
-        ("on", "motion and GRU state together (the default)", "auroc_novelty"), ("on_motion", "motion alone", "auroc_novelty_motion"),
+        ("on", "the checkpoint's rules (the default)", "auroc_novelty"), ("on_motion", "motion alone", "auroc_novelty_motion"),
         ("on_prototypes", "GRU state alone", "auroc_novelty_prototypes"), ("on_top", "top probability (5% of validation frames)", "auroc_top"),
     ):
         sel = [r for r in rows if f"known_top1_{key}" in r]

@@ -143,7 +143,8 @@ class ActionCLI(LightningCLI):
         rejection = json.loads(report.read_text()).get("rejection", {}) if report and report.is_file() else {}
         parts = [(name, f"{rejection[key]['quantile']:.0%} of {what}") for key, name, what in (
             ("motion", "motion", "known clips"), ("prototypes", "GRU state", "validation frames")) if rejection.get(key)]  # fmt: skip
-        rules = [f"{' and '.join(n for n, _ in parts)} unlike training (past the limits: {', '.join(w for _, w in parts)})"] if parts else []
+        limits = "the limits" if len(parts) > 1 else "the limit"
+        rules = [f"{' and '.join(n for n, _ in parts)} unlike training (past {limits}: {', '.join(w for _, w in parts)})"] if parts else []
         if rejection.get("threshold"):
             rules.append(f"top probability below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of validation frames are)")
         if rules:

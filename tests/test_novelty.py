@@ -65,6 +65,27 @@ def test_the_motion_rule_is_calibrated_on_held_out_groups_and_flags_motion_it_ne
     assert MotionRule.fit(train, ["one"] * len(train), val, 24, 0.1, 8) is None
 
 
+def travelling(x: torch.Tensor, speed: float) -> torch.Tensor:
+    """The track with the person's box moving sideways by ``speed`` (of the frame width) per frame."""
+    x = x.clone()
+    x[:, 3 + 2] = 0.3 + speed * torch.arange(len(x))
+    return x
+
+
+def test_how_fast_the_body_travels_counts_as_much_as_what_the_limbs_do():
+    # two actions whose limbs swing differently, each travelling at its own pace (as walk and run do)
+    actions = [(16, 0.05, 0.002), (6, 0.2, 0.004)]
+    train = [travelling(track(60, p, a, seed=10 * i + k), v) for i in range(4) for k, (p, a, v) in enumerate(actions)]
+    groups = [f"person{i}" for i in range(4) for _ in range(2)]
+    val = [travelling(track(60, p, a, 99 - k), v) for k, (p, a, v) in enumerate(actions)]
+    rule = MotionRule.fit(train, groups, val, window=24, quantile=0.1, min_frames=8)
+    slow = rule.novelty(sequence_windows(travelling(track(60, 16, 0.05, 7), 0.002), 24))[8:]
+    twice = rule.novelty(sequence_windows(travelling(track(60, 16, 0.05, 7), 0.004), 24))[8:]
+    # the first action's limbs at twice its pace: the box's 6 numbers weigh as much as the 102 keypoint ones,
+    # so every frame is past the limit (weighed per number, a third of them would be)
+    assert (slow > 1).float().mean() < 0.5 and (twice > 1).all()
+
+
 def test_the_prototype_rule_measures_distance_to_the_nearest_class():
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[3.0, 0.0], [-3.0, 0.0]])

@@ -61,7 +61,8 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     _toy_yaml(tmp_path, f"download:\n  - {{url: '{base}/walk.zip', into: walk}}\n  - {{url: '{base}/wave.zip', into: wave}}\n")
     env = {"ACTIONS_DATA_DIR": str(tmp_path / "data")}
 
-    r = run_script(*_args(tmp_path), env=env)
+    opt_in = ("fit", "--model.prototype_quantile=0.1")  # the GRU-state rule: the tiny model sees nobody, so no motion rule
+    r = run_script(*_args(tmp_path, *opt_in), env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "data" / "toy" / "walk").iterdir()) == sorted(p.name for p in (src / "walk").iterdir())
     assert "extracting features of 8 videos" in r.stderr
@@ -77,7 +78,7 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     # the rejection rules, fitted on training and validation, and what they do to the test split
     rej = rep["rejection"]
     assert rej["threshold"] == 0.0 and rej["prototypes"]["quantile"] == 0.1 and rej["prototypes"]["calibration"] > 0
-    assert summary["unknown"].strip().startswith("GRU state unlike training (past the limits: 10% of validation frames); test videos called unknown")
+    assert summary["unknown"].strip().startswith("GRU state unlike training (past the limit: 10% of validation frames); test videos called unknown")
     assert "motion" not in rej  # the random test model sees nobody: no motion to learn, so no motion rule
     assert 0 <= rej["test_videos_unknown"] <= 1 and rej["test_video_top1_with_rejection"] <= rep["metrics"]["test/video_top1"] + 1e-9
     assert {"test/video_top1", "test/video_top5", "test/video_mean_class", "test/clip_top1"} <= set(rep["metrics"])
@@ -87,7 +88,7 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     # the same fit again: nothing fetched (the server is emptied) and nothing re-extracted
     for f in www.iterdir():
         f.unlink()
-    again = run_script(*_args(tmp_path), env=env)
+    again = run_script(*_args(tmp_path, *opt_in), env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "extracting features" not in again.stderr
     # and the run repeats exactly, whether or not it had to extract first (extraction leaves the RNG alone)

@@ -1,20 +1,21 @@
 """Features and GRU outputs -> novelty: is this something the model was trained on? The rules behind ``unknown``.
 
 A classifier trained on N actions names one of them for anything, and with confidence: an unseen action is
-named as its nearest known one, so its top probability says little (``benchmarks/open_set.py``). Two
-distances say more, and they miss different actions, so they are combined (geometric mean of the two,
-each in units of its own calibrated limit; above 1 is ``unknown``):
+named as its nearest known one, so its top probability says little (``benchmarks/open_set.py``). A
+distance says more, in units of its calibrated limit (above 1 is ``unknown``):
 
-* **motion** (``MotionRule``): a person's last ``window`` frames described by what the body does, not
-  where the camera stands (keypoints in the person's box, box aspect, box motion in body heights: mean,
-  spread, frame-to-frame change), and the distance to the nearest such window of the training videos (the
-  bank, kept in the checkpoint). Calibrated as a new person is met: each training clip's windows against
+* **motion** (``MotionRule``, the default): a person's last ``window`` frames described by what the body
+  does, not where the camera stands (keypoints in the person's box, box aspect, box motion in body heights:
+  mean, spread, frame-to-frame change; each kind of evidence weighed the same), and the distance to the
+  nearest such window of the training videos (the bank, kept in the checkpoint). Calibrated as a new person is met: each training clip's windows against
   the bank without its own group (the actor; the clip itself when the data has no groups), and each
   validation clip's against the whole bank; a clip is ``unknown`` when most of its frames are, so the limit
   leaves ``quantile`` of those clips' median distances above it. Independent of the model; fitted once.
-* **prototypes** (``PrototypeRule``): the GRU's output at a frame, its Mahalanobis distance (one shared
-  covariance) to the nearest class mean of the training frames; the limit leaves ``quantile`` of the
-  validation frames above it. Refitted with the model at every validation, as the checkpoint is.
+* **prototypes** (``PrototypeRule``, opt-in): the GRU's output at a frame, its Mahalanobis distance (one
+  shared covariance) to the nearest class mean of the training frames; the limit leaves ``quantile`` of the
+  validation frames above it. Refitted with the model at every validation, as the checkpoint is. It misses
+  what motion catches (an unseen action the GRU maps onto a known class's states) and flags known actions
+  of an unusual actor, so with both on a frame is ``unknown`` when their geometric mean is past 1.
 
 The first ``min_frames`` of a track are not judged (novelty 0), as training leaves them out of the loss.
 """
@@ -30,7 +31,13 @@ import torch.nn.functional as F
 from pipeline.data.features import KXY, POSE_DIM
 
 KEYPOINTS = slice(6, KXY.stop)  # of the pose block: keypoints (x, y), relative to the person's box
-DESCRIPTOR_DIM = 3 * (KEYPOINTS.stop - KEYPOINTS.start) + 8
+KEYPOINT_DIM = KEYPOINTS.stop - KEYPOINTS.start
+# the descriptor's kinds of evidence, in order, and their sizes: keypoint mean, spread and change; box aspect
+# (mean, spread); box motion in body heights (spread, change). Each kind weighs the same in the distance: the
+# box's few numbers are how fast and how far the body travels, and would drown among 102 keypoint numbers.
+BLOCKS = (KEYPOINT_DIM, KEYPOINT_DIM, KEYPOINT_DIM, 2, 3, 3)
+DESCRIPTOR_DIM = sum(BLOCKS)
+WEIGHTS = torch.cat([torch.full((n,), DESCRIPTOR_DIM / len(BLOCKS) / n) for n in BLOCKS])  # per dimension, summing to DESCRIPTOR_DIM
 MAX_BANK = 4096  # windows kept from the training videos (evenly drawn): about 2 MB in a checkpoint
 MAX_FRAMES = 100_000  # training frames the class means and covariance are taken from (evenly drawn)
 CHUNK = 1024  # query windows per distance computation (memory: CHUNK x bank)
@@ -80,8 +87,9 @@ def upper_quantile(distances: torch.Tensor, quantile: float) -> float:
 
 
 class MotionRule:
-    """The bank of training motion descriptors (centred and scaled: each dimension in units of its spread),
-    the centre and scale, and the calibrated threshold."""
+    """The bank of training motion descriptors (centred and scaled: each dimension in units of its spread,
+    weighted so that each kind of evidence in ``BLOCKS`` counts the same), the centre and scale, and the
+    calibrated threshold."""
 
     def __init__(
         self, bank: torch.Tensor, centre: torch.Tensor, scale: torch.Tensor, threshold: float, window: int, min_frames: int, quantile: float,
@@ -109,7 +117,7 @@ class MotionRule:
         bank = torch.cat(descs)
         keep = torch.linspace(0, len(bank) - 1, min(max_bank, len(bank))).round().long()  # evenly: every video keeps its share
         bank, owner = bank[keep], [owner[i] for i in keep.tolist()]
-        centre, scale = bank.mean(0), bank.std(0).clamp(min=1e-3)
+        centre, scale = bank.mean(0), bank.std(0).clamp(min=1e-3) / WEIGHTS.sqrt()  # in units of spread, each kind of evidence weighed the same
         rule = cls((bank - centre) / scale, centre, scale, 1.0, window, min_frames, quantile)
         index = {g: k for k, g in enumerate(dict.fromkeys(groups))}
         bank_group = torch.tensor([index[g] for g in owner])
