@@ -67,3 +67,15 @@ def test_before_there_is_a_model_only_skeletons_are_drawn():
     assert not changed[:100].any() and not changed[:, :220].any()  # no label top-left, no tag above the box
     labelled = draw(frame.copy(), Overlay("wave", 0.9, [], [Person(1, np.array([230, 110, 300, 310.0]), kp, "wave", 0.9)], main=1))
     assert (np.abs(labelled.astype(int) - 128).sum(-1) > 30)[:100].any()  # the check above can see text
+
+
+def test_unknown_is_drawn_without_a_score():
+    """``unknown``'s score is the top known action's: drawn, it would read as confidence in ``unknown``."""
+    frame = np.full((360, 480, 3), 128, np.uint8)
+    box = np.array([230, 110, 300, 310.0])
+
+    def drawn(label: str, score: float) -> np.ndarray:
+        return draw(frame.copy(), Overlay(label, score, [("wave", 0.6)], [Person(1, box, None, label, score)], main=1))
+
+    assert np.array_equal(drawn("unknown", 0.89), drawn("unknown", 0.12))  # label and person tag alike
+    assert not np.array_equal(drawn("wave", 0.89), drawn("wave", 0.12))  # an action keeps its score

@@ -72,6 +72,12 @@ def enlarge(frame: np.ndarray) -> np.ndarray:
     return cv2.resize(frame, None, fx=up, fy=up, interpolation=cv2.INTER_LINEAR) if up > 1 else frame
 
 
+def scored(label: str, score: float) -> str:
+    """What follows a label: its score (" 87%"), but nothing after ``unknown``: its score is the top known
+    action's, and would read as confidence in ``unknown`` (the bars show the actions' scores)."""
+    return "" if label == UNKNOWN else f" {score:.0%}"
+
+
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=WHITE, thickness: int = 1) -> None:
     """``text`` with its baseline at ``org``, on a dark box 2 pixels wider than the glyphs all round."""
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
@@ -104,7 +110,7 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
                 cv2.circle(frame, (int(x), int(y)), lw + 1, WHITE, -1, cv2.LINE_AA)
         if not p.label and not p.track:
             continue  # an untracked, unlabelled person (the teaching app before its first model): no tag
-        tag = f"#{p.track}" if p.label == o.background or not p.label else f"#{p.track} {p.label} {p.score:.0%}"
+        tag = f"#{p.track}" if p.label == o.background or not p.label else f"#{p.track} {p.label}{scored(p.label, p.score)}"
         (tw, th), _ = cv2.getTextSize(tag, FONT, 0.45 * s, 1)
         tx = int(np.clip(x0, 0, max(w - tw, 0)))
         ty = y0 - int(4 * s) if y0 - th - int(4 * s) > 0 else min(y1 + th + int(4 * s), h - 2)
@@ -114,7 +120,7 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
     if o.label == o.background:
         _text(frame, f"{who}no action", (int(8 * s), int(30 * s)), 0.9 * s, GREY, lw)
     elif o.label:
-        _text(frame, f"{who}{o.label} {o.score:.0%}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != UNKNOWN else GREY, lw)
+        _text(frame, f"{who}{o.label}{scored(o.label, o.score)}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != UNKNOWN else GREY, lw)
     # top-k bars under it
     bar_w, bar_h, y = int(110 * s), max(int(12 * s), 6), int(42 * s)
     for name, p in o.top:
