@@ -101,7 +101,7 @@ def test_the_prototype_rule_measures_distance_to_the_nearest_class():
     assert PrototypeRule.fit(train, labels, [], 2, 0.05, 4) is None  # nothing to calibrate on
 
 
-def test_the_rules_survive_a_weights_only_save_and_take_the_larger_novelty():
+def test_the_rules_survive_a_weights_only_save_and_combine_by_geometric_mean():
     train = [track(50, p, a, seed=i) for i, (p, a) in enumerate([(16, 0.05), (6, 0.2)] * 3)]
     motion = MotionRule.fit(train, ["a", "a", "b", "b", "c", "c"], [], 16, 0.1, 8)
     protos = PrototypeRule(torch.zeros(2, 4), torch.eye(4), 2.0, 8, 0.05, 10)

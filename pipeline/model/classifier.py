@@ -204,7 +204,7 @@ class ActionClassifier(L.LightningModule):
             probs = masked_mean(frame_probs, batch["lengths"])
             if stage == "val" and level == "video" and self.hparams.reject_quantile > 0:
                 self._val_top.setdefault(name, []).extend(self.smoothed_top(frame_probs, batch["lengths"]))
-            if stage == "val" and level == "video":
+            if stage == "val" and level == "video" and self.hparams.prototype_quantile > 0:  # kept only for the GRU-state rule
                 self._val_out.setdefault(name, []).extend(out[i, :n].detach() for i, n in enumerate(lengths))
             if stage == "test" and level == "video" and len(self.streams) > 1:
                 self.test_stream_probs.setdefault(name, []).extend(zip(videos, probs.tolist()))

@@ -7,10 +7,11 @@ distance says more, in units of its calibrated limit (above 1 is ``unknown``):
 * **motion** (``MotionRule``, the default): a person's last ``window`` frames described by what the body
   does, not where the camera stands (keypoints in the person's box, box aspect, box motion in body heights:
   mean, spread, frame-to-frame change; each kind of evidence weighed the same), and the distance to the
-  nearest such window of the training videos (the bank, kept in the checkpoint). Calibrated as a new person is met: each training clip's windows against
-  the bank without its own group (the actor; the clip itself when the data has no groups), and each
-  validation clip's against the whole bank; a clip is ``unknown`` when most of its frames are, so the limit
-  leaves ``quantile`` of those clips' median distances above it. Independent of the model; fitted once.
+  nearest such window of the training videos (the bank, kept in the checkpoint). Calibrated as a new
+  person is met: each training clip's windows against the bank without its own group (the actor; the clip
+  itself when the data has no groups), and each validation clip's against the whole bank; a clip is
+  ``unknown`` when most of its frames are, so the limit leaves ``quantile`` of those clips' median distances
+  above it. Independent of the model; fitted once.
 * **prototypes** (``PrototypeRule``, opt-in): the GRU's output at a frame, its Mahalanobis distance (one
   shared covariance) to the nearest class mean of the training frames; the limit leaves ``quantile`` of the
   validation frames above it. Refitted with the model at every validation, as the checkpoint is. It misses
