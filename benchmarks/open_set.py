@@ -15,8 +15,8 @@ labels a finished video (per-frame probabilities smoothed without delay, frames 
 * AUROC, known against unknown clips, of each rule's score (the clip's median novelty) and, for
   comparison, of the clip's mean smoothed top probability and of the energy (logsumexp of the logits);
 
-for the checkpoint's rules (the default: motion; with ``-- --model.prototype_quantile=0.1`` motion and GRU
-state together), each alone, and a top-probability threshold (5% of the validation frames under it), so
+for the checkpoint's rules (the default: motion weighed with the GRU state; ``-- --model.prototype_quantile=0``
+for motion alone), each alone, and a top-probability threshold (5% of the validation frames under it), so
 that the default is chosen by measurement.
 """
 

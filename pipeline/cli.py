@@ -144,7 +144,9 @@ class ActionCLI(LightningCLI):
         parts = [(name, f"{rejection[key]['quantile']:.0%} of {what}") for key, name, what in (
             ("motion", "motion", "known clips"), ("prototypes", "GRU state", "validation frames")) if rejection.get(key)]  # fmt: skip
         limits = "the limits" if len(parts) > 1 else "the limit"
-        rules = [f"{' and '.join(n for n, _ in parts)} unlike training (past {limits}: {', '.join(w for _, w in parts)})"] if parts else []
+        weight = rejection.get("prototypes", {}).get("weight") if len(parts) > 1 else None  # the GRU state's share
+        shares = f"; weighed {1 - weight:g} : {weight:g}" if weight is not None else ""
+        rules = [f"{' and '.join(n for n, _ in parts)} unlike training (past {limits}: {', '.join(w for _, w in parts)}{shares})"] if parts else []
         if rejection.get("threshold"):
             rules.append(f"top probability below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of validation frames are)")
         if rules:

@@ -59,7 +59,6 @@ def fit(tmp_path, train, val) -> tuple[ActionClassifier, str, L.Trainer, list[Da
     torch.manual_seed(0)
     model = ActionClassifier(
         POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, hidden_size=16, proj_dim=16, dropout=0.0, lr=1e-2, reject_quantile=0.05,
-        prototype_quantile=0.1,  # opt-in: the GRU-state rule
     )  # fmt: skip
     data = Data(train, val)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(tmp_path, monitor="val/video_loss", filename="best")
@@ -99,6 +98,7 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     assert rules["motion"]["window"] == 32 and rules["motion"]["quantile"] == 0.05 and len(rules["motion"]["bank"]) == 48 * 9
     assert rules["motion"]["calibration"] == 48 + 16
     assert rules["prototypes"]["quantile"] == 0.1 and rules["prototypes"]["calibration"] == 16 * 8
+    assert rules["prototype_weight"] == again.novelty.prototype_weight == 0.1  # the GRU state's share in a frame's novelty
     with torch.no_grad():
         far = [again.novelty.prototypes.novelty(again.model.outputs(x[None])[0][0], torch.arange(1, 17)) for x in val[0]]
     assert abs(torch.cat([f[8:] for f in far]).gt(1).float().mean().item() - 0.1) <= 1 / 64

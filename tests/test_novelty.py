@@ -101,11 +101,11 @@ def test_the_prototype_rule_measures_distance_to_the_nearest_class():
     assert PrototypeRule.fit(train, labels, [], 2, 0.05, 4) is None  # nothing to calibrate on
 
 
-def test_the_rules_survive_a_weights_only_save_and_combine_by_geometric_mean():
+def test_the_rules_survive_a_weights_only_save_and_combine_by_weighted_geometric_mean():
     train = [track(50, p, a, seed=i) for i, (p, a) in enumerate([(16, 0.05), (6, 0.2)] * 3)]
     motion = MotionRule.fit(train, ["a", "a", "b", "b", "c", "c"], [], 16, 0.1, 8)
     protos = PrototypeRule(torch.zeros(2, 4), torch.eye(4), 2.0, 8, 0.05, 10)
-    rules = Novelty(motion, protos)
+    rules = Novelty(motion, protos, prototype_weight=0.1)
     buf = io.BytesIO()
     torch.save(rules.state(), buf)
     buf.seek(0)
@@ -114,14 +114,17 @@ def test_the_rules_survive_a_weights_only_save_and_combine_by_geometric_mean():
     both = again.sequence(x, h)
     assert torch.equal(both, rules.sequence(x, h))
     alone = [Novelty(motion=again.motion).sequence(x, h), Novelty(prototypes=again.prototypes).sequence(x, h)]
-    assert torch.allclose(both, (alone[0] * alone[1]).sqrt()) and (alone[0] != alone[1]).any()  # together
+    assert torch.allclose(both, alone[0] ** 0.9 * alone[1] ** 0.1) and (alone[0] != alone[1]).any()  # together, GRU state at its weight
     assert not Novelty() and Novelty.from_state(None).summary() == {} and set(rules.summary()) == {"motion", "prototypes"}
+    assert rules.summary()["prototypes"]["weight"] == 0.1
+    old = {k: v for k, v in rules.state().items() if k != "prototype_weight"}  # a checkpoint made before the weight: equal shares
+    assert torch.allclose(Novelty.from_state(old).sequence(x, h), (alone[0] * alone[1]).sqrt())
     # placed once on the predictor's device (no copy of the bank per frame), saved from the host
     placed = Novelty.from_state(rules.state()).to("meta")
     tensors = [placed.motion.bank, placed.motion.centre, placed.motion.scale, placed.prototypes.means, placed.prototypes.precision]
     assert all(t.device.type == "meta" for t in tensors)
     saved = Novelty.from_state(rules.state()).state()
-    assert all(v.device.type == "cpu" for rule in saved.values() for v in rule.values() if torch.is_tensor(v))
+    assert all(v.device.type == "cpu" for rule in (saved["motion"], saved["prototypes"]) for v in rule.values() if torch.is_tensor(v))
 
 
 def test_a_larger_quantile_calls_more_known_windows_unknown():

@@ -55,7 +55,7 @@ def rules_for(features: torch.Tensor, hidden: int) -> Novelty:
         x[:, -POSE_DIM:][:, 6:40:2] += 0.05 * torch.sin(torch.arange(len(x))[:, None] * (0.5 + 0.2 * k))
     g = torch.Generator().manual_seed(0)
     protos = PrototypeRule(0.3 * torch.randn(2, hidden, generator=g), torch.eye(hidden), 1.0, 8, 0.05)
-    return Novelty(MotionRule.fit(people, ["a", "b", "c"], [], 12, 0.05, 8), protos)
+    return Novelty(MotionRule.fit(people, ["a", "b", "c"], [], 12, 0.05, 8), protos, prototype_weight=0.1)  # as trained by default
 
 
 def test_streaming_novelty_equals_the_rules_over_the_whole_track(tmp_path):

@@ -14,13 +14,13 @@ validation loss is kept: the user's own validation split picks the preset.
 
 Rejection: a model trained on N actions names one of them for anything. The checkpoint carries the rules
 that read a frame as ``unknown`` (``pipeline.model.novelty``): motion unlike any of the training videos
-(``motion_quantile``; fitted once, before training). Off by default: a GRU output far from every class's
-training frames (``prototype_quantile``; refitted at each validation for the kept stream, as the checkpoint
-is saved then), and a low top probability: the ``reject_quantile`` quantile of the kept stream's per-frame
-top probabilities on the validation videos (smoothed without delay, as ``infer.py`` settles a finished
-video). ``benchmarks/open_set.py`` measured them: motion catches most unseen actions, the GRU state adds
-nothing to it, the top probability catches almost none (an unseen action is named as its nearest known one,
-with confidence).
+(``motion_quantile``; fitted once, before training), weighed with a GRU output far from every class's
+training frames (``prototype_quantile``, ``prototype_weight``; refitted at each validation for the kept
+stream, as the checkpoint is saved then). Off by default: a low top probability, the ``reject_quantile``
+quantile of the kept stream's per-frame top probabilities on the validation videos (smoothed without delay,
+as ``infer.py`` settles a finished video). ``benchmarks/open_set.py`` measured them: motion catches most
+unseen actions, the GRU state at a small weight spares known actions done in an unusual way, the top
+probability catches almost none (an unseen action is named as its nearest known one, with confidence).
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ class ActionClassifier(L.LightningModule):
     motion_quantile: share of the known clips (training clips seen as from a new actor, validation clips)
         whose motion the motion rule reads as ``unknown``; 0: no motion rule.
     motion_window: frames of a person's motion that the motion rule describes.
-    prototype_quantile: share of the validation frames that the GRU-state rule reads as ``unknown``; 0: off
-        (the default: measured to add nothing to the motion rule on Weizmann; ``configs/teach.yaml`` opts in).
+    prototype_quantile: share of the validation frames that the GRU-state rule reads as ``unknown``; 0: off.
+    prototype_weight: the GRU-state rule's share in a frame's novelty when both rules are on (weighted
+        geometric mean; chosen on ``benchmarks/open_set.py``: 0.1 keeps unseen actions caught and spares
+        an unusual actor's known ones; ``configs/teach.yaml``, five clips a class, uses 0.5).
     reject_quantile: share of the validation split's frames (known actions) that the top-probability
         threshold reads as ``unknown``; 0: no such threshold.
     background: the class (when the data has it) of "nothing in particular": trained like the others,
@@ -93,7 +95,8 @@ class ActionClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         motion_quantile: float = 0.05,
         motion_window: int = 32,
-        prototype_quantile: float = 0.0,
+        prototype_quantile: float = 0.1,
+        prototype_weight: float = 0.1,
         reject_quantile: float = 0.0,
         background: str = "background",
     ):
@@ -109,6 +112,7 @@ class ActionClassifier(L.LightningModule):
         check_range("--model.motion_quantile", motion_quantile, 0, 0.5)
         check_range("--model.motion_window", motion_window, 2, 10_000)
         check_range("--model.prototype_quantile", prototype_quantile, 0, 0.5)
+        check_range("--model.prototype_weight", prototype_weight, 0, 1)
         if len(class_names) < 2:
             raise OptionError(f"a classifier needs at least 2 classes, got {len(class_names)} ({', '.join(class_names)}): add class folders")
         pooled_dim = input_dim - POSE_DIM
@@ -138,7 +142,7 @@ class ActionClassifier(L.LightningModule):
         self.test_predictions: list[tuple[int, int, list[float]]] = []  # (video, label, video-level probs)
         self.test_stream_probs: dict[str, list[tuple[int, list[float]]]] = {}  # every trained stream's, for the report
         self.rejection: dict = {"threshold": 0.0}  # fitted at each validation (see the module's docstring)
-        self.novelty = Novelty()  # the distance rules (see the module's docstring)
+        self.novelty = Novelty(prototype_weight=prototype_weight)  # the distance rules (see the module's docstring)
         self._val_top: dict[str, list[np.ndarray]] = {}  # per stream, the validation frames' smoothed top probability
         self._val_out: dict[str, list[torch.Tensor]] = {}  # per stream, the validation tracks' GRU outputs
         self._train_out: dict[str, list[torch.Tensor]] = {}  # per stream, the training tracks' GRU outputs, this validation's weights

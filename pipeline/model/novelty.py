@@ -12,11 +12,13 @@ distance says more, in units of its calibrated limit (above 1 is ``unknown``):
   itself when the data has no groups), and each validation clip's against the whole bank; a clip is
   ``unknown`` when most of its frames are, so the limit leaves ``quantile`` of those clips' median distances
   above it. Independent of the model; fitted once.
-* **prototypes** (``PrototypeRule``, opt-in): the GRU's output at a frame, its Mahalanobis distance (one
-  shared covariance) to the nearest class mean of the training frames; the limit leaves ``quantile`` of the
-  validation frames above it. Refitted with the model at every validation, as the checkpoint is. It misses
-  what motion catches (an unseen action the GRU maps onto a known class's states) and flags known actions
-  of an unusual actor, so with both on a frame is ``unknown`` when their geometric mean is past 1.
+* **prototypes** (``PrototypeRule``): the GRU's output at a frame, its Mahalanobis distance (one shared
+  covariance) to the nearest class mean of the training frames; the limit leaves ``quantile`` of the
+  validation frames above it. Refitted with the model at every validation, as the checkpoint is. Alone it
+  misses what motion catches (an unseen action the GRU maps onto a known class's states) and flags known
+  actions of an unusual actor. With both on, a frame's novelty is their weighted geometric mean,
+  ``motion ** (1 - w) * prototypes ** w`` (``prototype_weight`` w): a small w lets the GRU state vouch for a
+  known action done in an unusual way (another person's stride) without letting it overrule motion.
 
 The first ``min_frames`` of a track are not judged (novelty 0), as training leaves them out of the loss.
 """
@@ -218,11 +220,13 @@ class PrototypeRule:
 
 @dataclass
 class Novelty:
-    """The checkpoint's rules (either may be off). A frame's novelty is the geometric mean of theirs: unknown
-    when motion and GRU state are, together, past their limits (one rule alone when the other is off)."""
+    """The checkpoint's rules (either may be off). A frame's novelty is the weighted geometric mean of theirs:
+    unknown when motion and GRU state are, together, past their limits (one rule alone when the other is off).
+    ``prototype_weight``: the GRU state's share (0.5 in checkpoints made before it could be set)."""
 
     motion: MotionRule | None = None
     prototypes: PrototypeRule | None = None
+    prototype_weight: float = 0.5
 
     def __bool__(self) -> bool:
         return self.motion is not None or self.prototypes is not None
@@ -236,7 +240,7 @@ class Novelty:
     def combine(self, motion: torch.Tensor | None, prototypes: torch.Tensor | None) -> torch.Tensor:
         """The rules' novelties (None: the rule is off) -> the frame's."""
         if motion is not None and prototypes is not None:
-            return (motion * prototypes).sqrt()
+            return motion ** (1 - self.prototype_weight) * prototypes**self.prototype_weight
         return motion if motion is not None else prototypes
 
     def sequence(self, features: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
@@ -251,7 +255,10 @@ class Novelty:
 
     def state(self) -> dict:
         """What the checkpoint (and an exported folder) keeps: plain tensors and numbers."""
-        return {"motion": self.motion.state() if self.motion else None, "prototypes": self.prototypes.state() if self.prototypes else None}
+        return {
+            "motion": self.motion.state() if self.motion else None, "prototypes": self.prototypes.state() if self.prototypes else None,
+            "prototype_weight": self.prototype_weight,
+        }  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict | None) -> Novelty:
@@ -259,8 +266,12 @@ class Novelty:
         return cls(
             MotionRule(**state["motion"]) if state.get("motion") else None,
             PrototypeRule(**state["prototypes"]) if state.get("prototypes") else None,
+            state.get("prototype_weight", 0.5),
         )
 
     def summary(self) -> dict:
         """For report.json and what ``train.py`` prints."""
-        return {name: rule.summary() for name, rule in (("motion", self.motion), ("prototypes", self.prototypes)) if rule is not None}
+        out = {name: rule.summary() for name, rule in (("motion", self.motion), ("prototypes", self.prototypes)) if rule is not None}
+        if len(out) == 2:
+            out["prototypes"]["weight"] = self.prototype_weight
+        return out
