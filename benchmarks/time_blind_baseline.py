@@ -1,0 +1,132 @@
+"""The bar the GRU must clear: a model that ignores time, on the same folds and the same cached features.
+
+    python benchmarks/time_blind_baseline.py --dataset ../shared/data/pushfit --split stratified --layers 16 19 22
+    python benchmarks/time_blind_baseline.py --root ../shared/data/weizmann              # leave-one-actor-out
+    python benchmarks/time_blind_baseline.py ... --stats mean --part pooled --out runs/baseline_pushfit.json
+    python benchmarks/time_blind_baseline.py ... --window 16    # blind within 16-frame windows, averaged
+
+Each video becomes one vector: the statistics over the frames its subject is in view (``--stats mean``, or
+``mean_std``: mean and spread), of the whole feature vector or a part of it (``--part``: ``pooled``
+appearance, ``pose`` block, ``all``); frame order plays no part. With ``--window N`` each video is cut into
+windows of N frames, each window a vector, and a video's scores are the mean of its windows' probabilities
+(is it the length of context that a model lacks?). A multinomial logistic regression on the standardised
+vectors, its L2 weight chosen on the fold's validation split (ties: the stronger), refitted on training and
+validation, is scored on the test split. Folds as ``benchmarks/cross_validate.py`` makes
+them (``train.py``'s data settings from ``--config``), so the figures compare one to one. Features are
+read from the cache (extracted first when missing). Printed and written to ``--out``: per fold and mean +-
+sd video top-1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import yaml  # noqa: E402
+
+from benchmarks.cross_validate import fold_count  # noqa: E402
+from pipeline.data.datamodule import ActionDataModule  # noqa: E402
+from pipeline.data.features import POSE_DIM, ExtractorConfig  # noqa: E402
+from pipeline.errors import run_cli  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+L2 = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def video_vector(x: torch.Tensor, stats: str, part: str) -> torch.Tensor:
+    """A video's features (T, D) -> one vector, blind to frame order: statistics over the subject's frames."""
+    seen = x[x[:, -POSE_DIM] > 0] if (x[:, -POSE_DIM] > 0).sum() >= 2 else x
+    seen = seen.float()[:, {"pooled": slice(0, -POSE_DIM), "pose": slice(-POSE_DIM, None), "all": slice(None)}[part]]
+    return torch.cat([seen.mean(0), seen.std(0)]) if stats == "mean_std" else seen.mean(0)
+
+
+def windows(x: torch.Tensor, window: int | None) -> list[torch.Tensor]:
+    """A video's frames -> back-to-back windows of ``window`` frames (the whole video: one)."""
+    return [x[s : s + window] for s in range(0, max(len(x) - window, 0) + 1, window)] if window else [x]
+
+
+def vectors(seqs: list[torch.Tensor], labels, a: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Videos -> one vector per window (N, F), its label (N,) and its video (N,)."""
+    rows = [(video_vector(w, a.stats, a.part), int(y), v) for v, (x, y) in enumerate(zip(seqs, labels)) for w in windows(x, a.window)]
+    return torch.stack([r[0] for r in rows]).nan_to_num(), torch.tensor([r[1] for r in rows]), torch.tensor([r[2] for r in rows])
+
+
+def fit(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float):
+    """Multinomial logistic regression (L-BFGS) on standardised inputs -> a function giving class scores."""
+    mu, sd = x.mean(0), x.std(0).clamp(min=1e-4)
+    w = torch.zeros(x.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    z = (x - mu) / sd
+    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w + b, y) + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return lambda q: ((q - mu) / sd) @ w.detach() + b.detach()
+
+
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, video: torch.Tensor) -> float:
+    """Video top-1: each video's windows' probabilities averaged."""
+    probs = torch.zeros(int(video.max()) + 1, model(x[:1]).shape[1]).index_add_(0, video, model(x).softmax(1))
+    truth = torch.zeros(len(probs), dtype=torch.long).index_copy_(0, video, y)
+    return float((probs.argmax(1) == truth).float().mean())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "weizmann.yaml"))
+    p.add_argument("--dataset")
+    p.add_argument("--root")
+    p.add_argument("--split", choices=("group", "stratified"))
+    p.add_argument("--num-folds", type=int)
+    p.add_argument("--layers", type=int, nargs="*", help="pooled backbone layers (default: the config's)")
+    p.add_argument("--stats", choices=("mean", "mean_std"), default="mean")
+    p.add_argument("--part", choices=("all", "pooled", "pose"), default="all")
+    p.add_argument("--window", type=int, help="frames per window (default: the whole video)")
+    p.add_argument("--out")
+    a = p.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    data = yaml.safe_load(Path(a.config).read_text()).get("data", {})
+    extractor = dict(data.pop("extractor", {}))
+    if a.layers is not None:
+        extractor["layers"] = a.layers
+    for key, value in (("dataset", a.dataset), ("root", a.root), ("split", a.split), ("num_folds", a.num_folds)):
+        if value is not None:
+            data[key] = value
+    if a.part == "pooled" and not extractor.get("layers"):
+        sys.exit("--part pooled needs pooled features: pass --layers (e.g. 16 19 22)")
+    t0, folds = time.perf_counter(), []
+    for k in range(fold_count(a.config, a.dataset, a.root, a.split, a.num_folds)):
+        dm = ActionDataModule(**{**data, "fold": k}, extractor=ExtractorConfig(**extractor))
+        dm.setup("fit")
+        dm.setup("test")
+        (xt, yt, _), (xv, yv, vv), (xs, ys, vs) = (vectors(dm.data[s][0], dm.data[s][1], a) for s in ("train", "val", "test"))
+        classes = len(dm.class_names)
+        l2 = max(L2, key=lambda c: (accuracy(fit(xt, yt, classes, c), xv, yv, vv), c)) if len(yv) else L2[1]
+        top1 = accuracy(fit(torch.cat([xt, xv]), torch.cat([yt, yv]), classes, l2), xs, ys, vs)
+        videos, val_videos = len(dm.data["test"][0]), len(dm.data["val"][0])
+        folds.append({"fold": k, "video_top1": round(top1, 4), "l2": l2, "test_videos": videos})
+        print(f"fold {k}: video top-1 {top1:.3f} ({videos} videos; L2 {l2:g} chosen on {val_videos} validation videos)", flush=True)
+    accs = [f["video_top1"] for f in folds]
+    summary = {"mean_video_top1": round(statistics.mean(accs), 4), "sd_over_folds": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0}
+    print(f"time-blind baseline ({a.stats} of {a.part}{f', {a.window}-frame windows' if a.window else ''}): video top-1 {summary['mean_video_top1']:.3f} +- {summary['sd_over_folds']:.3f} over {len(folds)} folds")
+    if a.out:
+        doc = {"folds": folds, **summary, "seconds": round(time.perf_counter() - t0, 1), "args": vars(a)}
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    run_cli(main)
