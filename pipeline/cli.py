@@ -141,22 +141,28 @@ class ActionCLI(LightningCLI):
             f"report:       {report or 'none (written by the test)'}",
         ]
         rejection = json.loads(report.read_text()).get("rejection", {}) if report and report.is_file() else {}
-        parts = [(name, f"{rejection[key]['quantile']:.0%} of {what}") for key, name, what in (
-            ("motion", "motion", "known clips"), ("prototypes", "GRU state", "validation frames")) if rejection.get(key)]  # fmt: skip
-        limits = "the limits" if len(parts) > 1 else "the limit"
-        weight = rejection.get("prototypes", {}).get("weight") if len(parts) > 1 else None  # the GRU state's share
-        shares = f"; weighed {1 - weight:g} : {weight:g}" if weight is not None else ""
-        rules = [f"{' and '.join(n for n, _ in parts)} unlike training (past {limits}: {', '.join(w for _, w in parts)}{shares})"] if parts else []
-        if rejection.get("threshold"):
-            rules.append(f"top probability below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of validation frames are)")
-        if rules:
+        if rules := unknown_rules(rejection):
             lines.insert(-1, (
-                f"unknown:      {' or '.join(rules)}"
+                f"unknown:      {rules}"
                 + (f"; test videos called unknown {rejection['test_videos_unknown']:.0%}, video_top1 with it "
                    f"{rejection['test_video_top1_with_rejection']:.4f}" if "test_videos_unknown" in rejection else "")
             ))  # fmt: skip
         if self.trainer.is_global_zero:
             print("\n".join(lines), flush=True)  # the result: stdout, while logs and progress go to stderr
+
+
+def unknown_rules(rejection: dict) -> str:
+    """The report's rejection rules in words (empty when there are none), e.g. "motion and GRU state unlike
+    training (past the limits: 5% of known clips, 10% of validation frames; weighed 0.9 : 0.1)"."""
+    parts = [(name, f"{rejection[key]['quantile']:.0%} of {what}") for key, name, what in (
+        ("motion", "motion", "known clips"), ("prototypes", "GRU state", "validation frames")) if rejection.get(key)]  # fmt: skip
+    limits = "the limits" if len(parts) > 1 else "the limit"
+    weight = rejection.get("prototypes", {}).get("weight") if len(parts) > 1 else None  # the GRU state's share
+    shares = f"; weighed {1 - weight:g} : {weight:g}" if weight is not None else ""
+    rules = [f"{' and '.join(n for n, _ in parts)} unlike training (past {limits}: {', '.join(w for _, w in parts)}{shares})"] if parts else []
+    if rejection.get("threshold"):
+        rules.append(f"top probability below {rejection['threshold']:.3f} ({rejection['quantile']:.0%} of validation frames are)")
+    return " or ".join(rules)
 
 
 def quiet_third_party() -> None:

@@ -58,7 +58,7 @@ class Data(L.LightningDataModule):
 def fit(tmp_path, train, val) -> tuple[ActionClassifier, str, L.Trainer, list[DataLoader]]:
     torch.manual_seed(0)
     model = ActionClassifier(
-        POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, hidden_size=16, proj_dim=16, dropout=0.0, lr=1e-2, reject_quantile=0.05,
+        POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, hidden_size=16, proj_dim=16, dropout=0.0, lr=1e-2, reject_quantile=0.05
     )  # fmt: skip
     data = Data(train, val)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(tmp_path, monitor="val/video_loss", filename="best")

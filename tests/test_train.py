@@ -11,6 +11,7 @@ from conftest import TINY_MODEL, make_dataset, run_script
 from test_download import server  # noqa: F401  (fixture)
 from test_extract import _bad_files
 
+from pipeline.cli import unknown_rules
 from pipeline.data.features import POSE_DIM
 
 
@@ -61,7 +62,7 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     _toy_yaml(tmp_path, f"download:\n  - {{url: '{base}/walk.zip', into: walk}}\n  - {{url: '{base}/wave.zip', into: wave}}\n")
     env = {"ACTIONS_DATA_DIR": str(tmp_path / "data")}
 
-    r = run_script(*_args(tmp_path, "fit"), env=env)  # the tiny model sees nobody, so only the GRU-state rule is fitted
+    r = run_script(*_args(tmp_path), env=env)  # the tiny model sees nobody, so only the GRU-state rule is fitted
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "data" / "toy" / "walk").iterdir()) == sorted(p.name for p in (src / "walk").iterdir())
     assert "extracting features of 8 videos" in r.stderr
@@ -87,7 +88,7 @@ def test_fit_downloads_extracts_trains_tests_and_reports(tmp_path, server):  # n
     # the same fit again: nothing fetched (the server is emptied) and nothing re-extracted
     for f in www.iterdir():
         f.unlink()
-    again = run_script(*_args(tmp_path, "fit"), env=env)
+    again = run_script(*_args(tmp_path), env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "extracting features" not in again.stderr
     # and the run repeats exactly, whether or not it had to extract first (extraction leaves the RNG alone)
@@ -193,3 +194,12 @@ def test_the_readmes_own_videos_recipe_runs_as_written(tmp_path):
     r = run_script(str(ROOT / cv[1]), *cv[2:], "--num-folds", "2", "--out", str(tmp_path / "cv.json"), "--", *fast, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "cv.json").read_text())["args"]["dataset"] == str((tmp_path / "my_videos").resolve())
+
+
+def test_the_unknown_line_names_the_rules_their_limits_and_shares():
+    motion, gru = {"quantile": 0.05}, {"quantile": 0.1, "weight": 0.1}  # as report.json has them (Novelty.summary)
+    assert unknown_rules({"motion": motion, "prototypes": gru, "threshold": 0.0}) == (
+        "motion and GRU state unlike training (past the limits: 5% of known clips, 10% of validation frames; weighed 0.9 : 0.1)"
+    )
+    assert unknown_rules({"motion": motion, "threshold": 0.0}) == "motion unlike training (past the limit: 5% of known clips)"
+    assert unknown_rules({"threshold": 0.0}) == ""

@@ -1,10 +1,10 @@
 """Features and GRU outputs -> novelty: is this something the model was trained on? The rules behind ``unknown``.
 
 A classifier trained on N actions names one of them for anything, and with confidence: an unseen action is
-named as its nearest known one, so its top probability says little (``benchmarks/open_set.py``). A
-distance says more, in units of its calibrated limit (above 1 is ``unknown``):
+named as its nearest known one, so its top probability says little (``benchmarks/open_set.py``). Distances
+say more, each in units of its calibrated limit (above 1 is ``unknown``):
 
-* **motion** (``MotionRule``, the default): a person's last ``window`` frames described by what the body
+* **motion** (``MotionRule``, the one that decides): a person's last ``window`` frames described by what the body
   does, not where the camera stands (keypoints in the person's box, box aspect, box motion in body heights:
   mean, spread, frame-to-frame change; each kind of evidence weighed the same), and the distance to the
   nearest such window of the training videos (the bank, kept in the checkpoint). Calibrated as a new
