@@ -36,6 +36,7 @@ from benchmarks.cross_validate import fold_count  # noqa: E402
 from pipeline.data.datamodule import ActionDataModule  # noqa: E402
 from pipeline.data.features import POSE_DIM, ExtractorConfig  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
+from pipeline.options import check_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 L2 = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -97,6 +98,7 @@ def main() -> None:
     p.add_argument("--window", type=int, help="frames per window (default: the whole video)")
     p.add_argument("--out")
     a = p.parse_args()
+    check_range("--window", a.window, 1, 1_000_000)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data = yaml.safe_load(Path(a.config).read_text()).get("data", {})
     extractor = dict(data.pop("extractor", {}))
