@@ -76,9 +76,10 @@ def per_video(model: ActionClassifier, seqs: list[torch.Tensor]) -> list[tuple[n
     with torch.no_grad():
         for x in seqs:
             h = rnn.outputs(x[None].float())[0][0]
-            logits = rnn.head(h)
+            logits = rnn.head(h)  # the GRU's own (the energy score)
+            probs = rnn.scores(x[None].float(), h[None])[0].softmax(-1)  # the frame probe fused in, as infer.py has it
             alone = {name: Novelty(**{name: getattr(model.novelty, name)}).sequence(x, h).numpy() for name in RULES if getattr(model.novelty, name)}
-            out.append((logits.softmax(-1).numpy(), logits.numpy(), model.novelty.sequence(x, h).numpy(), alone))
+            out.append((probs.numpy(), logits.numpy(), model.novelty.sequence(x, h).numpy(), alone))
     return out
 
 

@@ -29,17 +29,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.cross_validate import fold_count  # noqa: E402
 from pipeline.data.datamodule import ActionDataModule  # noqa: E402
 from pipeline.data.features import POSE_DIM, ExtractorConfig  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
+from pipeline.model.frame_probe import L2, fit_linear  # noqa: E402
 from pipeline.options import check_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-L2 = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def video_vector(x: torch.Tensor, stats: str, part: str) -> torch.Tensor:
@@ -63,19 +62,8 @@ def vectors(seqs: list[torch.Tensor], labels, a: argparse.Namespace) -> tuple[to
 def fit(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float):
     """Multinomial logistic regression (L-BFGS) on standardised inputs -> a function giving class scores."""
     mu, sd = x.mean(0), x.std(0).clamp(min=1e-4)
-    w = torch.zeros(x.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    z = (x - mu) / sd
-    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(z @ w + b, y) + l2 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return lambda q: ((q - mu) / sd) @ w.detach() + b.detach()
+    w, b = fit_linear((x - mu) / sd, y, classes, l2)  # the frame probe's fit (pipeline.model.frame_probe)
+    return lambda q: ((q - mu) / sd) @ w.T + b
 
 
 def accuracy(model, x: torch.Tensor, y: torch.Tensor, video: torch.Tensor) -> float:
@@ -112,6 +100,7 @@ def main() -> None:
     t0, folds = time.perf_counter(), []
     for k in range(fold_count(a.config, a.dataset, a.root, a.split, a.num_folds)):
         dm = ActionDataModule(**{**data, "fold": k}, extractor=ExtractorConfig(**extractor))
+        dm.prepare_data()  # extracts what the cache lacks (the first fold, on a fresh machine)
         dm.setup("fit")
         dm.setup("test")
         (xt, yt, _), (xv, yv, vv), (xs, ys, vs) = (vectors(dm.data[s][0], dm.data[s][1], a) for s in ("train", "val", "test"))

@@ -134,7 +134,8 @@ class ActionCLI(LightningCLI):
             f"run:          {self.trainer.log_dir}",
             f"checkpoint:   {ckpt}",
             f"stream:       {self.model.stream}"
-            + (f" (chosen on the validation split from {', '.join(self.model.streams)})" if len(self.model.streams) > 1 else ""),
+            + (f" (chosen on the validation split from {', '.join(self.model.streams)})" if len(self.model.streams) > 1 else "")
+            + (f"; frame probe's share {self.model.model.share:g} (L2 {l2:g})" if (l2 := float(self.model.model.probe_l2)) else ""),
             "test:         "
             + (", ".join(f"{k.split('/')[1]} {float(m[k]):.4f}" for k in sorted(m) if k.startswith("test/") and not k.endswith("loss"))
                or "none (no test split)"),

@@ -136,7 +136,7 @@ def seeing_weights(path: Path, bias: float = 8.0) -> Path:
 
 def make_checkpoint(
     path: Path, class_names=("walk", "wave"), fps: float | None = None, layers=(16,), cell: str = "gru", seed: int = 0, weights: str | None = None,
-    imgsz: int = 64, rejection: dict | None = None, bias: dict[str, float] | None = None, novelty=None,
+    imgsz: int = 64, rejection: dict | None = None, bias: dict[str, float] | None = None, novelty=None, probe_share: float = 0.0,
 ) -> Path:
     """A checkpoint as ``train.py`` writes it, for a random-init extractor that sees one person per frame
     (``seeing_weights``) and an untrained classifier with non-trivial normalisation statistics: fast, and
@@ -156,6 +156,9 @@ def make_checkpoint(
         stream.set_normalization(mean, std)
         for name, value in (bias or {}).items():  # make the untrained model favour a class
             stream.head[-1].bias.data[list(class_names).index(name)] += value
+        if probe_share:  # a frame probe fused in, as if fitted and chosen on validation
+            stream.probe_weight.normal_(0, 0.5)
+            stream.share = probe_share
     if rejection is not None:  # as if fitted on a validation split
         clf.rejection = rejection
     if novelty is not None:  # pipeline.model.novelty.Novelty, as if fitted on training and validation

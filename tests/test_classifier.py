@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from pipeline.data.datamodule import CropDataset, WindowDataset, collate
 from pipeline.data.features import POSE_DIM
 from pipeline.model.checkpoint import read_checkpoint
-from pipeline.model.classifier import ActionClassifier
+from pipeline.model.classifier import PROBE_SHARES, ActionClassifier
 from pipeline.model.evaluate import stream_accuracy
 
 POOLED = 8
@@ -99,6 +99,10 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     assert rules["motion"]["calibration"] == 48 + 16
     assert rules["prototypes"]["quantile"] == 0.1 and rules["prototypes"]["calibration"] == 16 * 8
     assert rules["prototype_weight"] == again.novelty.prototype_weight == 0.1  # the GRU state's share in a frame's novelty
+    # each stream's frame probe (fitted before training) and its share (chosen at each validation) travel too
+    assert set(state["probe_shares"]) == {"pose", "fused"} and set(state["probe_shares"].values()) <= set(PROBE_SHARES)
+    assert {n: m.share for n, m in again.streams.items()} == state["probe_shares"]
+    assert all(m.probe_weight.abs().sum() > 0 and torch.equal(m.probe_weight, model.streams[n].probe_weight) for n, m in again.streams.items())
     with torch.no_grad():
         far = [again.novelty.prototypes.novelty(again.model.outputs(x[None])[0][0], torch.arange(1, 17)) for x in val[0]]
     assert abs(torch.cat([f[8:] for f in far]).gt(1).float().mean().item() - 0.1) <= 1 / 64
@@ -108,6 +112,21 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     assert sorted(model.test_stream_probs) == ["fused", "pose"] and all(len(v) == 16 for v in model.test_stream_probs.values())
     acc = stream_accuracy(model.test_stream_probs, model.test_predictions)
     assert set(acc) == {"pose", "fused", "mean"} and acc[kept] == max(acc["pose"], acc["fused"])
+
+
+@pytest.mark.parametrize("probe_right, chosen", [(True, max(PROBE_SHARES)), (False, 0.0)])
+def test_validation_chooses_the_frame_probes_share(probe_right, chosen):
+    model = ActionClassifier(POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, streams="fused")
+    y = torch.tensor([0, 1, 0, 1])
+    right, wrong = torch.eye(2)[y] * 0.8 + 0.1, torch.eye(2)[1 - y] * 0.6 + 0.2
+    gru, probe = (wrong, right) if probe_right else (right, wrong)
+    model._val_mix = {"fused": [(gru[:2], probe[:2], y[:2]), (gru[2:], probe[2:], y[2:])]}  # two validation batches
+    gru_loss = model.choose_probe_shares()
+    assert model.streams["fused"].share == chosen
+    assert torch.isclose(gru_loss["fused"], -gru[torch.arange(4), y].log().mean())  # what picks the epoch
+    mixed = (1 - chosen) * gru + chosen * probe  # the video-level figures are the chosen share's
+    assert torch.isclose(model.losses["val_video_fused"].compute(), -mixed[torch.arange(4), y].log().mean())
+    assert model.metrics["val_video_fused"].compute()["val/video_top1"] == (mixed.argmax(1) == y).float().mean()
 
 
 def test_features_without_pooled_layers_train_the_pose_stream_only():

@@ -21,7 +21,8 @@ RUNTIMES = ["onnxruntime", "openvino"]
 
 @pytest.fixture(scope="module", params=["gru", "lstm"])
 def exported(request, tmp_path_factory):
-    """A crowd-seeing random extractor with pooled layers and an untrained classifier, exported."""
+    """A crowd-seeing random extractor with pooled layers and an untrained classifier (a frame probe fused
+    in), exported."""
     tmp = tmp_path_factory.mktemp(f"export_{request.param}")
     weights = str(seeing_weights(tmp / "crowd.pt", bias=11))
     g = torch.Generator().manual_seed(1)
@@ -29,7 +30,7 @@ def exported(request, tmp_path_factory):
     protos = PrototypeRule(0.3 * torch.randn(2, hidden, generator=g), torch.eye(hidden), 1.0, 8, 0.05)  # around the limit
     ckpt = make_checkpoint(
         tmp / "c.ckpt", layers=(16, 19), imgsz=96, cell=request.param, rejection={"threshold": 0.4}, weights=weights,
-        novelty=Novelty(prototypes=protos),
+        novelty=Novelty(prototypes=protos), probe_share=0.5,
     )  # fmt: skip
     folder = tmp / "exported"
     export(ckpt, folder)

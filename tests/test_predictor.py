@@ -20,7 +20,11 @@ def predictor(tiny_checkpoint) -> ActionPredictor:
     return ActionPredictor(tiny_checkpoint, device="cpu")
 
 
-def test_streaming_steps_equal_the_full_sequence_forward(predictor, tmp_path):
+@pytest.mark.parametrize("probe", [False, True])
+def test_streaming_steps_equal_the_full_sequence_forward(predictor, tmp_path, probe):
+    if probe:  # a frame probe fused in: still one score per frame from what has been seen so far
+        predictor = ActionPredictor(make_checkpoint(tmp_path / "probe.ckpt", probe_share=0.5), device="cpu")
+        assert predictor.model.share == 0.5 and predictor.model.probe_weight.abs().sum() > 0
     clip = write_clip(tmp_path / "a.avi", frames=30)
     features = torch.from_numpy(extract_video(predictor.extractor, clip).subject())
     with torch.inference_mode():

@@ -6,7 +6,9 @@ import json
 import zipfile
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 from conftest import TINY_MODEL, make_dataset, run_script
 from test_download import server  # noqa: F401  (fixture)
 from test_extract import _bad_files
@@ -133,7 +135,7 @@ def test_unknown_weights_offline(tmp_path):
 def test_checkpoint_errors(tmp_path):
     _toy_yaml(tmp_path)
     root = make_dataset(tmp_path / "toy", classes=("walk", "wave"))
-    r = run_script(*_args(tmp_path, root=root, epochs=1))
+    r = run_script(*_args(tmp_path, "fit", "--data.extractor.layers", "[]", root=root, epochs=1))  # pose only
     assert r.returncode == 0, r.stderr[-3000:]
     last = next((tmp_path / "runs").rglob("last.ckpt"))
 
@@ -203,3 +205,12 @@ def test_the_unknown_line_names_the_rules_their_limits_and_shares():
     )
     assert unknown_rules({"motion": motion, "threshold": 0.0}) == "motion unlike training (past the limit: 5% of known clips)"
     assert unknown_rules({"threshold": 0.0}) == ""
+
+
+@pytest.mark.parametrize("config", ["weizmann.yaml", "weizmann_pose.yaml", "teach.yaml"])
+def test_every_config_parses_with_the_settings_it_documents(config):
+    r = run_script("train.py", "fit", "--config", f"configs/{config}", "--print_config")
+    assert r.returncode == 0, r.stderr[-2000:]
+    model, data = (yaml.safe_load(r.stdout)[k] for k in ("model", "data"))
+    probe, layers = {"weizmann.yaml": (None, [16, 19, 22]), "weizmann_pose.yaml": (0.0, []), "teach.yaml": (0.0, [])}[config]
+    assert model["probe_share"] == probe and data["extractor"]["layers"] == layers

@@ -12,6 +12,11 @@ helps. With ``streams="auto"`` two models train side by side on the same batches
 (``pose``), one on pooled appearance and keypoints (``fused``), and the one with the lower video-level
 validation loss is kept: the user's own validation split picks the preset.
 
+Frame probe: each stream also holds a linear model of the single frame (``pipeline.model.frame_probe``,
+fitted once before training), mixed into its per-frame probabilities at the share (``probe_share``) that
+gives the lowest video-level validation loss, chosen anew at each validation; the epoch kept is the one
+where the GRU alone has the lowest validation loss, so the GRU still has to learn.
+
 Rejection: a model trained on N actions names one of them for anything. The checkpoint carries the rules
 that read a frame as ``unknown`` (``pipeline.model.novelty``): motion unlike any of the training videos
 (``motion_quantile``; fitted once, before training), weighed with a GRU output far from every class's
@@ -44,6 +49,7 @@ from pipeline.options import OptionError, check_choice, check_range
 LEVELS = ("video", "clip")  # dataloader 0 and 1 of validation and test
 MAX_TRACKS = 512  # training tracks whose GRU outputs give the class means of the prototype rule (evenly drawn)
 STREAMS = ("pose", "fused")
+PROBE_SHARES = (0.0, 0.25, 0.5, 0.75)  # the frame probe's shares that validation chooses from
 
 
 def masked_mean(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -60,6 +66,10 @@ class ActionClassifier(L.LightningModule):
     streams: ``pose``, ``fused`` or ``auto`` (both trained, the lower validation loss kept); without pooled
         layers in the features there is only ``pose``.
     pooled_dropout: chance of hiding the pooled backbone block from a training sequence of the fused stream.
+    probe_share: share of each stream's per-frame probabilities given to its frame probe (a linear model of
+        the frame alone, fitted before training, ``pipeline.model.frame_probe``); 0: the GRU alone; None
+        (the default): chosen per stream at each validation from ``PROBE_SHARES``, the lowest video-level
+        validation loss (ties: the smaller share).
     lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
     warmup_frames: frames at the start of each training crop left out of the loss.
     label_smoothing: cross-entropy label smoothing.
@@ -88,6 +98,7 @@ class ActionClassifier(L.LightningModule):
         input_dropout: float = 0.0,
         cell: str = "gru",
         pooled_dropout: float = 0.5,
+        probe_share: float | None = None,
         streams: str = "auto",
         lr: float = 2e-3,
         weight_decay: float = 1e-2,
@@ -113,6 +124,8 @@ class ActionClassifier(L.LightningModule):
         check_range("--model.motion_window", motion_window, 2, 10_000)
         check_range("--model.prototype_quantile", prototype_quantile, 0, 0.5)
         check_range("--model.prototype_weight", prototype_weight, 0, 1)
+        if probe_share is not None:
+            check_range("--model.probe_share", probe_share, 0, 1)
         if len(class_names) < 2:
             raise OptionError(f"a classifier needs at least 2 classes, got {len(class_names)} ({', '.join(class_names)}): add class folders")
         pooled_dim = input_dim - POSE_DIM
@@ -147,6 +160,7 @@ class ActionClassifier(L.LightningModule):
         self._val_out: dict[str, list[torch.Tensor]] = {}  # per stream, the validation tracks' GRU outputs
         self._train_out: dict[str, list[torch.Tensor]] = {}  # per stream, the training tracks' GRU outputs, this validation's weights
         self._train_labels: list[int] = []
+        self._val_mix: dict[str, list[tuple[torch.Tensor, ...]]] = {}  # per stream, the validation videos' GRU and probe probabilities
         self.test_frame_probs: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # the kept stream's, per test frame: probabilities, novelty
 
     @property
@@ -155,7 +169,8 @@ class ActionClassifier(L.LightningModule):
         return self.streams[self.stream]
 
     def get_extra_state(self) -> dict:
-        return {"stream": self.stream, "rejection": self.rejection, "novelty": self.novelty.state()}
+        shares = {name: m.share for name, m in self.streams.items()}
+        return {"stream": self.stream, "rejection": self.rejection, "novelty": self.novelty.state(), "probe_shares": shares}
 
     def set_extra_state(self, state: dict) -> None:
         if state["stream"] not in self.streams:
@@ -163,6 +178,9 @@ class ActionClassifier(L.LightningModule):
         self.stream = state["stream"]
         self.rejection = state.get("rejection", {"threshold": 0.0})  # none in checkpoints made before it
         self.novelty = Novelty.from_state(state.get("novelty"))
+        for name, share in state.get("probe_shares", {}).items():  # none in checkpoints made before the probe
+            if name in self.streams:
+                self.streams[name].share = float(share)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the weight-averaging callback saves its averaged copy, made before the stream was chosen: say which
@@ -175,6 +193,12 @@ class ActionClassifier(L.LightningModule):
         if stage == "fit" and dm is not None and getattr(dm, "mean", None) is not None:
             for m in self.streams.values():
                 m.set_normalization(dm.mean, dm.std)
+        if stage == "fit" and dm is not None and "train" in getattr(dm, "data", {}) and self.hparams.probe_share != 0:
+            seqs, labels, _ = dm.data["train"]
+            val, val_labels, _ = dm.data.get("val", ([], [], []))
+            for m in self.streams.values():
+                m.fit_probe(seqs, labels, val, val_labels)
+                m.share = self.hparams.probe_share or 0.0  # None: chosen at each validation
         if stage == "fit" and dm is not None and "train" in getattr(dm, "data", {}) and self.hparams.motion_quantile > 0:
             seqs, _, videos = dm.data["train"]
             val = dm.data["val"][0] if "val" in dm.data else []
@@ -189,8 +213,8 @@ class ActionClassifier(L.LightningModule):
         t = torch.arange(batch["x"].shape[1], device=self.device)[None]
         mask = (t < lengths) & (t >= torch.clamp(lengths - 1, max=self.hparams.warmup_frames))
         targets = batch["y"][:, None].expand_as(mask)
-        loss = sum(
-            F.cross_entropy(m(batch["x"], batch["lengths"])[0][mask], targets[mask], label_smoothing=self.hparams.label_smoothing)
+        loss = sum(  # the GRU's own head: the frame probe is fitted, not trained
+            F.cross_entropy(m.head(m.outputs(batch["x"], batch["lengths"])[0])[mask], targets[mask], label_smoothing=self.hparams.label_smoothing)
             for m in self.streams.values()
         )
         self.log("train/loss", loss / len(self.streams), prog_bar=True, batch_size=len(batch["y"]))
@@ -204,8 +228,12 @@ class ActionClassifier(L.LightningModule):
         videos, lengths = batch["video"].tolist(), batch["lengths"].tolist()
         for name in names:
             out = self.streams[name].outputs(batch["x"], batch["lengths"])[0]
-            frame_probs = self.streams[name].head(out).softmax(-1)
+            frame_probs = self.streams[name].scores(batch["x"], out).softmax(-1)
             probs = masked_mean(frame_probs, batch["lengths"])
+            if stage == "val" and level == "video" and self.hparams.probe_share is None:
+                gru = masked_mean(self.streams[name].head(out).softmax(-1), batch["lengths"])
+                probe = masked_mean(self.streams[name].probe_probs(batch["x"]), batch["lengths"])
+                self._val_mix.setdefault(name, []).append((gru, probe, batch["y"]))
             if stage == "val" and level == "video" and self.hparams.reject_quantile > 0:
                 self._val_top.setdefault(name, []).extend(self.smoothed_top(frame_probs, batch["lengths"]))
             if stage == "val" and level == "video" and self.hparams.prototype_quantile > 0:  # kept only for the GRU-state rule
@@ -235,12 +263,18 @@ class ActionClassifier(L.LightningModule):
 
     def _log_metrics(self, stage: str) -> None:
         names = list(self.streams) if stage == "val" else [self.stream]
+        gru_loss = self.choose_probe_shares() if stage == "val" and not self.trainer.sanity_checking else {}
         losses = {(lv, n): self.losses[f"{stage}_{lv}_{n}"].compute() for lv in LEVELS for n in names}
         if stage == "val" and not self.trainer.sanity_checking:
             self.stream = min(names, key=lambda n: float(losses["video", n]))
             self.rejection = self.fit_rejection(self._val_top.get(self.stream, []))
             self.novelty.prototypes = self.fit_prototypes(self._train_out.get(self.stream, []), self._val_out.get(self.stream, []))
-        self._val_top, self._val_out, self._train_out = {}, {}, {}
+        self._val_top, self._val_out, self._train_out, self._val_mix = {}, {}, {}, {}
+        if self.stream in gru_loss:
+            # the epoch kept is chosen on the GRU's own loss: with the probe mixed in, a barely trained GRU
+            # that only softens a confident probe scores as well (it chose epoch 0 on pushfit)
+            self.log("val/video_loss_mixed", losses["video", self.stream])
+            losses["video", self.stream] = gru_loss[self.stream]
         for level in LEVELS:
             self.log(f"{stage}/{level}_loss", losses[level, self.stream])
             self.log_dict(self.metrics[f"{stage}_{level}_{self.stream}"].compute(), prog_bar=level == "video")
@@ -252,6 +286,25 @@ class ActionClassifier(L.LightningModule):
             for level in LEVELS:
                 self.metrics[f"{stage}_{level}_{n}"].reset()
                 self.losses[f"{stage}_{level}_{n}"].reset()
+
+    def choose_probe_shares(self) -> dict[str, torch.Tensor]:
+        """Each stream's probe share: the one of ``PROBE_SHARES`` with the lowest video-level validation loss
+        (a video's probabilities are the mean of its frames', so the mix of the means is the mean of the
+        mixes); its video-level validation figures are then those of that share (the clip-level ones are
+        the previous share's). Returns each stream's video-level loss of the GRU alone."""
+        gru_loss = {}
+        for name, parts in self._val_mix.items():
+            gru, probe, y = (torch.cat(t) for t in zip(*parts))
+            nll = {s: F.nll_loss(((1 - s) * gru + s * probe).clamp(min=1e-8).log(), y, reduction="none") for s in PROBE_SHARES}
+            share = min(PROBE_SHARES, key=lambda s: float(nll[s].mean()))
+            self.streams[name].share = share
+            key = f"val_video_{name}"
+            self.losses[key].reset()
+            self.losses[key].update(nll[share])
+            self.metrics[key].reset()
+            self.metrics[key].update((1 - share) * gru + share * probe, y)
+            gru_loss[name] = nll[0.0].mean()
+        return gru_loss
 
     @property
     def min_frames(self) -> int:

@@ -102,6 +102,7 @@ class ReportWriter(Callback):
             "classes": names,
             "stream": pl_module.stream,  # the kept stream (pipeline.model.classifier)
             "streams_trained": list(pl_module.streams),
+            "frame_probe": {"share": pl_module.model.share, "l2": round(float(pl_module.model.probe_l2), 6)},
             "stream_video_top1": stream_accuracy(pl_module.test_stream_probs, predictions),  # what each would have given
             "rejection": {
                 **pl_module.rejection, **rejected(pl_module, predictions),
