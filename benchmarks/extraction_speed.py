@@ -25,6 +25,7 @@ from pipeline.data.extract import extract_video  # noqa: E402
 from pipeline.data.features import ExtractorConfig, FeatureExtractor  # noqa: E402
 from pipeline.data.video import VideoReader  # noqa: E402
 from pipeline.data.videoset import DatasetDefinition, list_videos  # noqa: E402
+from pipeline.data.weights import resolve_weights  # noqa: E402
 
 LAYERS = [16, 19, 22]
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     clips = [v.path for v in by_actor[: a.clips]]
     extractor = FeatureExtractor(ExtractorConfig(weights=a.weights, imgsz=a.imgsz, layers=tuple(LAYERS))).place(a.device)
 
-    yolo = YOLO(a.weights)
+    yolo = YOLO(str(resolve_weights(a.weights)))  # as the pipeline finds it (ACTIONS_WEIGHTS_DIR...)
     # warm up both paths (first-call allocations, cuDNN autotuning, Ultralytics' predictor set-up) on one clip
     ours(extractor, clips[:1], a.batch)
     plain_ultralytics(yolo, clips[:1], a.imgsz, a.device)

@@ -9,7 +9,7 @@ All on the same Weizmann clips, one label per frame:
   then the GRU over the whole prefix so far (no carried state);
 * 3D CNN: torchvision ``r3d_18`` (random init), a 16-frame 112x112 window ending at each output frame.
 Speed does not depend on trained weights: without ``--checkpoint`` an untrained classifier with the
-default config's extractor (``configs/weizmann.yaml``) is used. On CUDA, also per-frame streaming latency.
+extractor of ``--config`` (default ``configs/weizmann.yaml``) is used. On CUDA, also per-frame streaming latency.
 """
 
 from __future__ import annotations
@@ -31,17 +31,18 @@ import yaml  # noqa: E402
 from pipeline.data.features import POSE_DIM, ExtractorConfig, FeatureExtractor  # noqa: E402
 from pipeline.data.video import VideoReader  # noqa: E402
 from pipeline.data.videoset import DatasetDefinition, list_videos  # noqa: E402
+from pipeline.data.weights import resolve_weights  # noqa: E402
 from pipeline.inference.files import OutputPaths, analyse_video  # noqa: E402
 from pipeline.inference.predictor import ActionPredictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def untrained_checkpoint(path: Path, weights: str) -> Path:
+def untrained_checkpoint(path: Path, weights: str, config: str = "configs/weizmann.yaml") -> Path:
     from pipeline.data.extract import extractor_record
     from pipeline.model.classifier import ActionClassifier
 
-    cfg = yaml.safe_load((ROOT / "configs" / "weizmann.yaml").read_text())["data"]["extractor"]
+    cfg = yaml.safe_load((ROOT / config).read_text())["data"]["extractor"]
     record = extractor_record(FeatureExtractor(ExtractorConfig.from_dict({**cfg, "weights": weights})))
     names = DatasetDefinition.load("weizmann").classes
     clf = ActionClassifier(record["feature_dim"], names, record)
@@ -89,7 +90,9 @@ def plain_loop(yolo, predictor: ActionPredictor, clips: list[Path], device: torc
             r = yolo.predict(frame, imgsz=cfg.imgsz, device=device, verbose=False, **fp16)[0]
             pose = pose_vector(r, frame.shape[1], frame.shape[0])
             parts = [torch.cat(yolo.embed(frame, imgsz=cfg.imgsz, embed=layers, device=device, verbose=False, **fp16)).float().cpu()] if embed else []
-            x = torch.cat([*parts, torch.from_numpy(pose)])[-predictor.extractor.feature_dim :] if parts else torch.from_numpy(pose)
+            if not parts:  # predict only: the pooled block (when the checkpoint has one) left as zeros
+                parts = [torch.zeros(predictor.extractor.feature_dim - POSE_DIM)]
+            x = torch.cat([*parts, torch.from_numpy(pose)])[-predictor.extractor.feature_dim :]
             seq.append(x.to(device))
             logits, _ = predictor.model(torch.stack(seq)[None])
             _ = logits[0, -1].softmax(-1).cpu()
@@ -147,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="a train.py checkpoint (default: an untrained one, default config)")
     p.add_argument("--weights", default="yolo11n-pose.pt")
+    p.add_argument("--config", default="configs/weizmann.yaml", help="whose extractor settings an untrained checkpoint takes")
     p.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "weizmann"))
     p.add_argument("--clips", type=int, default=5)
     p.add_argument("--r3d-windows", type=int, default=60, help="windows to time for the 3D CNN (it is slow on a CPU)")
@@ -160,9 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
     videos, _ = list_videos(DatasetDefinition.load("weizmann"), Path(a.root))
     clips = [v.path for v in sorted(videos, key=lambda v: (v.group, v.label))[: a.clips]]
     with tempfile.TemporaryDirectory() as d:
-        ckpt = a.checkpoint or untrained_checkpoint(Path(d) / "untrained.ckpt", a.weights)
+        ckpt = a.checkpoint or untrained_checkpoint(Path(d) / "untrained.ckpt", a.weights, a.config)
         predictor = ActionPredictor(ckpt, device=a.device)
-    yolo = YOLO(predictor.config.weights if Path(predictor.config.weights).is_file() else a.weights)
+    yolo = YOLO(str(resolve_weights(predictor.config.weights)))  # as the pipeline finds it (ACTIONS_WEIGHTS_DIR...)
 
     # warm-up of every path on one clip (allocations, Ultralytics' predictor set-up, cuDNN autotuning)
     file_mode(predictor, clips[:1], False)

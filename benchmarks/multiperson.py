@@ -154,7 +154,7 @@ def accuracy(a: argparse.Namespace) -> dict:
     return out
 
 
-def untrained_checkpoint(path: Path, imgsz: int) -> Path:
+def untrained_checkpoint(path: Path, imgsz: int, config: str = "configs/weizmann.yaml") -> Path:
     """The default config's model (untrained: speed does not depend on the weights) at ``imgsz``."""
     import yaml
 
@@ -163,7 +163,7 @@ def untrained_checkpoint(path: Path, imgsz: int) -> Path:
     from pipeline.data.videoset import DatasetDefinition
     from pipeline.model.classifier import ActionClassifier
 
-    cfg = yaml.safe_load((ROOT / "configs" / "weizmann.yaml").read_text())["data"]["extractor"]
+    cfg = yaml.safe_load((ROOT / config).read_text())["data"]["extractor"]
     record = extractor_record(FeatureExtractor(ExtractorConfig.from_dict({**cfg, "imgsz": imgsz})))
     clf = ActionClassifier(record["feature_dim"], DatasetDefinition.load("weizmann").classes, record)
     torch.save({"hyper_parameters": dict(clf.hparams), "state_dict": clf.state_dict()}, path)
@@ -262,7 +262,7 @@ def speed(a: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # 2x3 grid, imgsz 640: 1, 3, 6 people, the same frame size
-        ckpt640 = untrained_checkpoint(tmp / "u640.ckpt", 640)
+        ckpt640 = untrained_checkpoint(tmp / "u640.ckpt", 640, a.config)
         predictor = ActionPredictor(ckpt640, device=a.device)
         grid = {}
         for k in (1, 3, 6):
@@ -270,7 +270,7 @@ def speed(a: argparse.Namespace) -> dict:
             grid[k] = write_video(tmp / f"grid{k}.avi", np.concatenate([np.concatenate(cells[:3], 2), np.concatenate(cells[3:], 2)], 1), 25.0)
         out["grid640"] = speed_rows(predictor, grid, "grid 540x288 imgsz 640", a.repeats)
         # keyed 180x144 composites, default imgsz 320: 1, 2, 3 people
-        ckpt320 = untrained_checkpoint(tmp / "u320.ckpt", 320)
+        ckpt320 = untrained_checkpoint(tmp / "u320.ckpt", 320, a.config)
         predictor = ActionPredictor(ckpt320, device=a.device)
         keyed = {}
         for k in (1, 2, 3):
@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     spd.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2))
     for s in (acc, spd):
         s.add_argument("--root", default=str(WEIZMANN))
+        s.add_argument("--config", default="configs/weizmann.yaml", help="whose extractor settings an untrained checkpoint takes")
         s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
         s.add_argument("--out", help="write the figures here as JSON")
     a = p.parse_args(argv)
