@@ -6,7 +6,7 @@ Reads the ``report.json`` that ``train.py`` wrote beside the checkpoint (its tes
 predictions), runs ``infer.py`` on those video files, and prints both video-level accuracies and how many
 videos got the same label. ``train.py`` classifies cached features; ``infer.py`` decodes and extracts again
 and steps the GRU frame by frame, so this checks the whole streaming path against the training one.
-With no checkpoint given, trains fold 0 first (``train.py fit --config configs/weizmann.yaml``).
+With no checkpoint given, trains fold 0 first (``train.py fit --config CONFIG``, default ``configs/weizmann.yaml``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="a best checkpoint with report.json beside it")
     p.add_argument("--root", default="../shared/data/weizmann", help="data root when training fold 0 first")
+    p.add_argument("--config", default="configs/weizmann.yaml", help="train.py config when training fold 0 first")
     a = p.parse_args(argv)
     if a.checkpoint is None:
-        r = subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/weizmann.yaml", f"--data.root={a.root}",
+        r = subprocess.run([sys.executable, "train.py", "fit", "--config", a.config, f"--data.root={a.root}",
                             "--trainer.enable_progress_bar=false"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
         if r.returncode:
             sys.exit(r.stderr[-2000:])
