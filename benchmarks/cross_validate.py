@@ -15,7 +15,7 @@ Printed and written to ``--out`` (JSON): per fold video-level top-1 and mean-cla
 clip-level top-1 (32-frame windows), video top-1 with the checkpoint's rejection on (an ``unknown``
 counts as wrong) and the share of test videos called ``unknown``; per seed the mean over folds and the standard deviation over folds;
 over seeds the mean of the seed means and their standard deviation; the wall time of the whole protocol,
-extraction included.
+extraction included where the cache lacked features.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def run(argv: list[str] | None = None) -> dict:
     overall = {m: mean_sd([per_seed[s][m][0] for s in a.seeds]) for m in METRICS}
     print(f"{'all':>4}  {len(rows):>5}  " + "  ".join(f"{overall[m][0]:>14.3f} +- {overall[m][1]:.3f}" for m in METRICS)
           + f"   (mean +- sd over {len(a.seeds)} seed(s))")  # fmt: skip
-    print(f"total {total:.0f} s for {len(rows)} runs, feature extraction included")
+    print(f"total {total:.0f} s for {len(rows)} runs (feature extraction included where the cache lacked features)")
     summary = {
         "folds": rows, "per_seed": {str(s): {m: {"mean": v[0], "sd_over_folds": v[1]} for m, v in d.items()} for s, d in per_seed.items()},
         "mean": {m: {"mean": v[0], "sd_over_seeds": v[1]} for m, v in overall.items()},

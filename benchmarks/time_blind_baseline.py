@@ -4,6 +4,7 @@
     python benchmarks/time_blind_baseline.py --root ../shared/data/weizmann              # leave-one-actor-out
     python benchmarks/time_blind_baseline.py ... --stats mean --part pooled --out runs/baseline_pushfit.json
     python benchmarks/time_blind_baseline.py ... --window 16    # blind within 16-frame windows, averaged
+    python benchmarks/time_blind_baseline.py ... --pool global  # the scene instead of the person's box
 
 Each video becomes one vector: the statistics over the frames its subject is in view (``--stats mean``, or
 ``mean_std``: mean and spread), of the whole feature vector or a part of it (``--part``: ``pooled``
@@ -81,6 +82,7 @@ def main() -> None:
     p.add_argument("--split", choices=("group", "stratified"))
     p.add_argument("--num-folds", type=int)
     p.add_argument("--layers", type=int, nargs="*", help="pooled backbone layers (default: the config's)")
+    p.add_argument("--pool", choices=("person", "global"), help="where the layers are pooled (default: the config's)")
     p.add_argument("--stats", choices=("mean", "mean_std"), default="mean")
     p.add_argument("--part", choices=("all", "pooled", "pose"), default="all")
     p.add_argument("--window", type=int, help="frames per window (default: the whole video)")
@@ -92,6 +94,8 @@ def main() -> None:
     extractor = dict(data.pop("extractor", {}))
     if a.layers is not None:
         extractor["layers"] = a.layers
+    if a.pool is not None:
+        extractor["pool"] = a.pool
     for key, value in (("dataset", a.dataset), ("root", a.root), ("split", a.split), ("num_folds", a.num_folds)):
         if value is not None:
             data[key] = value
