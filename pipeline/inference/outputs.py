@@ -57,6 +57,7 @@ import numpy as np
 from pipeline.inference.timeline import Segment
 
 SCHEMA_VERSION = 3  # 3: video label = most time, "share", settled segments
+GAP_S = 0.2  # a plotted line breaks where the subject went unseen for longer than this (or 3 frame steps)
 
 
 class OutputError(RuntimeError):
@@ -225,6 +226,14 @@ class VideoSink:
         partial(self.path).unlink(missing_ok=True)
 
 
+def broken_at_gaps(times: np.ndarray, values: np.ndarray, gap_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``times`` (T,) and ``values`` (T, ...) with a NaN row wherever consecutive samples are more
+    than ``gap_s`` apart, so that a plotted line breaks where nobody was seen instead of bridging the gap
+    with a straight line that looks like a prediction."""
+    cut = np.flatnonzero(np.diff(times) > gap_s) + 1
+    return np.insert(np.asarray(times, float), cut, np.nan), np.insert(np.asarray(values, float), cut, np.nan, axis=0)
+
+
 def plot_timeline(
     path: Path,
     times: np.ndarray,
@@ -256,8 +265,11 @@ def plot_timeline(
     for seg in segments:
         ax.axvspan(seg.start_s, seg.end_s, color=color_of.get(seg.label, (0.6, 0.6, 0.6)), alpha=0.15, lw=0)
         ax.text((seg.start_s + seg.end_s) / 2, 1.02, seg.label, ha="center", va="bottom", fontsize=8, clip_on=False)
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    gap_s = max(GAP_S, 3 * step)  # a few missed frames bridged; a person lost for longer, a break
+    lines_t, lines_p = broken_at_gaps(times, probs, gap_s)
     for i, n in enumerate(class_names):
-        ax.plot(times, probs[:, i], color=color_of[n], lw=1.2, label=n)
+        ax.plot(lines_t, lines_p[:, i], color=color_of[n], lw=1.2, label=n)
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
@@ -274,7 +286,7 @@ def plot_timeline(
     if gates:
         gx = axes[panels.index("gates"), 0]
         for name, values in gates.items():
-            gx.plot(times, values, lw=1.2, label=f"mean {name} gate")
+            gx.plot(*broken_at_gaps(times, values, gap_s), lw=1.2, label=f"mean {name} gate")
         gx.set_ylim(0, 1)
         gx.set_ylabel("gate")
         gx.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
