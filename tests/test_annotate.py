@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.inference import annotate
 from pipeline.inference.annotate import FONT, MIN_SIDE, Overlay, Person, _text, color_of, draw
 
 
@@ -79,3 +80,29 @@ def test_unknown_is_drawn_without_a_score():
 
     assert np.array_equal(drawn("unknown", 0.89), drawn("unknown", 0.12))  # label and person tag alike
     assert not np.array_equal(drawn("wave", 0.89), drawn("wave", 0.12))  # an action keeps its score
+
+
+
+def test_a_persons_tag_never_covers_or_hides_under_the_label_and_bars(monkeypatch):
+    """A person just under the top-left bars: their tag used to be drawn where the bars then covered it."""
+    texts = []
+
+    def recording(img, text, org, scale, color=(255, 255, 255), thickness=1):
+        texts.append((text, scale, real(img, text, org, scale, color, thickness)))
+        return texts[-1][2]
+
+    real = annotate._text
+    monkeypatch.setattr(annotate, "_text", recording)
+    frame = np.full((360, 480, 3), 128, np.uint8)
+    near = Person(12, np.array([20, 70, 120, 300.0]), None, "walk", 0.8)  # box top just under the bars
+    corner = Person(3, np.array([5, 5, 60, 100.0]), None, "run", 0.6)  # box under the whole panel
+    draw(frame, Overlay("walk", 0.8, [("walk", 0.8), ("run", 0.15), ("jack", 0.05)], [near, corner], main=12))
+    tag_scale = 0.45 * 360 / 480
+    tags = [r for t, sc, r in texts if t.startswith("#") and sc == tag_scale]
+    panel = [r for t, sc, r in texts if not (t.startswith("#") and sc == tag_scale)]
+    px1, py1 = max(r[2] for r in panel), max(r[3] for r in panel)  # the label and bars' corner
+    assert len(tags) == 2 and len(panel) == 4
+    for x0, y0, x1, y1 in tags:
+        assert 0 <= x0 and x1 <= 480 and 0 <= y0 and y1 <= 360
+        assert x0 >= px1 or y0 >= py1  # clear of the panel
+    assert not (tags[0][0] < tags[1][2] and tags[1][0] < tags[0][2] and tags[0][1] < tags[1][3] and tags[1][1] < tags[0][3])

@@ -21,6 +21,7 @@ from pipeline.inference.timeline import UNKNOWN
 
 GREEN, WHITE, GREY, BLACK, ORANGE = (80, 200, 80), (255, 255, 255), (150, 150, 150), (0, 0, 0), (0, 165, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 pixels
 MIN_SIDE = 360  # pixels: smaller frames are drawn enlarged
 
 
@@ -78,12 +79,43 @@ def scored(label: str, score: float) -> str:
     return "" if label == UNKNOWN else f" {score:.0%}"
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=WHITE, thickness: int = 1) -> None:
-    """``text`` with its baseline at ``org``, on a dark box 2 pixels wider than the glyphs all round."""
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=WHITE, thickness: int = 1) -> Rect:
+    """``text`` with its baseline at ``org``, on a dark box 2 pixels wider than the glyphs all round; returns
+    that box."""
+    x, y = org
+    rect = _text_box(text, org, scale, thickness)
+    cv2.rectangle(img, rect[:2], rect[2:], BLACK, -1)
+    cv2.putText(img, text, (x, y), FONT, scale, color, thickness, cv2.LINE_AA)
+    return rect
+
+
+def _text_box(text: str, org: tuple[int, int], scale: float, thickness: int = 1) -> Rect:
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
     x, y = org
-    cv2.rectangle(img, (x - 2, y - th - 2), (x + tw + 2, y + base), BLACK, -1)
-    cv2.putText(img, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
+    return (x - 2, y - th - 2, x + tw + 2, y + base)
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_tag(text: str, scale: float, box: tuple[int, int, int, int], size: tuple[int, int], taken: list[Rect]) -> tuple[int, int]:
+    """Where a person's tag goes: above their box, else just inside its top, else under it, the first that
+    fits the frame (``size`` = width, height) and covers none of the ``taken`` boxes (the label and bars
+    top-left); if none does, above the box and right of what it would cover."""
+    (tw, th), _ = cv2.getTextSize(text, FONT, scale, 1)
+    w, h = size
+    x0, y0, x1, y1 = box
+    pad = max(int(round(4 * scale / 0.45)), 2)
+    tx = int(np.clip(x0, 2, max(w - tw - 2, 2)))
+    rows = (y0 - pad, y0 + th + pad, y1 + th + pad)
+    for ty in rows:
+        r = _text_box(text, (tx, ty), scale)
+        if r[1] >= 0 and r[3] <= h and not any(_overlaps(r, t) for t in taken):
+            return tx, ty
+    ty = max(y0 - pad, th + 2)
+    right = max([t[2] for t in taken if _overlaps(_text_box(text, (tx, ty), scale), t)], default=tx - 4)
+    return min(right + 4, max(w - tw - 2, 2)), ty
 
 
 def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
@@ -96,6 +128,7 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
     h, w = frame.shape[:2]
     s = max(min(w, h) / 480, 0.35)  # scale text and lines with the frame
     lw = max(int(round(2 * s)), 1)
+    tags: list[tuple[str, tuple[int, int, int, int], tuple[int, int, int]]] = []  # drawn after the panel, clear of it
     for p in o.people:
         color = color_of(p.track)
         x0, y0, x1, y1 = (int(round(v)) for v in p.box)
@@ -111,29 +144,30 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
         if not p.label and not p.track:
             continue  # an untracked, unlabelled person (the teaching app before its first model): no tag
         tag = f"#{p.track}" if p.label == o.background or not p.label else f"#{p.track} {p.label}{scored(p.label, p.score)}"
-        (tw, th), _ = cv2.getTextSize(tag, FONT, 0.45 * s, 1)
-        tx = int(np.clip(x0, 0, max(w - tw, 0)))
-        ty = y0 - int(4 * s) if y0 - th - int(4 * s) > 0 else min(y1 + th + int(4 * s), h - 2)
-        _text(frame, tag, (tx, ty), 0.45 * s, color)
+        tags.append((tag, (x0, y0, x1, y1), color))
     # label and score, top-left (none before there is a model: the teaching app's first minutes)
+    taken: list[Rect] = []  # what the people's tags must not cover
     who = f"#{o.main} " if o.main is not None and len(o.people) > 1 else ""
     if o.label == o.background:
-        _text(frame, f"{who}no action", (int(8 * s), int(30 * s)), 0.9 * s, GREY, lw)
+        taken.append(_text(frame, f"{who}no action", (int(8 * s), int(30 * s)), 0.9 * s, GREY, lw))
     elif o.label:
-        _text(frame, f"{who}{o.label}{scored(o.label, o.score)}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != UNKNOWN else GREY, lw)
+        taken.append(_text(frame, f"{who}{o.label}{scored(o.label, o.score)}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != UNKNOWN else GREY, lw))
     # top-k bars under it
     bar_w, bar_h, y = int(110 * s), max(int(12 * s), 6), int(42 * s)
     for name, p in o.top:
         x = int(8 * s)
         cv2.rectangle(frame, (x, y), (x + bar_w, y + bar_h), GREY, 1)
         cv2.rectangle(frame, (x, y), (x + int(bar_w * float(np.clip(p, 0, 1))), y + bar_h), GREEN, -1)
-        _text(frame, f"{name} {p:.2f}", (x + bar_w + int(6 * s), y + bar_h - 1), 0.45 * s)
+        r = _text(frame, f"{name} {p:.2f}", (x + bar_w + int(6 * s), y + bar_h - 1), 0.45 * s)
+        taken.append((x, y, r[2], y + bar_h + 1))
         y += bar_h + int(5 * s)
     # fps and latency, top-right
     info = " ".join(t for t in (f"{o.fps:.1f} fps" if o.fps else "", f"{o.latency_ms:.0f} ms" if o.latency_ms is not None else "") if t)
     if info:
         (tw, _), _ = cv2.getTextSize(info, FONT, 0.5 * s, 1)
-        _text(frame, info, (w - tw - int(8 * s), int(20 * s)), 0.5 * s)
+        taken.append(_text(frame, info, (w - tw - int(8 * s), int(20 * s)), 0.5 * s))
     if o.status:
-        _text(frame, o.status, (int(8 * s), h - int(10 * s)), 0.55 * s, ORANGE)
+        taken.append(_text(frame, o.status, (int(8 * s), h - int(10 * s)), 0.55 * s, ORANGE))
+    for tag, box, color in tags:  # last, where they cover none of the above (nor each other)
+        taken.append(_text(frame, tag, place_tag(tag, 0.45 * s, box, (w, h), taken), 0.45 * s, color))
     return frame
