@@ -77,3 +77,24 @@ def test_record_train_twice_and_the_model_goes_live(studio, tmp_path):
     assert studio.job_status["state"] == "done" and len(studio.job_status["history"]) == 3
     wait_for(lambda: studio.state()["label"] != "", 30, "a live label")
     assert studio.state()["label"] in ("moving", "still", "unknown", "nobody")
+
+
+def test_a_frame_that_cannot_be_labelled_does_not_end_the_stream(studio, capsys):
+    """The live loop used to die on one exception (a frozen picture, no word why); now the page's status says
+    why and the next frames are labelled again."""
+    real, failures = studio._skeletons, []
+
+    def once(frame):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("shapes did not match")
+        return real(frame)
+
+    studio._skeletons = once
+    wait_for(lambda: failures and studio.frame_error is None, 30, "a frame after the bad one")
+    assert studio._thread.is_alive()
+    seen = studio.bus.wait(0, 5)[1]
+    assert studio.bus.wait(seen, 5)[0] is not None  # frames still come
+    assert "a frame could not be labelled (RuntimeError: shapes did not match)" in capsys.readouterr().err
+    studio.frame_error = "RuntimeError: shapes did not match"
+    assert studio._status_line() == "a frame could not be labelled: RuntimeError: shapes did not match"

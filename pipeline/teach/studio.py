@@ -8,6 +8,7 @@ that lasts is on disk (clips, cache, runs): the browser page holds nothing, so c
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -72,6 +73,7 @@ class Studio:
         self.job_status: dict | None = None
         self.overlay = Overlay("", 0.0, [])
         self.fps = 0.0
+        self.frame_error: str | None = None  # why the last frame could not be labelled (None: it was)
         self._stop = threading.Event()
         self._swap = threading.Lock()  # source and model changes against the loop
         self._train_lock = threading.Lock()
@@ -94,6 +96,7 @@ class Studio:
         capture.tap = recorder
         with self._swap:
             old, self.capture, self.recorder, self.source = self.capture, capture, recorder, source
+        with self.guard:  # not while the loop steps the model: a reset under a step broke it (a frozen stream)
             if self.predictor is not None:
                 self.predictor.reset()
                 self.labels.reset()
@@ -180,11 +183,16 @@ class Studio:
                 last_fed = lf.captured_at
                 recent = [t for t in recent if t > lf.captured_at - 2.0] + [lf.captured_at]
                 self.fps = len(recent) / 2.0
-                with self.guard:
-                    if predictor:
-                        overlay = labels.update(predictor(lf.frame[None]), lf.captured_at, predictor.states.slot)
-                    else:
-                        overlay = self._skeletons(lf.frame)
+                try:
+                    with self.guard:
+                        if predictor:
+                            overlay = labels.update(predictor(lf.frame[None]), lf.captured_at, predictor.states.slot)
+                        else:
+                            overlay = self._skeletons(lf.frame)
+                    self.frame_error = None
+                except Exception as e:  # noqa: BLE001 - one bad frame must not end the stream: say it, start over
+                    overlay = Overlay("", 0.0, [])
+                    self._frame_failed(e, predictor, labels)
                 if overlay.people:
                     last_person = lf.captured_at
                 elif predictor and lf.captured_at - last_person > self.opts.reset_after_s:
@@ -194,6 +202,18 @@ class Studio:
                 self.overlay = overlay
             # in place: the recorder has had the frame already (capture's tap runs first)
             self.bus.publish(draw(lf.frame, replace(self.overlay, fps=self.fps, status=self._status_line())))
+
+    def _frame_failed(self, e: Exception, predictor: ActionPredictor | None, labels: LiveLabels | None) -> None:
+        """A frame the model could not label: the page's status says why (once on stderr), and the people's
+        states start over, so the next frame is labelled as after a change of source."""
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        if why != self.frame_error:
+            print(f"teach: a frame could not be labelled ({why}); carrying on", file=sys.stderr, flush=True)
+        self.frame_error = why
+        with self.guard:
+            if predictor is not None:
+                predictor.reset()
+                labels.reset()
 
     @torch.inference_mode()
     def _skeletons(self, frame: np.ndarray) -> Overlay:
@@ -206,7 +226,7 @@ class Studio:
     def _status_line(self) -> str | None:
         rec = self.recorder.status()
         if rec is None:
-            return self.capture.status
+            return f"a frame could not be labelled: {self.frame_error}" if self.frame_error else self.capture.status
         if rec["phase"] == "countdown":
             return f"recording {rec['action']} in {rec['seconds_left']:.0f} s"
         return f"REC {rec['action']} {rec['elapsed']:.1f} / {rec['seconds']:.0f} s"
