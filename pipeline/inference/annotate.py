@@ -82,10 +82,9 @@ def scored(label: str, score: float) -> str:
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=WHITE, thickness: int = 1) -> Rect:
     """``text`` with its baseline at ``org``, on a dark box 2 pixels wider than the glyphs all round; returns
     that box."""
-    x, y = org
     rect = _text_box(text, org, scale, thickness)
     cv2.rectangle(img, rect[:2], rect[2:], BLACK, -1)
-    cv2.putText(img, text, (x, y), FONT, scale, color, thickness, cv2.LINE_AA)
+    cv2.putText(img, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
     return rect
 
 

@@ -29,6 +29,7 @@ from pipeline.teach.examples import ExampleError, Examples
 from pipeline.teach.recording import Recorder
 from pipeline.teach.trainjob import TrainingJob
 
+ERROR_SHOW_S = 5.0  # how long the stream's status line says why a frame could not be labelled
 
 def unknown_rules(predictor: ActionPredictor) -> str:
     """What the model calls ``unknown``, in words for the page (``pipeline.model.novelty``)."""
@@ -73,7 +74,7 @@ class Studio:
         self.job_status: dict | None = None
         self.overlay = Overlay("", 0.0, [])
         self.fps = 0.0
-        self.frame_error: str | None = None  # why the last frame could not be labelled (None: it was)
+        self.frame_error: tuple[str, float] | None = None  # why a frame could not be labelled, and when
         self._stop = threading.Event()
         self._swap = threading.Lock()  # source and model changes against the loop
         self._train_lock = threading.Lock()
@@ -96,7 +97,7 @@ class Studio:
         capture.tap = recorder
         with self._swap:
             old, self.capture, self.recorder, self.source = self.capture, capture, recorder, source
-        with self.guard:  # not while the loop steps the model: a reset under a step broke it (a frozen stream)
+        with self.guard:  # not while the loop steps the model: a reset under a step can break the step
             if self.predictor is not None:
                 self.predictor.reset()
                 self.labels.reset()
@@ -189,7 +190,6 @@ class Studio:
                             overlay = labels.update(predictor(lf.frame[None]), lf.captured_at, predictor.states.slot)
                         else:
                             overlay = self._skeletons(lf.frame)
-                    self.frame_error = None
                 except Exception as e:  # noqa: BLE001 - one bad frame must not end the stream: say it, start over
                     overlay = Overlay("", 0.0, [])
                     self._frame_failed(e, predictor, labels)
@@ -204,12 +204,12 @@ class Studio:
             self.bus.publish(draw(lf.frame, replace(self.overlay, fps=self.fps, status=self._status_line())))
 
     def _frame_failed(self, e: Exception, predictor: ActionPredictor | None, labels: LiveLabels | None) -> None:
-        """A frame the model could not label: the page's status says why (once on stderr), and the people's
-        states start over, so the next frame is labelled as after a change of source."""
+        """A frame the model could not label: the stream's status line says why for ``ERROR_SHOW_S`` (stderr
+        once per new reason), and the people's states start over, as after a change of source."""
         why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-        if why != self.frame_error:
+        if self.frame_error is None or why != self.frame_error[0]:
             print(f"teach: a frame could not be labelled ({why}); carrying on", file=sys.stderr, flush=True)
-        self.frame_error = why
+        self.frame_error = (why, time.monotonic())
         with self.guard:
             if predictor is not None:
                 predictor.reset()
@@ -226,7 +226,10 @@ class Studio:
     def _status_line(self) -> str | None:
         rec = self.recorder.status()
         if rec is None:
-            return f"a frame could not be labelled: {self.frame_error}" if self.frame_error else self.capture.status
+            err = self.frame_error
+            if err is not None and time.monotonic() - err[1] < ERROR_SHOW_S:
+                return f"a frame could not be labelled: {err[0]}"
+            return self.capture.status
         if rec["phase"] == "countdown":
             return f"recording {rec['action']} in {rec['seconds_left']:.0f} s"
         return f"REC {rec['action']} {rec['elapsed']:.1f} / {rec['seconds']:.0f} s"
