@@ -31,6 +31,7 @@ from pipeline.teach.trainjob import TrainingJob
 
 ERROR_SHOW_S = 5.0  # how long the stream's status line says why a frame could not be labelled
 
+
 def unknown_rules(predictor: ActionPredictor) -> str:
     """What the model calls ``unknown``, in words for the page (``pipeline.model.novelty``)."""
     distances = (["motion"] if predictor.novelty.motion else []) + (["model state"] if predictor.novelty.prototypes else [])
