@@ -81,6 +81,7 @@ def main() -> None:
     p.add_argument("--root")
     p.add_argument("--split", choices=("group", "stratified"))
     p.add_argument("--num-folds", type=int)
+    p.add_argument("--cache-dir", help="--data.cache_dir: where the features are cached (default: the dataset's)")
     p.add_argument("--layers", type=int, nargs="*", help="pooled backbone layers (default: the config's)")
     p.add_argument("--pool", choices=("person", "global"), help="where the layers are pooled (default: the config's)")
     p.add_argument("--stats", choices=("mean", "mean_std"), default="mean")
@@ -96,7 +97,7 @@ def main() -> None:
         extractor["layers"] = a.layers
     if a.pool is not None:
         extractor["pool"] = a.pool
-    for key, value in (("dataset", a.dataset), ("root", a.root), ("split", a.split), ("num_folds", a.num_folds)):
+    for key, value in (("dataset", a.dataset), ("root", a.root), ("split", a.split), ("num_folds", a.num_folds), ("cache_dir", a.cache_dir)):
         if value is not None:
             data[key] = value
     if a.part == "pooled" and not extractor.get("layers"):

@@ -1,0 +1,130 @@
+"""What a video's score averages: the checkpoints of a cross-validation, replayed on their test videos.
+
+    python benchmarks/video_score.py --cv runs/cv_pushfit_default.json [--out runs/video_score_pushfit.json]
+
+``train.py test`` (and so ``cross_validate.py``) scores a video by the mean of the kept stream's per-frame
+probabilities over the whole span of its subject's track, frames where nobody is seen included;
+``infer.py`` averages only the frames where its subject is seen; and training leaves the first
+``warmup_frames`` of a crop out of the GRU's loss, so the GRU is never asked to be right there. This
+replays every fold's checkpoint on its test videos' cached features (no training, no extraction) and
+scores them three ways:
+
+* ``span``: the mean over the track's whole span, as ``train.py`` reports (checked against its report);
+* ``seen``: the mean over the frames the subject is seen in, as ``infer.py`` averages one track;
+* ``after_warmup``: the GRU's part averaged after the frames its loss leaves out, the frame probe's over
+  all frames (the probe is trained on every frame).
+
+Printed and written to ``--out``: per fold video top-1 under each rule, the mean +- sd over folds per seed
+and over seeds, and how many videos change label against ``span``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from benchmarks.cross_validate import mean_sd  # noqa: E402
+from pipeline.data.datamodule import ActionDataModule  # noqa: E402
+from pipeline.data.features import POSE_DIM, ExtractorConfig  # noqa: E402
+from pipeline.errors import run_cli  # noqa: E402
+from pipeline.model.checkpoint import read_checkpoint  # noqa: E402
+from pipeline.model.classifier import ActionClassifier  # noqa: E402
+
+RULES = ("span", "seen", "after_warmup")
+
+
+class ReplayError(Exception):
+    """A cross-validation summary or one of its runs that cannot be replayed."""
+
+
+def video_scores(model, x: torch.Tensor, warmup: int) -> dict[str, torch.Tensor]:
+    """One video's class probabilities under each rule, from its (T, D) features."""
+    x = x[None].float()
+    out = model.outputs(x, torch.tensor([x.shape[1]]))[0]
+    gru, probe, share = model.head(out).softmax(-1)[0], model.probe_probs(x)[0], model.share
+    frames = (1 - share) * gru + share * probe
+    seen = x[0, :, x.shape[-1] - POSE_DIM] > 0.5  # the pose block's "present" flag
+    first = min(x.shape[1] - 1, warmup)  # as the loss: at least the last frame counts
+    return {
+        "span": frames.mean(0),
+        "seen": frames[seen].mean(0) if seen.any() else frames.mean(0),
+        "after_warmup": (1 - share) * gru[first:].mean(0) + share * probe.mean(0),
+    }
+
+
+def replay_fold(row: dict, args: dict, cached: dict) -> dict:
+    """One fold's test videos scored under each rule by its own checkpoint."""
+    report = json.loads(Path(row["report"]).read_text())
+    ckpt = read_checkpoint(report["checkpoint"])
+    hp = ckpt["hyper_parameters"]
+    params = inspect.signature(ActionClassifier).parameters
+    classifier = ActionClassifier(**{k: v for k, v in hp.items() if k in params})
+    classifier.load_state_dict(ckpt["state_dict"])
+    classifier.eval()
+    config = yaml.safe_load(Path(args["config"]).read_text()).get("data", {})
+    dataset = args.get("dataset") or config.get("dataset", "weizmann")
+    key = (dataset, report["split"]["root"], json.dumps(hp["extractor"], sort_keys=True))
+    if key not in cached:  # one data module per dataset and feature setting: it finds the cache
+        cached.clear()
+        cached[key] = ActionDataModule(dataset=dataset, root=report["split"]["root"], extractor=ExtractorConfig.from_record(hp["extractor"]))
+    dm = cached[key]
+    names = list(hp["class_names"])
+    hits = dict.fromkeys(RULES, 0)
+    changed = dict.fromkeys(RULES, 0)
+    for v in report["videos"]:
+        entry = dm.cache.entry(Path(v["path"]), dm.root)
+        seq = dm.cache.load(entry).subject() if entry.is_file() else None
+        if seq is None:
+            raise ReplayError(f"{v['path']}: no cached features under {dm.cache.dir}; run cross_validate.py again")
+        with torch.no_grad():
+            scores = video_scores(classifier.model, torch.from_numpy(seq), hp.get("warmup_frames", 8))
+        labels = {r: names[int(p.argmax())] for r, p in scores.items()}
+        if labels["span"] != v["predicted"]:
+            raise ReplayError(f"{v['path']}: the replay labels it {labels['span']}, the report {v['predicted']}: not this run's checkpoint or features")
+        for r in RULES:
+            hits[r] += labels[r] == v["label"]
+            changed[r] += labels[r] != labels["span"]
+    n = len(report["videos"])
+    return {"fold": row["fold"], "seed": row["seed"], "videos": n, **{r: hits[r] / n for r in RULES}, "changed": changed}
+
+
+def run(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cv", required=True, help="a summary written by benchmarks/cross_validate.py --out")
+    p.add_argument("--out", help="where to write the results (JSON)")
+    a = p.parse_args(argv)
+    if not Path(a.cv).is_file():
+        raise ReplayError(f"{a.cv} not found: give the --out of a benchmarks/cross_validate.py run")
+    summary = json.loads(Path(a.cv).read_text())
+    torch.set_num_threads(1)  # small sequences: one thread is fastest and spares the machine
+    rows, cached = [], {}
+    for row in summary["folds"]:
+        rows.append(replay_fold(row, summary["args"], cached))
+        r = rows[-1]
+        print(f"seed {r['seed']} fold {r['fold']}: " + "  ".join(f"{k} {r[k]:.3f}" for k in RULES)
+              + "  (labels changed: " + ", ".join(f"{k} {r['changed'][k]}" for k in RULES[1:]) + ")", flush=True)  # fmt: skip
+    seeds = sorted({r["seed"] for r in rows})
+    per_seed = {s: {k: mean_sd([r[k] for r in rows if r["seed"] == s])[0] for k in RULES} for s in seeds}
+    overall = {k: mean_sd([per_seed[s][k] for s in seeds]) for k in RULES}
+    total = {k: sum(r["changed"][k] for r in rows) for k in RULES}
+    videos = sum(r["videos"] for r in rows)
+    for k in RULES:
+        print(f"{k:>13}: video top-1 {overall[k][0]:.3f} +- {overall[k][1]:.3f} over {len(seeds)} seed(s)"
+              + (f"; {total[k]} of {videos} test videos change label against span" if k != "span" else ""))  # fmt: skip
+    result = {"cv": a.cv, "folds": rows, "per_seed": per_seed, "mean": {k: {"mean": v[0], "sd_over_seeds": v[1]} for k, v in overall.items()}, "changed": total}
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(run, extra=(ReplayError,))
