@@ -74,7 +74,10 @@ def replay_fold(row: dict, args: dict, cached: dict) -> dict:
     key = (dataset, report["split"]["root"], json.dumps(hp["extractor"], sort_keys=True))
     if key not in cached:  # one data module per dataset and feature setting: it finds the cache
         cached.clear()
-        cached[key] = ActionDataModule(dataset=dataset, root=report["split"]["root"], extractor=ExtractorConfig.from_record(hp["extractor"]))
+        extra = " ".join(args.get("extra") or []).replace("=", " ").split()
+        cache_dir = extra[extra.index("--data.cache_dir") + 1] if "--data.cache_dir" in extra[:-1] else config.get("cache_dir")
+        record = ExtractorConfig.from_record(hp["extractor"])
+        cached[key] = ActionDataModule(dataset=dataset, root=report["split"]["root"], extractor=record, cache_dir=cache_dir)
     dm = cached[key]
     names = list(hp["class_names"])
     hits = dict.fromkeys(RULES, 0)
