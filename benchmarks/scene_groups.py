@@ -10,7 +10,7 @@ recording: the same person, room and camera. Stratified folds put such near-dupl
 which rewards recognising the room. Here each clip is reduced to its median frame (nine frames spread over
 the clip: the moving person fades, the scene stays), shrunk to 24x24 and standardised; clips whose scenes
 correlate above ``--threshold`` are linked, and each connected set is one group (single linkage: a chain of
-similar scenes is one group, which errs towards keeping apart what might be one source). Written: a CSV of
+similar scenes is one group, which errs towards putting together what might be one source). Written: a CSV of
 ``path,label,group`` (classes from the class folders; groups numbered from the largest) for
 ``--data.split group``; with ``--sheet``, a picture of the largest groups' median frames, one row a group,
 to check by eye that a row is one place.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.data.videoset import DatasetDefinition, list_videos  # noqa: E402
+from pipeline.data.videoset import DatasetDefinition, DatasetError, list_videos  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
 
 SAMPLES = 9  # frames per clip whose median is its scene
@@ -93,6 +93,8 @@ def run(argv: list[str] | None = None) -> dict:
             continue
         kept.append(v)
         scenes.append(s)
+    if not scenes:
+        raise DatasetError(f"no frame could be read from any of the {len(videos)} videos under {root}: are they videos?")
     group = groups_of(scenes, a.threshold)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
