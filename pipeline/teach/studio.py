@@ -138,17 +138,26 @@ class Studio:
             job = self.job
             if job is None:
                 continue
-            status = job.status()
+            status, model = job.status(), None
             if status["state"] == "done" and (self.job_status or {}).get("state") != "done":
                 try:
-                    self.load_model(status["checkpoint"], status)
+                    model = self._open_model(status["checkpoint"], status)
                 except Exception as e:  # noqa: BLE001 - the watcher must outlive a bad checkpoint; the page says why
                     status = {**status, "state": "failed", "error": f"the new model cannot be loaded: {e}"}
-            if job is self.job:  # not a run replaced while it was polled
-                self.job_status = status
+            with self._swap:  # the run's end and its model in one step: no page shows the new model beside a run still going
+                if model is not None:
+                    self.predictor, self.labels, self.model_info = model
+                if job is self.job:  # not a run replaced while it was polled
+                    self.job_status = status
 
     # ---- the model
-    def load_model(self, checkpoint: str | Path, training: dict | None = None) -> None:
+    def load_model(self, checkpoint: str | Path) -> None:
+        model = self._open_model(checkpoint)
+        with self._swap:
+            self.predictor, self.labels, self.model_info = model
+
+    def _open_model(self, checkpoint: str | Path, training: dict | None = None) -> tuple[ActionPredictor, LiveLabels, dict]:
+        """The predictor, its live labels and what the page says of it; nothing is swapped in yet."""
         predictor = ActionPredictor(checkpoint, device=self.opts.device)
         history = (training or {}).get("history") or []
         info = {
@@ -157,8 +166,7 @@ class Studio:
             "val_top1": max((h.get("val_top1", 0.0) for h in history), default=None), "train_seconds": (training or {}).get("seconds"),
         }  # fmt: skip
         labels = LiveLabels(predictor.class_names, self.opts.smooth_s, predictor.rejection_threshold, predictor.background)
-        with self._swap:
-            self.predictor, self.labels, self.model_info = predictor, labels, info
+        return predictor, labels, info
 
     def load_latest(self) -> None:
         """The newest model trained on these examples before (the app was restarted), if its classes still hold."""
@@ -238,15 +246,17 @@ class Studio:
     # ---- for the page
     def state(self) -> dict:
         o = self.overlay
+        with self._swap:  # the run and the model as one step of the watcher left them
+            training, model = self.job_status, self.model_info
         return {
             "source": self.source,
             "actions": self.examples.state(),
             "pending": self.examples.pending,
             "recording": self.recorder.status(),
             "recording_error": self.recorder.last_error,
-            "training": self.job_status,
+            "training": training,
             "can_train": self.examples.training_problem(),
-            "model": self.model_info,
+            "model": model,
             "label": o.label if self.predictor else "",  # an action, unknown, nobody, or the background class
             "score": round(o.score, 3),
             "top": [[n, round(p, 3)] for n, p in o.top],
