@@ -88,7 +88,7 @@ def test_record_train_twice_and_the_model_goes_live(studio, tmp_path):
     seen = []
     studio._swap = Published(studio, seen)
     studio.train()
-    wait_for(lambda: studio.model_info is not None, what="the trained model")
+    wait_for(lambda: studio.state()["model"] is not None, what="the trained model")  # through the lock: the step is noted by now
     assert ("done", True) in seen  # the page used to see the new model beside "epoch 3 of 3" for a moment (CI failed on it)
     assert all(model is False or run == "done" for run, model in seen), seen
     info = studio.model_info
