@@ -27,6 +27,7 @@ from pipeline.options import BACKENDS, MAX_PEOPLE, TRACKERS, OptionError, check_
 
 if TYPE_CHECKING:
     from pipeline.inference.predictor import ActionPredictor
+    from pipeline.inference.workers import PredictorSpec
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,6 +40,7 @@ RANGES = {
     "top_k": (1, None, False), "smooth": (0, None, False), "min_segment": (0, None, False), "threshold": (0, 1, False),
     "max_people": (1, None, False), "lost_time": (0, None, False), "display_threshold": (0, 1, False),
     "display_smooth": (0, None, False), "reset_after": (0, None, False), "duration": (0, None, True), "batch_size": (1, 4096, False),
+    "workers": (1, 256, False),
 }  # fmt: skip
 
 
@@ -85,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:1, ...")
     run.add_argument("--no-half", action="store_true", help="keep the extractor in fp32 on CUDA")
     run.add_argument("--batch-size", type=int, default=16, help="frames per extractor forward (default 16)")
+    run.add_argument("--workers", type=int,
+                     help="processes labelling videos at once, each with its own model and decoder (default 1 on a CPU; on a GPU one per "
+                          "two CPU cores up to 8, see README 'On a GPU')")
     run.add_argument("--weights", help="path of the checkpoint's weights file if it moved (its sha256 must match)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
@@ -105,13 +110,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def _predictor(a: argparse.Namespace) -> ActionPredictor:
-    from pipeline.data.tracking import TrackerConfig
-    from pipeline.inference.predictor import ActionPredictor
+def _spec(a: argparse.Namespace) -> PredictorSpec:
+    from pipeline.inference.workers import PredictorSpec
 
-    p = ActionPredictor(a.checkpoint, device=a.device, half=not a.no_half, weights=a.weights, max_people=a.max_people, backend=a.backend)
-    p.tracker_config = TrackerConfig(a.tracker, conf=p.config.conf, lost_s=a.lost_time)
-    return p
+    return PredictorSpec(a.checkpoint, a.device, not a.no_half, a.weights, a.max_people, a.backend, a.tracker, a.lost_time)
+
+
+def _predictor(a: argparse.Namespace) -> ActionPredictor:
+    return _spec(a).build()
 
 
 def _stop(*_) -> None:
@@ -162,6 +168,7 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     from pipeline.data.video import VideoError, check_source, expand_sources
     from pipeline.inference.files import OutputPaths, Smoothing, analyse_many
     from pipeline.inference.outputs import OutputError
+    from pipeline.inference.workers import analyse_parallel, default_workers
 
     a = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     if a.export:
@@ -182,14 +189,20 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
         raise bad[0] if len(bad) == 1 else VideoError(f"none of the {len(sources)} videos can be read, e.g. {bad[0]}")
     signal.signal(signal.SIGTERM, _stop)  # a killed batch says what it finished and keeps no partial file
     predictor = _predictor(a)
-    results, failed = analyse_many(
-        sources, predictor, a.output, single,
+    device = predictor.device.type
+    workers = a.workers or default_workers(device, len(sources))
+    kwargs = dict(
         smoothing=Smoothing(
             a.smooth, a.min_segment, predictor.rejection_threshold if a.threshold is None else a.threshold, predictor.background,
             1.0 if a.threshold is None else None,  # a threshold of one's own replaces the checkpoint's rules
         ),
-        batch_size=a.batch_size, top_k=a.top_k, frames_in_json=not a.no_frames, progress=not a.quiet, checkpoint=a.checkpoint,
+        batch_size=a.batch_size, top_k=a.top_k, frames_in_json=not a.no_frames, checkpoint=a.checkpoint,
     )  # fmt: skip
+    if workers > 1 and len(sources) > 1:
+        del predictor  # each worker builds its own
+        results, failed = analyse_parallel(sources, _spec(a), workers, a.output, single, progress=not a.quiet, **kwargs)
+    else:
+        results, failed = analyse_many(sources, predictor, a.output, single, progress=not a.quiet, **kwargs)
     for r in results:
         for kind, path in r.outputs.items():
             print(f"  {kind}: {path}" + (f" ({r.video_codec})" if kind == "video" else ""))
@@ -206,4 +219,6 @@ if __name__ == "__main__":
     from pipeline.inference.outputs import OutputError
     from pipeline.live.loop import DisplayError
 
-    run_cli(lambda: sys.exit(main(args)), extra=(OutputError, DisplayError))
+    from pipeline.inference.workers import WorkerError
+
+    run_cli(lambda: sys.exit(main(args)), extra=(OutputError, DisplayError, WorkerError))

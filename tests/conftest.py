@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("ACTIONS_SHARED", ROOT.parent / "shared"))  # the GPU check points it elsewhere
 REAL_WEIGHTS = SHARED / "weights" / "yolo11n-pose.pt"
 WEIZMANN = SHARED / "data" / "weizmann"
 TINY_MODEL = "yolo11n-pose.yaml"  # random init: fast, no file needed; never used for accuracy

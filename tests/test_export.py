@@ -127,3 +127,16 @@ def test_export_never_overwrites_what_is_not_an_export(exported, tmp_path):
     export(ckpt, tmp_path / "new" / "deep")  # a new folder, parents made
     export(ckpt, tmp_path / "new" / "deep")  # an old export is replaced
     assert read_manifest(tmp_path / "new" / "deep")["class_names"] == ["walk", "wave"]
+
+
+def test_onnxruntime_takes_the_gpu_providers_only_where_it_has_them():
+    ort = pytest.importorskip("onnxruntime")
+    from pipeline.inference.runtime import CPU, gpu_providers
+
+    assert gpu_providers("cpu") == CPU
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert gpu_providers("cuda")[-1] == "CPUExecutionProvider" and "CUDAExecutionProvider" in gpu_providers("cuda")
+    else:  # a CPU build: auto stays on the CPU, an explicit GPU is a one-line error that says what to install
+        assert gpu_providers("auto") == CPU
+        with pytest.raises(ExportError, match="no CUDA provider.*onnxruntime-gpu"):
+            gpu_providers("cuda")

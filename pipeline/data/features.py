@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import NamedTuple, Protocol
@@ -40,6 +41,7 @@ KXY = slice(6, 6 + 2 * NUM_KEYPOINTS)
 KCONF = slice(KXY.stop, KXY.stop + NUM_KEYPOINTS)
 POSE_DIM = KCONF.stop
 STRIDE = 32
+MAX_GRAPHS = 4  # CUDA graphs kept per extractor (input shapes), each with its own memory
 PAD = 114  # Ultralytics' letterbox grey, of 255
 LOW_CONF = 0.1  # detections down to this score reach the tracker (ByteTrack's second association)
 # Lower than Ultralytics' 0.7: a waving person's arm-less box (IoU ~0.7 with the full one) otherwise opens a
@@ -169,6 +171,9 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, config: ExtractorConfig, max_people: int = MAX_PEOPLE):
         super().__init__()
+        self.cuda_graphs = True  # replay the pass from CUDA graphs on a GPU (``_run_body``)
+        self._graphs: dict[tuple, tuple] = {}
+        self._seen: dict[tuple, int] = {}
         if max_people < 1:
             raise OptionError(f"max_people must be at least 1, got {max_people}")
         self.config = config
@@ -193,6 +198,55 @@ class FeatureExtractor(nn.Module):
             maps, _ = self._body(torch.zeros(1, 3, STRIDE * 2, STRIDE * 2))
         self.pooled_dim = sum(maps[i].shape[1] for i in layers)
         self.feature_dim = self.pooled_dim + POSE_DIM
+
+    def _apply(self, fn, *args, **kwargs):
+        self._graphs.clear()  # .to() / .half() make new weight tensors: captured graphs would read the old ones
+        return super()._apply(fn, *args, **kwargs)
+
+    def _run_body(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], list[torch.Tensor]]:
+        """``_body``, on CUDA replayed from a CUDA graph once an input shape comes a second time.
+
+        The pass is some 250 small kernels: at a batch of one, launching them costs far more than running
+        them (``benchmarks/gpu_check.py``, README "On a GPU"). A graph launches them all at once. A shape seen
+        once (a video's last, shorter batch) runs as it is; at most ``MAX_GRAPHS`` shapes are kept, the
+        least recently used dropped. A capture that fails turns graphs off for this extractor, with one
+        warning, and the pass runs as it is: the outputs are the same kernels' either way."""
+        if x.device.type != "cuda" or not self.cuda_graphs:
+            return self._body(x)
+        key = (tuple(x.shape), x.dtype, x.device)
+        graph = self._graphs.pop(key, None)
+        if graph is None:
+            self._seen[key] = self._seen.get(key, 0) + 1
+            if self._seen[key] < 2:
+                if len(self._seen) > 64:
+                    self._seen.clear()
+                return self._body(x)
+            try:
+                graph = self._capture(x)
+            except RuntimeError as e:
+                self.cuda_graphs = False
+                warnings.warn(f"CUDA graph capture failed, running the pose model without graphs: {str(e).splitlines()[0]}", stacklevel=2)
+                return self._body(x)
+            if len(self._graphs) >= MAX_GRAPHS:
+                self._graphs.pop(next(iter(self._graphs)))
+        self._graphs[key] = graph  # most recently used last
+        g, static_x, out = graph
+        static_x.copy_(x)
+        g.replay()
+        return out
+
+    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]:
+        static_x = x.clone()
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up outside the capture: cuDNN's and cuBLAS's own set-up
+                self._body(static_x)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, capture_error_mode="thread_local"):  # the decode thread may pin memory meanwhile
+            out = self._body(static_x)
+        return g, static_x, out
 
     def _body(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], list[torch.Tensor]]:
         """Run every layer but the head (as Ultralytics' ``_predict_once``); return kept outputs and head inputs."""
@@ -230,7 +284,7 @@ class FeatureExtractor(nn.Module):
         head, out = self.head, {}
         for i, p in patches.items():
             box = head.cv2[i](p)[:, :, 2, 2]
-            out[i] = head.dfl(box.float()[:, :, None])[:, :, 0], head.cv4[i](p)[:, :, 2, 2].float()
+            out[i] = head.dfl(box[:, :, None]).float()[:, :, 0], head.cv4[i](p)[:, :, 2, 2].float()  # in the head's dtype (fp16 on CUDA)
         return out
 
     @property
@@ -264,9 +318,24 @@ class FeatureExtractor(nn.Module):
     def forward(self, frames: torch.Tensor | np.ndarray) -> Detections:
         """uint8 BGR frames (B, H, W, 3), on any device -> every person's features, on the extractor's device."""
         x, r, left, top = self.preprocess(frames)
-        maps, feats = self._body(x)
+        b = x.shape[0]
+        if x.device.type == "cuda" and b & (b - 1):  # a batch of zeros' pictures up to the next power of two (``padded_batch``)
+            x = torch.cat([x, x.new_zeros(padded_batch(b) - b, *x.shape[1:])])
+        maps, feats = self._run_body(x)
+        if x.shape[0] != b:  # every layer works on each picture alone: the padding's outputs are dropped, unseen
+            maps, feats = {i: m[:b] for i, m in maps.items()}, [f[:b] for f in feats]
         found = self._detect(feats)
         return finish(found, [maps[i] for i in self.layers], self.config.pool, self.max_people, (x.shape[2], r, left, top), frames.shape[1:3])
+
+
+def padded_batch(b: int) -> int:
+    """The batch a GPU forward of ``b`` pictures runs at: the next power of two.
+
+    Each new input shape costs the GPU set-up for every layer (cuDNN's execution plans; a CUDA graph), and a
+    file run's last batch of every video is a new size: the GPU check saw one process label 640x480 videos
+    at 59 frames/s, about a second per video, while the pass itself runs at 5000. At most eight sizes up
+    to 128 are ever set up; the padding costs at most as many pictures as the batch holds."""
+    return 1 << (b - 1).bit_length()
 
 
 def finish(

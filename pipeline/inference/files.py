@@ -194,7 +194,7 @@ def analyse_video(
         frames_read, processed, t0 = 0, 0, time.perf_counter()
         total = info.frame_count if info.frame_count > 0 else None
         bar = tqdm(total=total, unit="frame", desc=Path(str(source)).name, disable=not progress, leave=False)
-        for idx, frames, keep in prefetch(reader.batches(batch_size, every_frame="video" in sinks)):
+        for idx, frames, keep in prefetch(reader.batches(batch_size, every_frame="video" in sinks, pin=predictor.device.type == "cuda")):
             # boolean indexing copies the batch: only when some frames are decoded for the video alone
             kept = frames if keep.all() else frames[keep]
             preds: Predictions | None = predictor(kept) if len(kept) else None
@@ -315,15 +315,9 @@ def _plot(path: Path, source: str, result: VideoResult, logs: dict[int, _TrackLo
     plot_timeline(path, times, probs, names, result.segments, title, gates, bands, result.duration_s)
 
 
-def analyse_many(
-    sources: list[str], predictor: ActionPredictor, out_dir: Path | None, single: OutputPaths | None, **kwargs
-) -> tuple[list[VideoResult], list[tuple[str, str]]]:
-    """Each source in turn; a video that cannot be read is reported and skipped, never the end of the run.
-
-    ``out_dir``: every output of every video, as ``<out_dir>/<stem>.{mp4,json,csv,png}``; ``single``:
-    explicit paths, for one source. Returns the results and the ``(source, reason)`` failures.
-    """
-    results, failed = [], []
+def plan_outputs(sources: list[str], out_dir: Path | None, single: OutputPaths | None) -> list[tuple[str, OutputPaths | None]]:
+    """Each source with its outputs, checked writable before any work: ``out_dir`` gives every video
+    ``<out_dir>/<stem>.{mp4,json,csv,png}`` (a repeated stem numbered), ``single`` explicit paths for one."""
     stems: dict[str, int] = {}
     planned = []
     for src in sources:
@@ -337,6 +331,33 @@ def analyse_many(
         single.check()
     if out_dir is not None:
         check_writable(Path(out_dir) / ".probe")
+    return planned
+
+
+def summary_line(r: VideoResult) -> str:
+    """The line printed for a finished video: the main subject's label, segments, everyone's label."""
+    share = f", {r.share:.0%} of the time" if r.share < 0.995 else ""
+    line = f"{r.source}: {r.label} ({r.score:.2f}{share}) | " + ", ".join(
+        f"{s.start_s:.1f}-{s.end_s:.1f}s {s.label} {s.score:.2f}" for s in r.segments
+    ) if r.main_track is not None else f"{r.source}: {NOBODY} in view"
+    if r.truncated:
+        line += f" | warning: read {r.frame_count} of {r.declared_frames} declared frames (corrupt or cut short)"
+    if len(r.tracks) > 1:
+        line += f" | {len(r.tracks)} people: " + ", ".join(f"#{t.id} {t.label} ({t.score:.2f})" for t in r.tracks)
+    return line
+
+
+def analyse_many(
+    sources: list[str], predictor: ActionPredictor, out_dir: Path | None, single: OutputPaths | None, echo: bool = True, **kwargs
+) -> tuple[list[VideoResult], list[tuple[str, str]]]:
+    """Each source in turn; a video that cannot be read is reported and skipped, never the end of the run;
+    ``echo`` prints each video's line as it finishes.
+
+    ``out_dir``: every output of every video, as ``<out_dir>/<stem>.{mp4,json,csv,png}``; ``single``:
+    explicit paths, for one source. Returns the results and the ``(source, reason)`` failures.
+    """
+    results, failed = [], []
+    planned = plan_outputs(sources, out_dir, single)
     done = lambda: f"{len(results)} of {len(sources)} video(s) finished" + (f" (last: {results[-1].source})" if results else "")  # noqa: E731
     for src, paths in tqdm(planned, desc="Videos", unit="video", disable=len(sources) < 2 or not kwargs.get("progress", True)):
         try:
@@ -357,13 +378,6 @@ def analyse_many(
             tqdm.write(f"interrupted at {src}: {done()}; nothing of {Path(str(src)).name} was kept", file=sys.stderr)
             raise
         results.append(r)
-        share = f", {r.share:.0%} of the time" if r.share < 0.995 else ""
-        line = f"{src}: {r.label} ({r.score:.2f}{share}) | " + ", ".join(
-            f"{s.start_s:.1f}-{s.end_s:.1f}s {s.label} {s.score:.2f}" for s in r.segments
-        ) if r.main_track is not None else f"{src}: {NOBODY} in view"
-        if r.truncated:
-            line += f" | warning: read {r.frame_count} of {r.declared_frames} declared frames (corrupt or cut short)"
-        if len(r.tracks) > 1:
-            line += f" | {len(r.tracks)} people: " + ", ".join(f"#{t.id} {t.label} ({t.score:.2f})" for t in r.tracks)
-        tqdm.write(line)  # stdout, around the progress bars
+        if echo:
+            tqdm.write(summary_line(r))  # stdout, around the progress bars
     return results, failed

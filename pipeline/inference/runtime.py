@@ -23,6 +23,8 @@ from pipeline.model.novelty import Novelty
 from pipeline.options import MAX_PEOPLE, OptionError
 
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+CPU = ("CPUExecutionProvider",)
+GPU = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # in ONNX Runtime's order of preference
 
 
 def runtime_module(backend: str):
@@ -49,7 +51,7 @@ class Graph:
     OpenVINO compiles the extractor's graph once per input shape (a fixed shape runs faster than a dynamic
     one; a video or a camera has one frame size, so one or two compilations per source)."""
 
-    def __init__(self, folder: Path, name: str, backend: str, threads: int, per_shape: bool = False):
+    def __init__(self, folder: Path, name: str, backend: str, threads: int, per_shape: bool = False, providers: tuple[str, ...] = CPU):
         self.backend, self.per_shape = backend, per_shape
         rt = runtime_module(backend)
         path = folder / f"{name}.xml" if backend == "openvino" and (folder / f"{name}.xml").is_file() else folder / f"{name}.onnx"
@@ -62,7 +64,7 @@ class Graph:
                 # idle threads sleep instead of spinning: they would take the cores from PyTorch's post-processing,
                 # the decoding thread and the other graphs between two runs
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                self.session = rt.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                self.session = _session(rt, path, opts, providers)
                 self.inputs = [i.name for i in self.session.get_inputs()]
             else:
                 self.core = rt.Core()
@@ -100,11 +102,36 @@ class Graph:
         return [result[o] for o in compiled.outputs]
 
 
+def gpu_providers(device: str) -> tuple[str, ...]:
+    """ONNX Runtime's providers for the extractor's graph on ``device``: TensorRT and CUDA where this
+    onnxruntime has them and a GPU is asked for (``auto``: where torch sees one), else the CPU's. ``cuda``
+    without a CUDA build of onnxruntime is a one-line error."""
+    if device == "cpu":
+        return CPU
+    have = runtime_module("onnxruntime").get_available_providers()
+    gpu = tuple(p for p in GPU if p in have)
+    if device != "auto" and not gpu:
+        raise ExportError(f"onnxruntime here has no CUDA provider (it offers {', '.join(have)}): pip install onnxruntime-gpu, or use --device cpu or --backend torch")
+    return gpu + CPU if gpu and (device != "auto" or torch.cuda.is_available()) else CPU
+
+
+def _session(rt, path: Path, opts, providers: tuple[str, ...]):
+    """An InferenceSession on the first of ``providers`` that loads (TensorRT needs its own libraries;
+    without them ONNX Runtime fails or falls back by itself), the CPU last."""
+    for k in range(len(providers)):
+        try:
+            return rt.InferenceSession(str(path), opts, providers=list(providers[k:]))
+        except Exception:  # noqa: BLE001 - a provider that cannot load: try the next one
+            if k == len(providers) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 class ExportedExtractor:
     """The extractor from exported graphs: uint8 BGR frames (B, H, W, 3) -> :class:`Detections`, as
     :class:`~pipeline.data.features.FeatureExtractor` gives them (on the CPU)."""
 
-    def __init__(self, folder: Path, manifest: dict, backend: str, threads: int, max_people: int = MAX_PEOPLE):
+    def __init__(self, folder: Path, manifest: dict, backend: str, threads: int, max_people: int = MAX_PEOPLE, providers: tuple[str, ...] = CPU):
         if max_people < 1:
             raise OptionError(f"max_people must be at least 1, got {max_people}")
         record = manifest["extractor"]
@@ -117,7 +144,7 @@ class ExportedExtractor:
         outputs = [f"layer{j}" for j in manifest["layer_outputs"]]
         self._names = [f"person{i}" for i in range(len(manifest["levels"]))] + outputs
         self._levels, self._pooled = manifest["levels"], manifest["pooled"]
-        self.graph = Graph(folder, "extractor", backend, threads, per_shape=True)
+        self.graph = Graph(folder, "extractor", backend, threads, per_shape=True, providers=providers)  # the convolutions: on a GPU when there is one
         # a few dozen patches: one thread, no pool to wake (measured faster than two)
         self.heads = [Graph(folder, f"branches{i}", backend, 1) for i in range(len(manifest["levels"]))]
 
@@ -144,13 +171,17 @@ def load_exported(source: str | Path, backend: str = "auto", device: str = "auto
         raise ExportError(f"{source} is an exported folder, without PyTorch weights: use --backend onnxruntime or openvino, or the checkpoint with torch")
     if backend == "auto":
         backend = "onnxruntime"
-    if device not in ("auto", "cpu"):
-        raise ExportError(f"backend {backend} runs on the CPU here; use --device cpu (or --backend torch for {device})")
     runtime_module(backend)  # said before a checkpoint is exported for nothing
+    if backend == "onnxruntime":
+        providers = gpu_providers(str(device))
+    elif device in ("auto", "cpu"):
+        providers = CPU
+    else:
+        raise ExportError(f"backend {backend} runs on the CPU here; use --device cpu (or --backend torch for {device})")
     folder = source if source.is_dir() else cached_export(source, weights)
     manifest = read_manifest(folder)
     threads = torch.get_num_threads()
-    extractor = ExportedExtractor(folder, manifest, backend, threads, max_people)
+    extractor = ExportedExtractor(folder, manifest, backend, threads, max_people, providers)
     step_graph = Graph(folder, "step", backend, 1)  # a GRU step over a few tracks: one thread
     layers, hidden = manifest["state"]["layers"], manifest["state"]["hidden"]
 
