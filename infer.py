@@ -217,8 +217,7 @@ if __name__ == "__main__":
     args = parse_args()  # usage errors and --help before torch and the models load (seconds)
     from pipeline.errors import run_cli
     from pipeline.inference.outputs import OutputError
-    from pipeline.live.loop import DisplayError
-
     from pipeline.inference.workers import WorkerError
+    from pipeline.live.loop import DisplayError
 
     run_cli(lambda: sys.exit(main(args)), extra=(OutputError, DisplayError, WorkerError))

@@ -16,10 +16,12 @@ import signal
 import sys
 import warnings
 
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from pipeline.data.datamodule import ActionDataModule
+from pipeline.data.extract import StderrProgressBar
 from pipeline.data.features import ExtractorConfig
 from pipeline.data.videoset import DatasetDefinition
 from pipeline.model.checkpoint import CheckpointError, check_extractor, read_checkpoint
@@ -54,9 +56,13 @@ class ActionCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError) as e:  # e.g. --trainer.accelerator banana
             raise OptionError(f"trainer settings: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
+        for i, cb in enumerate(trainer.callbacks):  # Lightning's default bar writes to stdout: results only there
+            if type(cb) is TQDMProgressBar:
+                trainer.callbacks[i] = StderrProgressBar()
+        return trainer
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in LINKS:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -18,7 +20,14 @@ USER_ERRORS: tuple[type[BaseException], ...] = (WeightsError, VideoError, Datase
 
 
 def run_cli(main: Callable[[], object], extra: tuple[type[BaseException], ...] = ()) -> None:
-    """Run ``main``; a known user error prints ``error: ...`` on one line and exits with status 2."""
+    """Run ``main``; a known user error prints ``error: ...`` on one line and exits with status 2.
+
+    Once ``main`` is over, a Ctrl-C or SIGTERM (one arriving while the interpreter shuts down, in an exit
+    handler) ends the process at once with 130 / 143: the work is done or cleaned up, and a
+    ``KeyboardInterrupt`` raised inside an exit handler would print a traceback and exit 0."""
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         main()
     except (*USER_ERRORS, *extra) as e:
@@ -27,3 +36,15 @@ def run_cli(main: Callable[[], object], extra: tuple[type[BaseException], ...] =
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _exit_now)
+
+
+def _exit_now(signum: int, _frame) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, RuntimeError, ValueError):  # a write the signal interrupted, or a closed stream
+            pass
+    os._exit(128 + signum)

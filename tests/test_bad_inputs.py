@@ -432,7 +432,8 @@ def test_train_corrupt_weights_file(capsys, tmp_path, toy):
     bad = tmp_path / "broken-pose.pt"
     bad.write_bytes(b"PK\x03\x04" + os.urandom(500))
     code, _, err = run_tool(capsys, "train.py", *train_args(tmp_path, toy, "--data.extractor.weights", str(bad)))
-    assert "cannot load weights" in one_error_line(code, err)
+    line = one_error_line(code, err)
+    assert "not a loadable Ultralytics checkpoint" in line and len(line) < 250 and line.isascii(), line
     assert len([ln for ln in err.splitlines() if ln.strip()]) <= 2, err
 
 
@@ -500,3 +501,60 @@ def test_teach_busy_port(capsys, tmp_path, files, teach_configs):
             capsys, "teach.py", "--source", str(files["good"]), "--examples", str(tmp_path / "m"), "--port", str(port), "--config", str(teach_configs["tiny"])
         )
     assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(code, err)
+
+
+def test_full_disk_at_a_videos_end_leaves_none_of_its_outputs_under_a_final_name(capsys, tmp_path, files, monkeypatch):
+    """The annotated video is the last to be finished; when it cannot be, its JSON, CSV and plot, complete
+    by then, are not left behind as if the video's outputs were."""
+    import errno
+
+    import pipeline.inference.outputs
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline.inference.outputs.VideoSink, "complete", full)
+    code, _, err = run_tool(capsys, "infer.py", str(files["good"]), str(files["good"]), "-c", str(files["ckpt"]), "-o", str(tmp_path / "o"), "-q")
+    line = one_error_line(code, err)
+    assert "No space left on device" in line and "0 of 2 video(s) finished" in line
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [], sorted(p.name for p in (tmp_path / "o").iterdir())
+
+
+def test_a_signal_while_the_interpreter_shuts_down_exits_143_without_a_traceback(tmp_path):
+    """As infer.py: a SIGTERM handler that raises KeyboardInterrupt; the signal comes from an exit handler, after
+    the work (here deterministic: the exit handler sends it)."""
+    code = (
+        "import atexit, os, signal, time\n"
+        "from pipeline.errors import run_cli\n"
+        "def stop(*_): raise KeyboardInterrupt\n"
+        "def main():\n"
+        "    signal.signal(signal.SIGTERM, stop)\n"
+        "    print('outputs written')\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(2)))\n"
+        "run_cli(main)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    assert r.stdout.strip() == "outputs written"
+
+
+def test_infer_checkpoint_that_is_an_empty_folder(capsys, tmp_path, files):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_tool(capsys, "infer.py", str(files["good"]), "-c", str(tmp_path / "empty"), "-q")
+    line = one_error_line(code, err)
+    assert "-c takes a checkpoint file" in line and "this is neither" in line, line
+
+
+def test_file_names_that_are_not_utf8_are_labelled_and_named(tmp_path, files):
+    """Bytes a Linux file system allows in a name, not UTF-8: OpenCV's reader crashed on them in native code,
+    the output name and the printed lines raised. In a child process: a native crash would end pytest."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(files["good"], os.fsdecode(os.fsencode(src) + b"/\xffclip\xfe.avi"))
+    (src / os.fsdecode(b"\xfe broken.mp4")).write_bytes(b"garbage" * 50)
+    r = run_script("infer.py", str(src), "-c", str(files["ckpt"]), "-o", str(tmp_path / "o"), "-q")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "failed: 1 of 2 videos" in r.stderr and "broken.mp4" in r.stderr
+    made = sorted(os.fsencode(p.name) for p in (tmp_path / "o").iterdir())
+    assert made == [b"\xffclip\xfe." + e for e in (b"csv", b"json", b"mp4", b"png")], made  # the source's own bytes
+    assert "clip" in r.stdout and ": " in r.stdout  # its line, escaped where it is not UTF-8

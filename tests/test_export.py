@@ -93,7 +93,7 @@ def test_a_checkpoint_is_exported_beside_it_once(tmp_path):
 
 def test_bad_folders_and_missing_runtimes_are_one_line_errors(exported, tmp_path, monkeypatch):
     ckpt, folder = exported
-    with pytest.raises(ExportError, match="not a folder written by 'infer.py --export'"):
+    with pytest.raises(ExportError, match="-c takes a checkpoint file written by train.py or a folder written by 'infer.py --export', and this is neither"):
         ActionPredictor(tmp_path, device="cpu")
     with pytest.raises(ExportError, match="without PyTorch weights"):
         ActionPredictor(folder, device="cpu", backend="torch")

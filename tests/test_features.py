@@ -4,8 +4,17 @@ import torch
 from conftest import REAL_WEIGHTS, TINY_MODEL, WEIZMANN, needs_shared, seeing_weights, write_clip
 
 from pipeline.data.features import (
-    FLIP_KEYPOINTS, KCONF, KXY, NMS_IOU, POSE_DIM, ExtractorConfig, FeatureExtractor, letterbox_shape, mirror_features,
-    nms, pose_similarity,
+    FLIP_KEYPOINTS,
+    KCONF,
+    KXY,
+    NMS_IOU,
+    POSE_DIM,
+    ExtractorConfig,
+    FeatureExtractor,
+    letterbox_shape,
+    mirror_features,
+    nms,
+    pose_similarity,
 )  # fmt: skip
 from pipeline.data.video import VideoReader
 

@@ -8,9 +8,9 @@ import torch
 from conftest import make_checkpoint, write_clip
 
 from pipeline.data.extract import extract_video
+from pipeline.data.features import POSE_DIM
 from pipeline.data.video import VideoReader
 from pipeline.inference.predictor import ActionPredictor
-from pipeline.data.features import POSE_DIM
 from pipeline.model.checkpoint import CheckpointError
 from pipeline.model.novelty import MotionRule, Novelty, PrototypeRule
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import cv2
-
 from conftest import ROOT, write_clip
 
 

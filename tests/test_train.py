@@ -214,3 +214,19 @@ def test_every_config_parses_with_the_settings_it_documents(config):
     model, data = (yaml.safe_load(r.stdout)[k] for k in ("model", "data"))
     probe, layers = {"weizmann.yaml": (None, [16, 19, 22]), "weizmann_pose.yaml": (0.0, []), "teach.yaml": (0.0, [])}[config]
     assert model["probe_share"] == probe and data["extractor"]["layers"] == layers
+
+
+def test_a_few_clips_per_class_train_with_fewer_folds_and_stdout_holds_only_the_results(tmp_path):
+    """The README's own-videos recipe on a folder of 3 clips per class: 3 folds (said on stderr), a model, and
+    on stdout the six result lines alone (progress bars and logs on stderr: ``train.py ... > result.txt``)."""
+    root = make_dataset(tmp_path / "mine", classes=("walk", "wave"), actors=("ann", "bob", "cid"), frames=10)
+    logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "runs")}}])
+    r = run_script(
+        "train.py", "fit", "--config", "configs/weizmann.yaml", "--data.dataset", str(root), "--data.split", "stratified",
+        "--data.extractor.weights", TINY_MODEL, "--data.extractor.imgsz", "64", "--data.cache_dir", str(tmp_path / "cache"),
+        "--trainer.max_epochs", "1", "--trainer.logger", logger,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [ln.split(":")[0] for ln in r.stdout.splitlines()] == ["run", "checkpoint", "stream", "test", "unknown", "report"], r.stdout
+    assert "class 'walk' has 3 videos: 3 folds instead of 5" in r.stderr
+    assert "Epoch 0" in r.stderr  # the progress bar went to stderr

@@ -117,3 +117,20 @@ def test_a_folder_of_class_folders_is_its_own_root(tmp_path):
     (tmp_path / "mine" / "clap").mkdir(parents=True)
     d = DatasetDefinition.load(str(tmp_path / "mine"))
     assert d.name == "mine" and d.default_root() == tmp_path / "mine"
+
+
+def test_stratified_folds_shrink_to_the_smallest_class_and_say_so(caplog):
+    vs = [Video(Path(f"{c}{i}.avi"), c) for c in (0, 1) for i in range(3 if c == 0 else 6)]
+    with caplog.at_level("WARNING", logger="lightning.pytorch"):
+        folds = [make_splits(vs, "stratified", f, class_names=["jump", "sit"]) for f in range(3)]
+    assert "class 'jump' has 3 videos: 3 folds instead of 5" in caplog.text
+    tested = [v.path for s in folds for v in s["test"]]
+    assert sorted(tested) == sorted(v.path for v in vs)  # 3 folds test every video once
+    assert all({v.label for v in s["train"]} == {0, 1} for s in folds)  # each fold learns every class
+    with pytest.raises(DatasetError, match="fold 3 of 3 folds does not exist"):
+        make_splits(vs, "stratified", 3)
+    with pytest.raises(DatasetError, match=r"class 'jump' has 3 videos: too few for 5 folds; give --data.num_folds 3 or fewer"):
+        make_splits(vs, "stratified", num_folds=5, class_names=["jump", "sit"])
+    assert all({v.label for v in s["val"]} == {0, 1} for s in folds)  # and validates it
+    with pytest.raises(DatasetError, match="class 'jump' has 2 videos: at least 3 per class"):
+        make_splits(vs[1:], "stratified", class_names=["jump", "sit"])

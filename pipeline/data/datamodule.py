@@ -222,7 +222,7 @@ class ActionDataModule(L.LightningDataModule):
             if list(classes) != list(self.class_names):
                 raise DatasetError(f"classes {classes} under {self.root} differ from {self.class_names}")
             self.splits = make_splits(
-                videos, self.split, self.fold, self.num_folds, self.val_fraction, self.test_fraction, self.split_seed
+                videos, self.split, self.fold, self.num_folds, self.val_fraction, self.test_fraction, self.split_seed, list(self.class_names)
             )
         return self.splits
 

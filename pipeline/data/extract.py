@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import random
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,31 @@ class CacheWriter(BasePredictionWriter):
         log.info("rank %d/%d: extracted %d videos, %d failed", trainer.global_rank, trainer.world_size, self.done, len(self.failed))
 
 
-class ExtractionProgress(TQDMProgressBar):
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bars on stderr: stdout carries results only (``train.py fit ... > result.txt``)."""
+
+    @staticmethod
+    def _on_stderr(make):
+        with contextlib.redirect_stdout(sys.stderr):  # tqdm keeps the file it is given: stdout as it is now
+            return make()
+
+    def init_sanity_tqdm(self):
+        return self._on_stderr(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self):
+        return self._on_stderr(super().init_train_tqdm)
+
+    def init_validation_tqdm(self):
+        return self._on_stderr(super().init_validation_tqdm)
+
+    def init_test_tqdm(self):
+        return self._on_stderr(super().init_test_tqdm)
+
+    def init_predict_tqdm(self):
+        return self._on_stderr(super().init_predict_tqdm)
+
+
+class ExtractionProgress(StderrProgressBar):
     @property
     def predict_description(self) -> str:
         return "Extracting features (videos)"

@@ -10,10 +10,13 @@ Each frame carries its source frame index so results map back to the source's ti
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import os
 import queue
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -165,16 +168,41 @@ def check_source(source: str | int) -> str | None:
     return kind
 
 
+@contextlib.contextmanager
+def decodable_name(path: str) -> Iterator[str]:
+    """``path`` as the decoders can take it. A name that is not UTF-8 (bytes the file system allows) crashes
+    OpenCV's reader in native code: such a file is opened through a symbolic link with a plain name, removed
+    once the decoder holds the file open."""
+    try:
+        path.encode("utf-8")
+        yield path
+        return
+    except UnicodeEncodeError:
+        pass
+    folder = tempfile.mkdtemp(prefix="video-")
+    link = os.path.join(folder, "video" + "".join(c for c in Path(path).suffix if c.isascii()))
+    try:
+        os.symlink(os.path.abspath(os.fsencode(path)), os.fsencode(link))
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def open_capture(source: str | int) -> cv2.VideoCapture:
     """Open a file, URL or camera index, or raise VideoError saying why not."""
     s = str(source)
     kind = check_source(s)
     if kind == "raw-avi":
-        cap = PyAVCapture(s)
+        with decodable_name(s) as name:
+            cap = PyAVCapture(name)
         if not cap.isOpened():
             raise VideoError(f"{s}: cannot open file (an uncompressed AVI that is corrupt)")
         return cap
-    cap = cv2.VideoCapture(int(s) if s.isdigit() else s)
+    if s.isdigit():
+        cap = cv2.VideoCapture(int(s))
+    else:
+        with decodable_name(s) as name:
+            cap = cv2.VideoCapture(name)
     if not cap.isOpened():
         cap.release()
         what = "camera" if s.isdigit() else "stream" if "://" in s else "file"

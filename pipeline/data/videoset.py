@@ -10,6 +10,7 @@ random with a seed, or the dataset's official lists (validation carved out of tr
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import random
 import re
@@ -20,6 +21,9 @@ from pathlib import Path
 import yaml
 
 from pipeline.data.video import VIDEO_EXTENSIONS
+
+DEFAULT_FOLDS = 5  # stratified folds when --data.num_folds is not given (fewer for a class with fewer videos)
+log = logging.getLogger("lightning.pytorch")  # shown by Lightning's console handler
 from pipeline.data.video import list_videos as video_files
 
 DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
@@ -186,8 +190,9 @@ def make_splits(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
+    class_names: list[str] | None = None,
 ) -> dict[str, list[Video]]:
-    """Split into ``train`` / ``val`` / ``test``.
+    """Split into ``train`` / ``val`` / ``test`` (``class_names``: for the messages).
 
     * ``group``: groups (sorted) are dealt round-robin into ``num_folds`` folds (default: one per group,
       i.e. leave-one-group-out); fold ``fold`` is the test set and the next fold the validation set.
@@ -221,7 +226,7 @@ def make_splits(
             out["test" if f == fold else "val" if f == (fold + 1) % k else "train"].append(v)
         return out
     if kind == "stratified":
-        k = 5 if num_folds is None else num_folds
+        k = _stratified_fold_count(videos, num_folds, class_names)
         if k == 1:
             return _stratified(videos, val_fraction, test_fraction, seed)
         if not 0 <= fold < k:
@@ -246,6 +251,28 @@ def make_splits(
     raise DatasetError(f"split '{kind}' is not one of {SPLITS}")
 
 
+def _stratified_fold_count(videos: list[Video], num_folds: int | None, class_names: list[str] | None) -> int:
+    """``num_folds``, or by default ``DEFAULT_FOLDS``, fewer (said in one line) when a class has fewer videos:
+    a user with 3 clips of an action gets 3 folds and a model, not a refusal."""
+    counts: dict[int, int] = defaultdict(int)
+    for v in videos:
+        counts[v.label] += 1
+    if not counts:
+        raise DatasetError("no videos to split")
+    label = min(counts, key=lambda c: (counts[c], c))
+    n = counts[label]
+    name = f"'{class_names[label]}'" if class_names and label < len(class_names) else str(label)
+    if num_folds is not None:
+        if num_folds > 1 and n < num_folds:
+            raise DatasetError(f"class {name} has {n} videos: too few for {num_folds} folds; give --data.num_folds {n} or fewer, or add videos of it")
+        return num_folds
+    if n < 3:
+        raise DatasetError(f"class {name} has {n} video{'s' * (n != 1)}: at least 3 per class are needed (to learn from, validate on, test on); add videos of it")
+    if n < DEFAULT_FOLDS:
+        log.warning("class %s has %d videos: %d folds instead of %d (--data.num_folds sets it)", name, n, n, DEFAULT_FOLDS)
+    return min(n, DEFAULT_FOLDS)
+
+
 def _shuffled_classes(videos: list[Video], seed: int) -> list[list[Video]]:
     """Each class's videos, in a seeded random order (the same order for the same files and seed)."""
     by_class: dict[int, list[Video]] = defaultdict(list)
@@ -266,7 +293,7 @@ def _stratified_folds(videos: list[Video], k: int, fold: int, val_fraction: floa
         if len(vs) < k:
             raise DatasetError(f"class {vs[0].label} has {len(vs)} videos: too few for {k} folds (--data.num_folds)")
         rest = [v for i, v in enumerate(vs) if i % k != fold]
-        n_val = min(round(len(vs) * val_fraction), len(rest) - 1)
+        n_val = min(max(round(len(vs) * val_fraction), 1), len(rest) - 1)  # every class validated, while one is left to learn from
         out["test"] += vs[fold::k]
         out["val"] += rest[:n_val]
         out["train"] += rest[n_val:]

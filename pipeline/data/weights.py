@@ -113,8 +113,10 @@ def load_pose_model(name: str) -> tuple[nn.Module, WeightsIdentity]:
         path = resolve_weights(name)
         try:
             model = YOLO(str(path)).model
-        except Exception as e:
-            raise WeightsError(f"cannot load weights {path}: {str(e).splitlines()[0]}") from None
+        except Exception:  # Ultralytics' own message is long and decorated: say it in our words
+            raise WeightsError(
+                f"{path}: not a loadable Ultralytics checkpoint (empty, truncated or corrupt); download it again or give another file"
+            ) from None
         ident = WeightsIdentity(Path(name).name, sha256_file(path))
     head = model.model[-1]
     if not hasattr(head, "kpt_shape"):

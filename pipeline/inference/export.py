@@ -203,7 +203,10 @@ def read_manifest(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
-        raise ExportError(f"{folder}: no {MANIFEST}, not a folder written by 'infer.py --export'")
+        raise ExportError(
+            f"{folder}: a folder without {MANIFEST}: -c takes a checkpoint file written by train.py or a folder written by "
+            "'infer.py --export', and this is neither"
+        )
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from pipeline.data.video import VideoError, VideoReader, is_truncated, prefetch
 from pipeline.inference.annotate import Overlay, Person, draw, enlarge, upscale
-from pipeline.inference.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, plot_timeline
+from pipeline.inference.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, commit, plot_timeline
 from pipeline.inference.predictor import ActionPredictor, Predictions
 from pipeline.inference.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, settle
 
@@ -40,9 +41,9 @@ class OutputPaths:
 
     @classmethod
     def in_folder(cls, folder: Path, stem: str) -> OutputPaths:
-        if len(stem.encode()) > MAX_STEM_BYTES:  # room for ".partial.json" within a file system's 255 bytes
-            tag = hashlib.sha1(stem.encode()).hexdigest()[:8]
-            stem = stem.encode()[: MAX_STEM_BYTES - 9].decode(errors="ignore") + "_" + tag
+        raw = os.fsencode(stem)  # the name's bytes as the file system has them (not UTF-8 on every disk)
+        if len(raw) > MAX_STEM_BYTES:  # room for ".partial.json" within a file system's 255 bytes
+            stem = os.fsdecode(raw[: MAX_STEM_BYTES - 9]) + "_" + hashlib.sha1(raw).hexdigest()[:8]
         return cls(folder / f"{stem}.mp4", folder / f"{stem}.json", folder / f"{stem}.csv", folder / f"{stem}.png")
 
     def check(self) -> None:
@@ -171,6 +172,7 @@ def analyse_video(
     reader = VideoReader(source, fps=predictor.fps)
     info = reader.info
     sinks: dict = {}
+    plotted = False
     try:
         if out.json:
             header = {
@@ -244,8 +246,13 @@ def analyse_video(
             str(source), label, score, probs, segments, frames_read, processed, duration, processed / max(elapsed, 1e-9), main, tracks,
             declared_frames=info.frame_count, share=share,
         )  # fmt: skip
+        # Every output is completed under its partial name, then all are renamed at once: a video whose
+        # outputs cannot all be written (a full disk at its end, say) leaves none of them under a final name.
+        if out.plot:
+            _plot(out.plot, source, result, logs, names)  # written whole or not at all; removed again below if another fails
+            plotted = True
         if "json" in sinks:
-            sinks.pop("json").close(
+            sinks["json"].complete(
                 {
                     "frame_count": frames_read, "declared_frames": info.frame_count, "truncated": result.truncated,
                     "processed_frames": processed, "duration_s": round(duration, 4),
@@ -255,20 +262,25 @@ def analyse_video(
                     "processing_fps": round(result.processing_fps, 2),
                 }
             )  # fmt: skip
-            result.outputs["json"] = str(out.json)
-        for name, path in (("csv", out.csv), ("video", out.video)):
-            if path:
+        for name in ("csv", "video"):
+            if name in sinks:
+                sinks[name].complete()
+        for name, path in (("json", out.json), ("csv", out.csv), ("video", out.video)):
+            if name in sinks:
                 sink = sinks.pop(name)
-                sink.close()  # renamed from its partial name only now, complete
+                commit(path)
                 result.outputs[name] = str(path)
                 result.video_codec = getattr(sink, "codec", result.video_codec)
-        if out.plot:
-            _plot(out.plot, source, result, logs, names)
+        if plotted:
             result.outputs["plot"] = str(out.plot)
         return result
+    except BaseException:
+        if plotted:
+            out.plot.unlink(missing_ok=True)
+        raise
     finally:
         predictor.inspect = False
-        for sink in sinks.values():  # still open here: the video failed or the run was stopped half-way
+        for sink in sinks.values():  # not committed: the video failed or the run was stopped half-way
             sink.abort()
 
 
@@ -303,7 +315,8 @@ def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str],
 def _plot(path: Path, source: str, result: VideoResult, logs: dict[int, _TrackLog], names: list[str]) -> None:
     """The main subject's probabilities (and gates) over time, and a band per track."""
     share = f", {result.share:.0%} of the time" if result.share < 0.995 else ""
-    title = f"{Path(str(source)).name}: {result.label} ({result.score:.0%}{share})"
+    name = Path(str(source)).name.encode("utf-8", "backslashreplace").decode()  # bytes that are not UTF-8, escaped
+    title = f"{name}: {result.label} ({result.score:.0%}{share})"
     if result.main_track is not None:
         log = logs[result.main_track]
         times, probs = np.asarray(log.times), np.stack(log.probs)

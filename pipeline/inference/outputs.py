@@ -91,10 +91,15 @@ def _open(path: Path, newline: str | None = None) -> IO[str]:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def _finish(f: IO[str], path: Path) -> None:
+def _finish(f: IO[str]) -> None:
     f.flush()
     os.fsync(f.fileno())
     f.close()
+
+
+def commit(path: Path) -> None:
+    """A complete output under its final name. A video's outputs are all completed first, then committed
+    together (``files.analyse_video``): a full disk half-way leaves none of them under a final name."""
     os.replace(partial(path), path)
 
 
@@ -124,9 +129,14 @@ class JsonTimeline:
         self._f.write(("\n    " if self._first else ",\n    ") + json.dumps(rec))
         self._first = False
 
-    def close(self, summary: dict) -> None:
+    def complete(self, summary: dict) -> None:
+        """Write the summary and close the file, still under its partial name (``commit`` renames it)."""
         self._f.write(("\n  ]" if not self._first else "]") + "".join(f",\n  {json.dumps(k)}: {json.dumps(v)}" for k, v in summary.items()) + "\n}\n")
-        _finish(self._f, self.path)
+        _finish(self._f)
+
+    def close(self, summary: dict) -> None:
+        self.complete(summary)
+        commit(self.path)
 
     def abort(self) -> None:
         """The video failed half-way: remove the unfinished file rather than leave invalid JSON."""
@@ -145,8 +155,12 @@ class CsvTimeline:
     def frame(self, index: int, time_s: float, track: int, label: str, score: float, probs: np.ndarray) -> None:
         self._w.writerow([int(index), f"{time_s:.4f}", int(track), label, f"{score:.4f}", *(f"{p:.4f}" for p in probs)])
 
+    def complete(self) -> None:
+        _finish(self._f)
+
     def close(self) -> None:
-        _finish(self._f, self.path)
+        self.complete()
+        commit(self.path)
 
     def abort(self) -> None:
         _discard(self._f, self.path)
@@ -210,13 +224,16 @@ class VideoSink:
     def write(self, frame: np.ndarray) -> None:
         self._w.write(frame)
 
-    def close(self) -> None:
+    def complete(self) -> None:
         self._w.release()
         size = partial(self.path).stat().st_size if partial(self.path).exists() else 0
         if size == 0:  # OpenCV reports no write error (a full disk, for one): an empty file is the sign
             partial(self.path).unlink(missing_ok=True)
             raise OutputError(f"cannot write video {self.path}: nothing was written (disk full?)")
-        os.replace(partial(self.path), self.path)
+
+    def close(self) -> None:
+        self.complete()
+        commit(self.path)
 
     def abort(self) -> None:
         try:
