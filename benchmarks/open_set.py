@@ -42,10 +42,10 @@ from pipeline.data.datamodule import ActionDataModule  # noqa: E402
 from pipeline.data.features import ExtractorConfig  # noqa: E402
 from pipeline.data.videoset import DatasetDefinition  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
-from pipeline.inference.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle, zero_phase  # noqa: E402
 from pipeline.model.checkpoint import read_checkpoint  # noqa: E402
 from pipeline.model.classifier import ActionClassifier  # noqa: E402
 from pipeline.model.novelty import Novelty  # noqa: E402
+from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle, zero_phase  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

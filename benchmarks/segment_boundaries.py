@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.inference.timeline import Timeline  # noqa: E402
+from pipeline.timeline import Timeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,8 @@ from conftest import REAL_WEIGHTS, WEIZMANN, needs_shared, write_clip
 
 from pipeline.data.composite import read_frames
 from pipeline.data.features import KXY, POSE_DIM, ExtractorConfig, FeatureExtractor
-from pipeline.inference.predictor import ActionPredictor, load_torch
+from pipeline.inference.predictor import ActionPredictor
+from pipeline.inference.torch_backend import load_torch
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

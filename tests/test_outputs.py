@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 
 from pipeline.inference.outputs import broken_at_gaps, plot_timeline
-from pipeline.inference.timeline import Segment
+from pipeline.timeline import Segment
 
 BLUE = np.array([180, 119, 31])  # tab10's first colour (BGR): the first class's line
 

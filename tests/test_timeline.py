@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.inference.timeline import UNKNOWN, Timeline, settle, zero_phase
+from pipeline.timeline import UNKNOWN, Timeline, settle, zero_phase
 
 NAMES = ["a", "b", "c"]
 FPS = 25.0

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from pipeline.data.features import SKELETON
-from pipeline.inference.timeline import UNKNOWN
+from pipeline.timeline import UNKNOWN
 
 GREEN, WHITE, GREY, BLACK, ORANGE = (80, 200, 80), (255, 255, 255), (150, 150, 150), (0, 0, 0), (0, 165, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX

@@ -23,9 +23,11 @@ same Python code for every backend (``pipeline.data.features``), so the features
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -43,10 +45,29 @@ EXPORT_VERSION = 1
 MANIFEST = "export.json"
 NOVELTY = "novelty.pt"
 OPSET = 17
+EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}  # the pip extra that installs each runtime
 
 
 class ExportError(RuntimeError):
     """An exported folder that is missing, incomplete or from another version, or a model that cannot be exported."""
+
+
+def runtime_module(backend: str):
+    """The runtime's package, or a one-line error naming the extra that installs it.
+
+    OpenVINO is imported without its model-conversion tools (``openvino.tools.ovc``, not needed to read and
+    write IR): importing them sends usage telemetry from a forked process, which writes a client id under
+    ``~/intel`` and, forked from a process with PyTorch's threads and no network, can hang its exit."""
+    try:
+        if backend != "openvino" or "openvino" in sys.modules:
+            return importlib.import_module(backend)
+        sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]  # openvino's __init__ skips it then
+        try:
+            return importlib.import_module(backend)
+        finally:
+            del sys.modules["openvino.tools.ovc"]  # a later explicit import still works
+    except ImportError:
+        raise ExportError(f"backend {backend} is not installed: pip install -e \".[{EXTRAS[backend]}]\" (or pip install {backend})") from None
 
 
 class _Pass(nn.Module):
@@ -97,8 +118,6 @@ def _onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs
 
 def _openvino(folder: Path, names: list[str]) -> bool:
     """Convert each ONNX graph to OpenVINO IR when ``openvino`` is installed; whether it was."""
-    from pipeline.inference.runtime import runtime_module
-
     try:
         ov = runtime_module("openvino")
     except ExportError:
@@ -110,9 +129,22 @@ def _openvino(folder: Path, names: list[str]) -> bool:
     return True
 
 
+def _built_with() -> dict:
+    """What wrote the folder: the exporter, the opset and the packages' versions (the manifest's record)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"exporter": "torch.onnx (TorchScript)", "opset": OPSET}
+    for name in ("torch", "onnx", "ultralytics", "openvino"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
 def export(checkpoint: str | Path, folder: str | Path, weights: str | None = None) -> dict:
     """Write the exported models of ``checkpoint`` into ``folder`` (replaced atomically); the manifest."""
-    from pipeline.inference.predictor import load_torch  # the same loading, and checks, as inference
+    from pipeline.inference.torch_backend import load_torch  # the same loading, and checks, as inference
 
     try:
         import onnx  # noqa: F401 - PyTorch's exporter writes through it
@@ -186,6 +218,7 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
             "state": {"names": state, "layers": rnn.num_layers, "hidden": rnn.hidden_size},
             "graphs": graphs,
             "openvino": _openvino(tmp, graphs),
+            "built_with": _built_with(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if folder.exists():

@@ -27,7 +27,7 @@ from pipeline.data.video import VideoError, VideoReader, is_truncated, prefetch
 from pipeline.inference.annotate import Overlay, Person, draw, enlarge, upscale
 from pipeline.inference.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, commit, plot_timeline
 from pipeline.inference.predictor import ActionPredictor, Predictions
-from pipeline.inference.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, settle
+from pipeline.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, settle
 
 
 @dataclass

@@ -54,7 +54,7 @@ from typing import IO
 import cv2
 import numpy as np
 
-from pipeline.inference.timeline import Segment
+from pipeline.timeline import Segment
 
 SCHEMA_VERSION = 3  # 3: video label = most time, "share", settled segments
 GAP_S = 0.2  # a plotted line breaks where the subject went unseen for longer than this (or 3 frame steps)

@@ -12,22 +12,18 @@ device until one copy per batch.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.data.features import POSE_DIM, Extractor, ExtractorConfig, FeatureExtractor, resolve_device
+from pipeline.data.features import POSE_DIM, ExtractorConfig
 from pipeline.data.tracking import PersonTracker, TrackerConfig, subject_weight, track_batch
-from pipeline.model.checkpoint import CheckpointError, check_extractor, read_checkpoint
-from pipeline.model.classifier import ActionClassifier
+from pipeline.inference.backends import load_parts
 from pipeline.model.gates import ExplicitGRU, mean_gate_activity
 from pipeline.model.novelty import Novelty
-from pipeline.model.rnn import ActionRNN
-from pipeline.options import BACKENDS, MAX_PEOPLE
+from pipeline.options import MAX_PEOPLE
 
 
 @dataclass
@@ -102,87 +98,6 @@ class TrackStates:
 
 
 HOST_COLUMNS = 4 + 1 + 1 + 17 * 3  # box, score, frame, keypoints: the host copy's columns before the features
-Step = Callable[[torch.Tensor, list[torch.Tensor]], tuple[torch.Tensor, list[torch.Tensor]]]
-
-
-@dataclass
-class Parts:
-    """What streaming needs, whatever runs it: the checkpoint's record, an extractor (uint8 frames ->
-    :class:`~pipeline.data.features.Detections`), a recurrent ``step`` (features (N, D) and state ->
-    probabilities (N, C) and the next state, each state tensor (layers, N, hidden)), and the rejection rules."""
-
-    class_names: list[str]
-    record: dict
-    rejection: dict
-    novelty: Novelty
-    background: str | None
-    cell: str
-    extractor: Extractor
-    step: Step
-    state_shape: tuple[int, int]  # layers, hidden
-    device: torch.device  # the extractor's
-    model: ActionRNN | None = None  # PyTorch only: the gates plot reads it
-    step_device: torch.device | None = None  # where ``step``, the states and the rules run (None: ``device``)
-
-
-def step_device_for(device: torch.device, step_device: str = "auto") -> torch.device:
-    """Where the recurrent step, the states and the rules run: ``auto`` is the extractor's device.
-
-    On a GPU a frame's step is a few dozen tiny kernels; on the host it is as many tiny CPU operations. The
-    GPU check measured both on an H200 (10 people in view, p50 / p95 per frame): 11.9 / 13.7 ms with the
-    step on the GPU, 13.2 / 27.8 ms with it on the CPU (README "On a GPU"), hence the default."""
-    return device if step_device == "auto" else resolve_device(step_device)
-
-
-def load_torch(
-    checkpoint: str | Path, device: str = "auto", half: bool = True, weights: str | None = None, max_people: int = MAX_PEOPLE,
-    step_device: str = "auto",
-) -> Parts:  # fmt: skip
-    """The PyTorch backend from a training checkpoint."""
-    ckpt = read_checkpoint(checkpoint)
-    hp = ckpt["hyper_parameters"]
-    record: dict = hp["extractor"]
-    class_names = list(hp["class_names"])
-    config = ExtractorConfig.from_record({**record, "weights": weights} if weights else record)  # weights: the same file elsewhere
-    dev = resolve_device(device)
-    extractor = FeatureExtractor(config, max_people=max_people)
-    check_extractor(record, extractor.identity, extractor.feature_dim, source=f"checkpoint {checkpoint}")
-    extractor.place(dev, half=half)
-    params = inspect.signature(ActionClassifier).parameters
-    classifier = ActionClassifier(**{k: v for k, v in hp.items() if k in params})  # Lightning adds its own keys
-    try:
-        classifier.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {checkpoint}: weights do not fit its own settings ({str(e).splitlines()[0]})") from None
-    sdev = step_device_for(dev, step_device)
-    model = classifier.model.eval().to(sdev)
-    cell = hp.get("cell", "gru")
-    name = hp.get("background", "background")
-
-    def step(x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits, new = model(x[:, None].float(), hidden=tuple(state) if cell == "lstm" else state[0])
-        return logits[:, 0].softmax(-1), list(new) if cell == "lstm" else [new]
-
-    return Parts(
-        class_names, record, classifier.rejection, classifier.novelty.to(sdev), name if name in class_names else None, cell, extractor, step,
-        (model.rnn.num_layers, model.rnn.hidden_size), dev, model, sdev,
-    )  # fmt: skip
-
-
-def load_parts(
-    source: str | Path, backend: str = "auto", device: str = "auto", half: bool = True, weights: str | None = None, max_people: int = MAX_PEOPLE,
-    step_device: str = "auto",
-) -> Parts:  # fmt: skip
-    """A checkpoint runs with PyTorch (``auto``) or, exported beside it on first use, with ONNX Runtime or
-    OpenVINO; an exported folder runs with ONNX Runtime (``auto``) or OpenVINO."""
-    if backend not in BACKENDS:
-        raise CheckpointError(f"backend '{backend}' unknown: use one of {', '.join(BACKENDS)}")
-    if Path(source).is_dir() or backend not in ("auto", "torch"):
-        from pipeline.inference import runtime  # onnxruntime / openvino load only when asked for
-
-        return runtime.load_exported(source, backend, device=device, weights=weights, max_people=max_people)
-    return load_torch(source, device, half, weights, max_people, step_device)
-
 
 class ActionPredictor:
     """Streaming action recognition of every person in view, from a training checkpoint or an exported folder.
@@ -195,7 +110,7 @@ class ActionPredictor:
     ``max_people``: people per frame (the highest-scoring); 1 gives one label per video, the single-subject
     mode. ``tracker``: the tracker's settings (``pipeline.data.tracking``). ``backend``: ``torch``,
     ``onnxruntime`` or ``openvino`` (``pipeline.inference.runtime``); ``auto``: PyTorch for a checkpoint.
-    ``step_device``: where the recurrent step runs (``auto``: with the extractor, see ``step_device_for``).
+    ``step_device``: where the recurrent step runs (``auto``: with the extractor, see ``torch_backend.step_device_for``).
     """
 
     def __init__(

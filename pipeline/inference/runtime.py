@@ -8,8 +8,6 @@ runtime is an optional extra (``pip install -e ".[onnx]"`` / ``".[openvino]"``).
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,32 +15,13 @@ import torch
 
 from pipeline.data.features import Detections, ExtractorConfig, find_people, finish, letterbox
 from pipeline.data.weights import WeightsIdentity
-from pipeline.inference.export import ExportError, cached_export, read_manifest
-from pipeline.inference.predictor import Parts
+from pipeline.inference.export import ExportError, cached_export, read_manifest, runtime_module
+from pipeline.inference.parts import Parts
 from pipeline.model.novelty import Novelty
 from pipeline.options import MAX_PEOPLE, OptionError
 
-EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 CPU = ("CPUExecutionProvider",)
 GPU = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # in ONNX Runtime's order of preference
-
-
-def runtime_module(backend: str):
-    """The runtime's package, or a one-line error naming the extra that installs it.
-
-    OpenVINO is imported without its model-conversion tools (``openvino.tools.ovc``, not needed to read and
-    write IR): importing them sends usage telemetry from a forked process, which writes a client id under
-    ``~/intel`` and, forked from a process with PyTorch's threads and no network, can hang its exit."""
-    try:
-        if backend != "openvino" or "openvino" in sys.modules:
-            return importlib.import_module(backend)
-        sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]  # openvino's __init__ skips it then
-        try:
-            return importlib.import_module(backend)
-        finally:
-            del sys.modules["openvino.tools.ovc"]  # a later explicit import still works
-    except ImportError:
-        raise ExportError(f"backend {backend} is not installed: pip install -e \".[{EXTRAS[backend]}]\" (or pip install {backend})") from None
 
 
 class Graph:

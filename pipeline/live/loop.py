@@ -29,9 +29,9 @@ import numpy as np
 from pipeline.inference.annotate import Overlay, Person, draw
 from pipeline.inference.outputs import VideoSink
 from pipeline.inference.predictor import ActionPredictor, Predictions
-from pipeline.inference.timeline import NOBODY, Smoother, label_of
 from pipeline.live.capture import LatestFrameCapture
 from pipeline.live.serve import FrameServer
+from pipeline.timeline import NOBODY, Smoother, label_of
 
 WINDOW = "yolo-gru-actions (q: quit, r: reset, space: pause, s: snapshot)"
 

@@ -41,10 +41,10 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from pipeline.data.features import POSE_DIM
-from pipeline.inference.timeline import SMOOTH_S, zero_phase
 from pipeline.model.novelty import MotionRule, Novelty, PrototypeRule
 from pipeline.model.rnn import ActionRNN
 from pipeline.options import OptionError, check_choice, check_range
+from pipeline.timeline import SMOOTH_S, zero_phase
 
 LEVELS = ("video", "clip")  # dataloader 0 and 1 of validation and test
 MAX_TRACKS = 512  # training tracks whose GRU outputs give the class means of the prototype rule (evenly drawn)

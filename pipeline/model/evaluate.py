@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pipeline.inference.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle
 from pipeline.model.classifier import LEVELS
+from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
