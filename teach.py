@@ -6,7 +6,7 @@ The page shows the camera with everyone's skeleton. Add actions, record a few cl
 then a few seconds; saved as videos in one folder per action, their features cached at once), press Train
 (the same Lightning run as ``train.py``, in the background), then watch the new model label you live, with
 ``unknown`` for what it was not taught. The folder and the checkpoint are ordinary: ``train.py
-fit --config configs/teach.yaml --data.dataset datasets/my_actions`` and ``infer.py -c runs/.../best-*.ckpt``
+fit --config configs/teach.yaml --data.dataset datasets/my_actions`` and ``infer.py -c <examples>/.training/runs/.../best-*.ckpt``
 use them. Listens on 127.0.0.1 only unless ``--host`` says otherwise. See README.md, "Teach it in the browser".
 """
 

@@ -33,7 +33,7 @@ def studio(tmp_path, monkeypatch):
     config = tmp_path / "teach.yaml"
     config.write_text(yaml.safe_dump(cfg))
     clips = [write_clip(tmp_path / "src" / f"{i}.avi", frames=30, seed=i, speed=1.0 + 2 * i) for i in range(2)]
-    monkeypatch.chdir(tmp_path)  # runs/ go here, as for train.py
+    monkeypatch.chdir(tmp_path / "src")  # the shell's folder: the runs go beside the examples, not here
     s = Studio(str(clips[0]), StudioOptions(config=config, examples=tmp_path / "mine", cache_dir=tmp_path / "cache"))
     s.test_clips, s.test_config = clips, config
     yield s
@@ -92,7 +92,9 @@ def test_record_train_twice_and_the_model_goes_live(studio, tmp_path):
     assert ("done", True) in seen  # the page used to see the new model beside "epoch 3 of 3" for a moment (CI failed on it)
     assert all(model is False or run == "done" for run, model in seen), seen
     info = studio.model_info
-    assert info["classes"] == ["moving", "still"] and Path(info["checkpoint"]).is_file() and tmp_path in Path(info["checkpoint"]).resolve().parents
+    assert info["classes"] == ["moving", "still"] and Path(info["checkpoint"]).is_file()
+    assert (tmp_path / "mine" / ".training" / "runs" / "mine") in Path(info["checkpoint"]).resolve().parents  # with the examples
+    assert not (tmp_path / "src" / "runs").exists()
     assert info["unknown"].endswith("model state unlike the examples")  # the page says what "unknown" means
     assert studio.job_status["state"] == "done" and len(studio.job_status["history"]) == 3
     wait_for(lambda: studio.state()["label"] != "", 30, "a live label")

@@ -139,7 +139,7 @@ def test_record_three_actions_train_and_recognise_new_people_in_the_browser(app,
     mine = tmp_path / "mine"
     assert sorted(p.name for p in mine.iterdir() if not p.name.startswith(".")) == sorted(ACTIONS)
     assert all(len(list((mine / a).glob("*.mp4"))) == 5 for a in ACTIONS)
-    ckpt = next((tmp_path / "runs" / "mine").glob("version_*/checkpoints/best-*.ckpt"))
+    ckpt = next((mine / ".training" / "runs" / "mine").glob("version_*/checkpoints/best-*.ckpt"))  # the runs live with the examples
     r = run_script(str(ROOT / "infer.py"), clip("walk", "shahar"), "-c", str(ckpt), "--json", str(tmp_path / "shahar.json"), "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "shahar.json").read_text())["video"]["label"] == "walk"

@@ -124,8 +124,9 @@ class Studio:
                 self.job.cancel()
             if not self.examples.wait(timeout=120):
                 raise ExampleError("the features of the last clips are still being extracted; try again in a moment")
-            args = ["--config", str(self.opts.config), "--data.dataset", str(self.examples.root), "--data.cache_dir", str(self.examples.cache_dir)]
-            self.job = TrainingJob(args, self.examples.root / ".training")
+            args = ["--config", str(Path(self.opts.config).resolve()), "--data.dataset", str(self.examples.root.resolve()),
+                    "--data.cache_dir", str(Path(self.examples.cache_dir).resolve())]  # fmt: skip
+            self.job = TrainingJob(args, self.runs_dir, cwd=self.runs_dir)
             self.job_status = self.job.status()
 
     def cancel_training(self) -> None:
@@ -168,10 +169,20 @@ class Studio:
         labels = LiveLabels(predictor.class_names, self.opts.smooth_s, predictor.rejection_threshold, predictor.background)
         return predictor, labels, info
 
+    @property
+    def runs_dir(self) -> Path:
+        """Where this folder's training runs go (``runs/<name>/version_N`` under it): inside the examples folder,
+        hidden from the actions, so that the app finds its models whichever folder it is started from."""
+        return self.examples.root.resolve() / ".training"
+
     def load_latest(self) -> None:
-        """The newest model trained on these examples before (the app was restarted), if its classes still hold."""
-        runs = Path("runs") / self.examples.definition.name
-        best = sorted(runs.glob("version_*/checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+        """The newest model trained on these examples before (the app was restarted), if its classes still hold;
+        also in ``runs/`` of the shell's folder, where versions before 2026-12 put them."""
+        name = self.examples.definition.name
+        best = sorted(
+            (p for runs in (self.runs_dir / "runs" / name, Path("runs") / name) for p in runs.glob("version_*/checkpoints/best-*.ckpt")),
+            key=lambda p: p.stat().st_mtime,
+        )
         for ckpt in reversed(best):
             try:
                 self.load_model(ckpt)

@@ -78,7 +78,9 @@ class TrainingJob:
         self.started_at = time.monotonic()
         self.ended_at: float | None = None
         self.cancelled = False
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        package_root = str(Path(__file__).resolve().parents[2])  # ``-m pipeline.cli`` from any folder, installed or not
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}  # fmt: skip
         with open(self.log, "w") as log:
             self._proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "fit", *self.args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         self._lock = threading.Lock()
