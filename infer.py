@@ -40,7 +40,7 @@ RANGES = {
     "top_k": (1, None, False), "smooth": (0, None, False), "min_segment": (0, None, False), "threshold": (0, 1, False),
     "max_people": (1, None, False), "lost_time": (0, None, False), "display_threshold": (0, 1, False),
     "display_smooth": (0, None, False), "reset_after": (0, None, False), "duration": (0, None, True), "batch_size": (1, 4096, False),
-    "workers": (1, 256, False),
+    "workers": (1, 256, False), "threads": (1, 1024, False),
 }  # fmt: skip
 
 
@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:1, ...")
     run.add_argument("--no-half", action="store_true", help="keep the extractor in fp32 on CUDA")
     run.add_argument("--batch-size", type=int, default=16, help="frames per extractor forward (default 16)")
+    run.add_argument("--threads", type=int,
+                     help="torch's CPU threads (default: torch's own, one per core; beside the decoding thread that measured fastest, "
+                          "README 'Inference on video files')")
     run.add_argument("--workers", type=int,
                      help="processes labelling videos at once, each with its own model and decoder (default 1 on a CPU; on a GPU one per "
                           "two CPU cores up to 8, see README 'On a GPU')")
@@ -117,6 +120,10 @@ def _spec(a: argparse.Namespace) -> PredictorSpec:
 
 
 def _predictor(a: argparse.Namespace) -> ActionPredictor:
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     return _spec(a).build()
 
 
@@ -200,7 +207,7 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     )  # fmt: skip
     if workers > 1 and len(sources) > 1:
         del predictor  # each worker builds its own
-        results, failed = analyse_parallel(sources, _spec(a), workers, a.output, single, progress=not a.quiet, **kwargs)
+        results, failed = analyse_parallel(sources, _spec(a), workers, a.output, single, progress=not a.quiet, threads=a.threads, **kwargs)
     else:
         results, failed = analyse_many(sources, predictor, a.output, single, progress=not a.quiet, **kwargs)
     for r in results:

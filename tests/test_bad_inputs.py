@@ -120,6 +120,8 @@ def test_infer_bad_source(capsys, tmp_path, files, name):
 BAD_OPTIONS = {
     "batch-size-0": (["--batch-size", "0"], "--batch-size must be >= 1"),
     "batch-size-negative": (["--batch-size", "-4"], "--batch-size must be >= 1"),
+    "workers-0": (["--workers", "0"], "--workers must be >= 1"),
+    "threads-0": (["--threads", "0"], "--threads must be >= 1"),
     "smooth-negative": (["--smooth", "-1"], "--smooth must be >= 0"),
     "smooth-nan": (["--smooth", "nan"], "--smooth must be >= 0"),
     "min-segment-negative": (["--min-segment", "-1"], "--min-segment must be >= 0"),

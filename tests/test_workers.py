@@ -66,7 +66,7 @@ def test_default_workers():
 
 
 def test_infer_with_workers_prints_every_video_and_writes_its_outputs(clips, tiny_checkpoint, tmp_path):
-    r = subprocess.run([sys.executable, "infer.py", *clips, "-c", str(tiny_checkpoint), "-o", str(tmp_path / "o"), "--workers", "2", "-q"],
+    r = subprocess.run([sys.executable, "infer.py", *clips, "-c", str(tiny_checkpoint), "-o", str(tmp_path / "o"), "--workers", "2", "--threads", "1", "-q"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(ln.split(":")[0] for ln in r.stdout.splitlines() if not ln.startswith(" ")) == sorted(clips)

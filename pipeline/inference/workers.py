@@ -66,11 +66,12 @@ def default_workers(device_type: str, videos: int) -> int:
 
 
 def torch_threads(device_type: str, workers: int) -> int:
-    """Intra-op threads per worker: on a GPU one (the host side is small tensors), on a CPU the cores
-    shared out, less the decode thread's."""
+    """Intra-op threads per worker: on a GPU one (the host side is small tensors), on a CPU the cores shared
+    out (the decoding thread mostly waits: one torch thread per core beside it measured fastest,
+    ``benchmarks/threads.py``)."""
     if device_type == "cuda":
         return 1
-    return max(1, (os.cpu_count() or 1) // workers - 1)
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _interrupt(*_) -> None:
@@ -133,11 +134,12 @@ class RunStats:
 
 def analyse_parallel(
     sources: list[str], spec: PredictorSpec, workers: int, out_dir: Path | None, single: OutputPaths | None,
-    progress: bool = True, echo: bool = True, stats: RunStats | None = None, **kwargs,
+    progress: bool = True, echo: bool = True, stats: RunStats | None = None, threads: int | None = None, **kwargs,
 ) -> tuple[list[VideoResult], list[tuple[str, str]]]:  # fmt: skip
     """``files.analyse_many`` over ``workers`` processes: the results in the sources' order and the
     ``(source, reason)`` failures; ``echo`` prints each video's line as it finishes. ``kwargs`` go to
-    ``analyse_video`` (smoothing, batch size, ...); ``stats`` receives the run's timings."""
+    ``analyse_video`` (smoothing, batch size, ...); ``stats`` receives the run's timings; ``threads``: torch's
+    per worker (default ``torch_threads``)."""
     planned = plan_outputs(sources, out_dir, single)
     workers = max(1, min(workers, len(planned)))
     device_type = "cuda" if spec.device.startswith("cuda") or (spec.device == "auto" and _cuda()) else "cpu"
@@ -147,7 +149,7 @@ def analyse_parallel(
         tasks.put((i, *planned[i]))
     for _ in range(workers):
         tasks.put(None)
-    threads = torch_threads(device_type, workers)
+    threads = threads or torch_threads(device_type, workers)
     procs = [ctx.Process(target=_work, args=(spec, threads, tasks, answers, kwargs), name=f"infer-{k}", daemon=True) for k in range(workers)]
     stats = stats if stats is not None else RunStats()
     stats.workers = workers
