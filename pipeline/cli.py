@@ -15,8 +15,9 @@ import logging
 import signal
 import sys
 import warnings
+from pathlib import Path
 
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
@@ -62,6 +63,8 @@ class ActionCLI(LightningCLI):
         for i, cb in enumerate(trainer.callbacks):  # Lightning's default bar writes to stdout: results only there
             if type(cb) is TQDMProgressBar:
                 trainer.callbacks[i] = StderrProgressBar()
+        if not trainer.loggers:  # --trainer.logger false: the config's learning-rate monitor would fail the run at its start
+            trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)]
         return trainer
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -85,6 +88,8 @@ class ActionCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # runs are named after their data: a logger whose name is "auto" logs to runs/<dataset name>/
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.trainer.logger in (False, None) and cfg.trainer.default_root_dir is None:  # no logger: the run still goes under runs/
+            cfg.trainer.default_root_dir = str(Path("runs") / DatasetDefinition.load(cfg.data.dataset).name)
         loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
         for lg in loggers:
             args = getattr(lg, "init_args", None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_MODEL, make_dataset, run_script
+from conftest import ROOT, TINY_MODEL, make_dataset, run_script
 from test_download import server  # noqa: F401  (fixture)
 from test_extract import _bad_files
 
@@ -230,3 +230,17 @@ def test_a_few_clips_per_class_train_with_fewer_folds_and_stdout_holds_only_the_
     assert [ln.split(":")[0] for ln in r.stdout.splitlines()] == ["run", "checkpoint", "stream", "test", "unknown", "report"], r.stdout
     assert "class 'walk' has 3 videos: 3 folds instead of 5" in r.stderr
     assert "Epoch 0" in r.stderr  # the progress bar went to stderr
+
+
+def test_fit_without_a_logger_runs_under_runs_and_keeps_its_checkpoint(tmp_path):
+    """``--trainer.logger false`` with the default config: its learning-rate monitor made Lightning fail the
+    run at its start (a traceback); the run goes under ``runs/<dataset>`` of the working folder."""
+    root = make_dataset(tmp_path / "mine", classes=("walk", "wave"), actors=("ann", "bob", "cid"), frames=10)
+    r = run_script(
+        str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "weizmann.yaml"), "--data.dataset", str(root),
+        "--data.split", "stratified", "--data.extractor.weights", TINY_MODEL, "--data.extractor.imgsz", "64",
+        "--data.cache_dir", str(tmp_path / "cache"), "--trainer.max_epochs", "1", "--trainer.logger", "false", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = dict(ln.split(":", 1) for ln in r.stdout.splitlines())
+    assert lines["run"].strip() == "runs/mine" and (tmp_path / lines["checkpoint"].strip()).is_file()
