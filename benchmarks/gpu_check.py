@@ -52,6 +52,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.inference_speed import untrained_checkpoint  # noqa: E402
 from pipeline.data.composite import read_frames  # noqa: E402
 from pipeline.data.features import ExtractorConfig, FeatureExtractor  # noqa: E402
 
@@ -112,18 +113,6 @@ def timed_rate(fn, items: int, min_s: float, warmup: int = 3, max_iters: int = 1
         n += 1
     sync()
     return n * items / (time.perf_counter() - t0)
-
-
-def untrained_checkpoint(path: Path, weights: str, imgsz: int, layers=(16, 19, 22)) -> Path:
-    """The default config's model, untrained (speed does not depend on the classifier's weights)."""
-    from pipeline.data.extract import extractor_record
-    from pipeline.data.videoset import DatasetDefinition
-    from pipeline.model.classifier import ActionClassifier
-
-    record = extractor_record(FeatureExtractor(ExtractorConfig(weights=weights, imgsz=imgsz, layers=tuple(layers), fps=25.0)))
-    clf = ActionClassifier(record["feature_dim"], DatasetDefinition.load("weizmann").classes, record)
-    torch.save({"hyper_parameters": dict(clf.hparams), "state_dict": clf.state_dict()}, path)
-    return path
 
 
 def frames_640(check: Check, n: int) -> np.ndarray:
@@ -265,7 +254,7 @@ def step_file(check: Check) -> dict:
     videos = check.videos640()
     made_s = time.perf_counter() - t0
     imgsz = 64 if check.tiny else 640
-    ckpt = untrained_checkpoint(check.tmp / "file.ckpt", check.weights, imgsz)
+    ckpt = untrained_checkpoint(check.tmp / "file.ckpt", check.weights, imgsz=imgsz)
     spec = PredictorSpec(str(ckpt), check.device)
     runs = ((1, 4), (2, 4)) if check.tiny else ((1, 64), (4, 64), (8, 64))
     rows = []
@@ -307,7 +296,7 @@ def step_profile(check: Check) -> dict:
         for v in videos:
             n += sum(len(i) for i, _, _ in VideoReader(str(v)).batches(64, pin=pin))
         out[f"decode_fps{'_pinned' if pin else ''}"] = round(n / (time.perf_counter() - t0), 1)
-    predictor = ActionPredictor(untrained_checkpoint(check.tmp / "profile.ckpt", check.weights, 64 if check.tiny else 640), device=check.device)
+    predictor = ActionPredictor(untrained_checkpoint(check.tmp / "profile.ckpt", check.weights, imgsz=64 if check.tiny else 640), device=check.device)
     analyse_video(str(videos[0]), predictor, progress=False, batch_size=64)  # warm-up
     prof, t0 = cProfile.Profile(), time.perf_counter()
     prof.enable()
@@ -343,7 +332,7 @@ def step_stream(check: Check) -> dict:
     for people, cols, step_device, graphs in variants:
         clip = grid([tiles[i % len(tiles)] for i in range(people)], cols)
         imgsz = math.ceil(max(clip.shape[1:3]) / 32) * 32
-        ckpt = untrained_checkpoint(check.tmp / f"stream{people}.ckpt", check.weights, imgsz)
+        ckpt = untrained_checkpoint(check.tmp / f"stream{people}.ckpt", check.weights, imgsz=imgsz)
         predictor = ActionPredictor(ckpt, device=check.device, max_people=max(16, 2 * people), step_device=step_device)
         predictor.extractor.cuda_graphs = graphs
         predictor.reset(25.0)
@@ -396,7 +385,7 @@ def step_onnx(check: Check) -> dict:
     from pipeline.inference.runtime import gpu_providers, load_exported
 
     imgsz = 64 if check.tiny else 640
-    ckpt = untrained_checkpoint(check.tmp / "onnx.ckpt", check.weights, imgsz)
+    ckpt = untrained_checkpoint(check.tmp / "onnx.ckpt", check.weights, imgsz=imgsz)
     t0 = time.perf_counter()
     folder = check.tmp / "exported"
     export(ckpt, folder)
@@ -422,7 +411,7 @@ def step_labels(check: Check) -> dict:
     from pipeline.inference.files import analyse_many
     from pipeline.inference.predictor import ActionPredictor
 
-    ckpt = check.trained or untrained_checkpoint(check.tmp / "labels.ckpt", check.weights, 64 if check.tiny else 320)
+    ckpt = check.trained or untrained_checkpoint(check.tmp / "labels.ckpt", check.weights, imgsz=64 if check.tiny else 320)
     clips = [str(c) for c in check.clips()][: 4 if check.tiny else 10]  # fold 0's test actor (daria) sorts first
     runs = [("cpu", "cpu", True)] + ([("cuda_fp16", "cuda", True)] if check.cuda else [])  # fp16: the default on a GPU
     labels = {}

@@ -38,12 +38,12 @@ from pipeline.inference.predictor import ActionPredictor  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def untrained_checkpoint(path: Path, weights: str, config: str = "configs/weizmann.yaml") -> Path:
+def untrained_checkpoint(path: Path, weights: str, config: str = "configs/weizmann.yaml", imgsz: int | None = None) -> Path:
     from pipeline.data.extract import extractor_record
     from pipeline.model.classifier import ActionClassifier
 
     cfg = yaml.safe_load((ROOT / config).read_text())["data"]["extractor"]
-    record = extractor_record(FeatureExtractor(ExtractorConfig.from_dict({**cfg, "weights": weights})))
+    record = extractor_record(FeatureExtractor(ExtractorConfig.from_dict({**cfg, "weights": weights, "imgsz": imgsz or cfg["imgsz"]})))
     names = DatasetDefinition.load("weizmann").classes
     clf = ActionClassifier(record["feature_dim"], names, record)
     torch.save({"hyper_parameters": dict(clf.hparams), "state_dict": clf.state_dict()}, path)

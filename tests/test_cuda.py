@@ -129,6 +129,18 @@ def test_predictor_on_cuda_gives_the_cpus_labels(tiny_checkpoint, tmp_path):
     assert (g.probs.argmax(1) == c.probs.argmax(1)).mean() > 0.9
 
 
+def test_the_step_on_the_host_beside_a_gpu_extractor_gives_the_same_labels(tiny_checkpoint, tmp_path):
+    """``step_device='cpu'``: the features come to the host in the batch's one copy (the GPU check measures it)."""
+    frames = read_frames(write_clip(tmp_path / "c.avi", frames=24))
+    on_gpu = ActionPredictor(tiny_checkpoint, device="cuda", half=False)(frames)
+    host = ActionPredictor(tiny_checkpoint, device="cuda", half=False, step_device="cpu")
+    assert host._move_features and host.step_device.type == "cpu"
+    on_host = host(frames)
+    np.testing.assert_array_equal(on_host.track, on_gpu.track)
+    np.testing.assert_allclose(on_host.keypoints, on_gpu.keypoints, atol=1e-3)
+    np.testing.assert_allclose(on_host.probs, on_gpu.probs, atol=1e-3)
+
+
 def test_live_loop_runs_with_the_model_on_cuda(tiny_checkpoint, tmp_path):
     from pipeline.live.capture import LatestFrameCapture
     from pipeline.live.loop import LiveOptions, run_live

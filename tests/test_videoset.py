@@ -127,10 +127,10 @@ def test_stratified_folds_shrink_to_the_smallest_class_and_say_so(caplog):
     tested = [v.path for s in folds for v in s["test"]]
     assert sorted(tested) == sorted(v.path for v in vs)  # 3 folds test every video once
     assert all({v.label for v in s["train"]} == {0, 1} for s in folds)  # each fold learns every class
+    assert all({v.label for v in s["val"]} == {0, 1} for s in folds)  # and validates it
     with pytest.raises(DatasetError, match="fold 3 of 3 folds does not exist"):
         make_splits(vs, "stratified", 3)
     with pytest.raises(DatasetError, match=r"class 'jump' has 3 videos: too few for 5 folds; give --data.num_folds 3 or fewer"):
         make_splits(vs, "stratified", num_folds=5, class_names=["jump", "sit"])
-    assert all({v.label for v in s["val"]} == {0, 1} for s in folds)  # and validates it
     with pytest.raises(DatasetError, match="class 'jump' has 2 videos: at least 3 per class"):
         make_splits(vs[1:], "stratified", class_names=["jump", "sit"])

@@ -21,10 +21,10 @@ from pathlib import Path
 import yaml
 
 from pipeline.data.video import VIDEO_EXTENSIONS
+from pipeline.data.video import list_videos as video_files
 
 DEFAULT_FOLDS = 5  # stratified folds when --data.num_folds is not given (fewer for a class with fewer videos)
 log = logging.getLogger("lightning.pytorch")  # shown by Lightning's console handler
-from pipeline.data.video import list_videos as video_files
 
 DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 DATA_DIR_ENV = "ACTIONS_DATA_DIR"  # folder that holds datasets by name: $ACTIONS_DATA_DIR/weizmann/...

@@ -315,7 +315,7 @@ def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str],
 def _plot(path: Path, source: str, result: VideoResult, logs: dict[int, _TrackLog], names: list[str]) -> None:
     """The main subject's probabilities (and gates) over time, and a band per track."""
     share = f", {result.share:.0%} of the time" if result.share < 0.995 else ""
-    name = Path(str(source)).name.encode("utf-8", "backslashreplace").decode()  # bytes that are not UTF-8, escaped
+    name = os.fsencode(Path(str(source)).name).decode("utf-8", "backslashreplace")  # the name's bytes that are not UTF-8 as \xNN
     title = f"{name}: {result.label} ({result.score:.0%}{share})"
     if result.main_track is not None:
         log = logs[result.main_track]

@@ -134,10 +134,6 @@ class JsonTimeline:
         self._f.write(("\n  ]" if not self._first else "]") + "".join(f",\n  {json.dumps(k)}: {json.dumps(v)}" for k, v in summary.items()) + "\n}\n")
         _finish(self._f)
 
-    def close(self, summary: dict) -> None:
-        self.complete(summary)
-        commit(self.path)
-
     def abort(self) -> None:
         """The video failed half-way: remove the unfinished file rather than leave invalid JSON."""
         _discard(self._f, self.path)
@@ -156,11 +152,8 @@ class CsvTimeline:
         self._w.writerow([int(index), f"{time_s:.4f}", int(track), label, f"{score:.4f}", *(f"{p:.4f}" for p in probs)])
 
     def complete(self) -> None:
+        """Close the file, still under its partial name (``commit`` renames it)."""
         _finish(self._f)
-
-    def close(self) -> None:
-        self.complete()
-        commit(self.path)
 
     def abort(self) -> None:
         _discard(self._f, self.path)

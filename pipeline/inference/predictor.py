@@ -130,6 +130,8 @@ class ActionPredictor:
         self.class_names: list[str] = parts.class_names
         self.device = parts.device  # the extractor's
         self.step_device = parts.step_device or parts.device  # the recurrent step's, its states' and the rules'
+        here = torch.device(parts.extractor.device)
+        self._move_features = (here.type, here.index or 0) != (self.step_device.type, self.step_device.index or 0)
         self.extractor = parts.extractor
         self.rejection: dict = parts.rejection  # fitted on the validation split (pipeline.model.classifier)
         self.novelty: Novelty = parts.novelty  # the distance rules (pipeline.model.novelty)
@@ -178,14 +180,12 @@ class ActionPredictor:
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray | torch.Tensor) -> Predictions:
         det = self.extractor(frames)
-        # one copy to the host for the tracker (boxes, scores, frame), the drawing (keypoints) and the features
-        # (what the step reads when it runs on the host; a few kB a batch otherwise)
-        cols = [det.boxes, det.scores[:, None], det.frame[:, None].float(), det.keypoints.flatten(1), det.features.float()]
-        copied = torch.cat(cols, 1).cpu()
+        # one copy to the host for the tracker (boxes, scores, frame), the drawing (keypoints) and, when the
+        # step runs elsewhere than the extractor, the features
+        cols = [det.boxes, det.scores[:, None], det.frame[:, None].float(), det.keypoints.flatten(1)]
+        copied = torch.cat([*cols, det.features.float()] if self._move_features else cols, 1).cpu()
         host = copied.numpy()
-        here = det.features.device
-        same = here.type == self.step_device.type and (here.index or 0) == (self.step_device.index or 0)
-        features = det.features if same else copied[:, HOST_COLUMNS:].to(self.step_device)
+        features = copied[:, HOST_COLUMNS:].to(self.step_device) if self._move_features else det.features
         images = (frames.cpu().numpy() if torch.is_tensor(frames) else frames) if self.tracker.needs_images else None
         tracked = track_batch(self.tracker, host[:, 5].astype(np.int64), host[:, :4], host[:, 4], len(frames), images)
         template = self._template()

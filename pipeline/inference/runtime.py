@@ -97,13 +97,12 @@ def gpu_providers(device: str) -> tuple[str, ...]:
 def _session(rt, path: Path, opts, providers: tuple[str, ...]):
     """An InferenceSession on the first of ``providers`` that loads (TensorRT needs its own libraries;
     without them ONNX Runtime fails or falls back by itself), the CPU last."""
-    for k in range(len(providers)):
+    for k in range(len(providers) - 1):
         try:
             return rt.InferenceSession(str(path), opts, providers=list(providers[k:]))
         except Exception:  # noqa: BLE001 - a provider that cannot load: try the next one
-            if k == len(providers) - 1:
-                raise
-    raise AssertionError("unreachable")
+            pass
+    return rt.InferenceSession(str(path), opts, providers=list(providers[-1:]))
 
 
 class ExportedExtractor:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.data.features import resolve_device
 from pipeline.data.tracking import TrackerConfig
 from pipeline.data.video import VideoError
 from pipeline.inference.files import DISK_FULL, OutputPaths, VideoResult, analyse_video, plan_outputs, summary_line
@@ -142,7 +143,7 @@ def analyse_parallel(
     per worker (default ``torch_threads``)."""
     planned = plan_outputs(sources, out_dir, single)
     workers = max(1, min(workers, len(planned)))
-    device_type = "cuda" if spec.device.startswith("cuda") or (spec.device == "auto" and _cuda()) else "cpu"
+    device_type = resolve_device(spec.device).type
     ctx = mp.get_context("spawn")  # never fork a process that holds CUDA or torch's thread pools
     tasks, answers = ctx.Queue(), ctx.Queue()
     for i in sorted(range(len(planned)), key=lambda i: -_size(planned[i][0])):
@@ -193,6 +194,7 @@ def analyse_parallel(
         bar.close()
         _stop(procs, graceful=len(results) + len(failed) == len(planned))
         stats.seconds = time.perf_counter() - t0
+        stats.pids += [payload for kind, _, payload in _drain(answers) if kind == "ready"]  # a worker that started after the last video
     return [results[i] for i in sorted(results)], [failed[i] for i in sorted(failed)]
 
 
@@ -212,14 +214,19 @@ def _stop(procs: list, graceful: bool) -> None:
             p.join()
 
 
+def _drain(answers) -> list[tuple]:
+    """What the exited workers left in the queue."""
+    out = []
+    while True:
+        try:
+            out.append(answers.get(timeout=0.1))
+        except (queue.Empty, OSError, ValueError):
+            return out
+
+
 def _size(source: str) -> int:
     try:
         return os.path.getsize(source)
     except OSError:
         return 0
 
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
