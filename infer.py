@@ -40,7 +40,7 @@ RANGES = {
     "top_k": (1, None, False), "smooth": (0, None, False), "min_segment": (0, None, False), "threshold": (0, 1, False),
     "max_people": (1, None, False), "lost_time": (0, None, False), "display_threshold": (0, 1, False),
     "display_smooth": (0, None, False), "reset_after": (0, None, False), "duration": (0, None, True), "batch_size": (1, 4096, False),
-    "workers": (1, 256, False), "threads": (1, 1024, False),
+    "workers": (1, 256, False), "threads": (1, 1024, False), "imgsz": (32, 4096, False), "max_imgsz": (0, 4096, False),
 }  # fmt: skip
 
 
@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:1, ...")
     run.add_argument("--no-half", action="store_true", help="keep the extractor in fp32 on CUDA")
     run.add_argument("--batch-size", type=int, default=16, help="frames per extractor forward (default 16)")
+    run.add_argument("--imgsz", type=int, help="the pose model's input long side (default: the checkpoint's); with a cap, the smallest")
+    run.add_argument("--max-imgsz", type=int,
+                     help="each source at its own long side up to this (default: the checkpoint's; 0: every source at --imgsz)")
     run.add_argument("--threads", type=int,
                      help="torch's CPU threads (default: torch's own, one per core; beside the decoding thread that measured fastest, "
                           "README 'Inference on video files')")
@@ -116,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _spec(a: argparse.Namespace) -> PredictorSpec:
     from pipeline.inference.workers import PredictorSpec
 
-    return PredictorSpec(a.checkpoint, a.device, not a.no_half, a.weights, a.max_people, a.backend, a.tracker, a.lost_time)
+    return PredictorSpec(a.checkpoint, a.device, not a.no_half, a.weights, a.max_people, a.backend, a.tracker, a.lost_time, a.imgsz, a.max_imgsz)
 
 
 def _predictor(a: argparse.Namespace) -> ActionPredictor:

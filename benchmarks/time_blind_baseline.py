@@ -74,12 +74,27 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, video: torch.Tensor) -> fl
     return float((probs.argmax(1) == truth).float().mean())
 
 
+def score_fold(dm: ActionDataModule, stats: str = "mean", part: str = "pose", window: int | None = None) -> dict:
+    """The time-blind model on one fold of ``dm``: its L2 weight chosen on validation, then refitted on train
+    and validation and scored on test (video top-1). Features from the cache, extracted first if missing."""
+    dm.prepare_data()  # extracts what the cache lacks (the first fold, on a fresh machine)
+    dm.setup("fit")
+    dm.setup("test")
+    a = argparse.Namespace(stats=stats, part=part, window=window)
+    (xt, yt, _), (xv, yv, vv), (xs, ys, vs) = (vectors(dm.data[s][0], dm.data[s][1], a) for s in ("train", "val", "test"))
+    classes = len(dm.class_names)
+    l2 = max(L2, key=lambda c: (accuracy(fit(xt, yt, classes, c), xv, yv, vv), c)) if len(yv) else L2[1]
+    top1 = accuracy(fit(torch.cat([xt, xv]), torch.cat([yt, yv]), classes, l2), xs, ys, vs)
+    return {"video_top1": round(top1, 4), "l2": l2, "test_videos": len(dm.data["test"][0]), "val_videos": len(dm.data["val"][0])}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "weizmann.yaml"))
     p.add_argument("--dataset")
     p.add_argument("--root")
-    p.add_argument("--split", choices=("group", "stratified"))
+    p.add_argument("--split", choices=("group", "scene", "stratified"))
+    p.add_argument("--split-seed", type=int, help="--data.split_seed: the deal of the scene or stratified folds")
     p.add_argument("--num-folds", type=int)
     p.add_argument("--cache-dir", help="--data.cache_dir: where the features are cached (default: the dataset's)")
     p.add_argument("--layers", type=int, nargs="*", help="pooled backbone layers (default: the config's)")
@@ -97,7 +112,7 @@ def main() -> None:
         extractor["layers"] = a.layers
     if a.pool is not None:
         extractor["pool"] = a.pool
-    for key, value in (("dataset", a.dataset), ("root", a.root), ("split", a.split), ("num_folds", a.num_folds), ("cache_dir", a.cache_dir)):
+    for key, value in (("dataset", a.dataset), ("root", a.root), ("split", a.split), ("num_folds", a.num_folds), ("cache_dir", a.cache_dir), ("split_seed", a.split_seed)):
         if value is not None:
             data[key] = value
     if a.part == "pooled" and not extractor.get("layers"):
@@ -105,16 +120,9 @@ def main() -> None:
     t0, folds = time.perf_counter(), []
     for k in range(fold_count(a.config, a.dataset, a.root, a.split, a.num_folds)):
         dm = ActionDataModule(**{**data, "fold": k}, extractor=ExtractorConfig(**extractor))
-        dm.prepare_data()  # extracts what the cache lacks (the first fold, on a fresh machine)
-        dm.setup("fit")
-        dm.setup("test")
-        (xt, yt, _), (xv, yv, vv), (xs, ys, vs) = (vectors(dm.data[s][0], dm.data[s][1], a) for s in ("train", "val", "test"))
-        classes = len(dm.class_names)
-        l2 = max(L2, key=lambda c: (accuracy(fit(xt, yt, classes, c), xv, yv, vv), c)) if len(yv) else L2[1]
-        top1 = accuracy(fit(torch.cat([xt, xv]), torch.cat([yt, yv]), classes, l2), xs, ys, vs)
-        videos, val_videos = len(dm.data["test"][0]), len(dm.data["val"][0])
-        folds.append({"fold": k, "video_top1": round(top1, 4), "l2": l2, "test_videos": videos})
-        print(f"fold {k}: video top-1 {top1:.3f} ({videos} videos; L2 {l2:g} chosen on {val_videos} validation videos)", flush=True)
+        folds.append({"fold": k, **score_fold(dm, a.stats, a.part, a.window)})
+        r = folds[-1]
+        print(f"fold {k}: video top-1 {r['video_top1']:.3f} ({r['test_videos']} videos; L2 {r['l2']:g} chosen on {r['val_videos']} validation videos)", flush=True)
     accs = [f["video_top1"] for f in folds]
     summary = {"mean_video_top1": round(statistics.mean(accs), 4), "sd_over_folds": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0}
     print(f"time-blind baseline ({a.stats} of {a.part}{f', {a.window}-frame windows' if a.window else ''}): video top-1 {summary['mean_video_top1']:.3f} +- {summary['sd_over_folds']:.3f} over {len(folds)} folds")

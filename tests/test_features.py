@@ -133,12 +133,28 @@ def test_letterbox_matches_ultralytics_shapes():
     assert (h, w, ph, pw) == (205, 256, 224, 256)
 
 
+def test_each_source_runs_at_its_own_size_within_the_bounds(tiny, tmp_path):
+    fixed, own = ExtractorConfig(weights=TINY_MODEL, imgsz=320, max_imgsz=None), ExtractorConfig(weights=TINY_MODEL, imgsz=320, max_imgsz=640)
+    sources = ((144, 180), (144, 360), (1080, 1920), (1080, 608), (240, 320), (100, 1000))
+    assert [fixed.input_size(h, w) for h, w in sources] == [320] * 6
+    # the short side brought to MIN_SHORT of imgsz (256 at 320) where the cap allows: Weizmann stays at 320
+    assert [own.input_size(h, w) for h, w in sources] == [320, 640, 480, 480, 352, 640]
+    with pytest.raises(ValueError, match="max_imgsz"):
+        ExtractorConfig(weights=TINY_MODEL, imgsz=320, max_imgsz=256)
+    extractor = FeatureExtractor(own)
+    wide = np.zeros((1, 144, 360, 3), np.uint8)
+    assert extractor.preprocess(wide)[0].shape[2:] == (256, 640)  # not 128 x 320
+    assert ExtractorConfig(weights=TINY_MODEL, imgsz=64, max_imgsz=640).input_size(64, 80) == 64  # relative to imgsz
+    # a record written before the setting runs every source at its imgsz, as it was trained
+    assert ExtractorConfig.from_record({"weights": TINY_MODEL, "imgsz": 64, "layers": [16]}).max_imgsz is None
+
+
 def test_cache_key_depends_on_everything_that_changes_features(tiny):
     base = ExtractorConfig(weights=TINY_MODEL)
     keys = {base.key(tiny.identity)}
-    for change in ({"imgsz": 256}, {"layers": (22,)}, {"fps": 10.0}, {"pool": "global"}, {"conf": 0.5}, {"max_frames": 9}):
+    for change in ({"imgsz": 256}, {"layers": (22,)}, {"fps": 10.0}, {"pool": "global"}, {"conf": 0.5}, {"max_frames": 9}, {"max_imgsz": 640}):
         keys.add(ExtractorConfig(**{**base.__dict__, **change}).key(tiny.identity))
-    assert len(keys) == 7
+    assert len(keys) == 8
     # the same setting written as an int (a Python caller) or a float (the CLI) is one cache, not two
     assert ExtractorConfig(weights=TINY_MODEL, fps=25).key(tiny.identity) == ExtractorConfig(weights=TINY_MODEL, fps=25.0).key(tiny.identity)
 

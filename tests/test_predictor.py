@@ -98,6 +98,16 @@ def test_checkpoint_configures_the_extractor(tmp_path):
     assert p.class_names == ["walk", "wave"]
 
 
+def test_the_input_size_can_be_set_at_inference(tmp_path):
+    p = ActionPredictor(make_checkpoint(tmp_path / "c.ckpt"), device="cpu")
+    p.set_input_size(96, 1024)
+    assert (p.config.imgsz, p.config.max_imgsz) == (96, 1024) and p.config.input_size(144, 360) == 192
+    p.set_input_size(max_imgsz=0)
+    assert p.config.max_imgsz is None and p.config.input_size(144, 360) == 96
+    with pytest.raises(ValueError, match="below --imgsz"):
+        p.set_input_size(320, 160)
+
+
 def test_feature_size_mismatch_is_a_clear_error(tmp_path):
     ckpt = make_checkpoint(tmp_path / "c.ckpt")
     blob = torch.load(ckpt, weights_only=True)

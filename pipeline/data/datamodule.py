@@ -23,6 +23,7 @@ from pipeline.data.cache import FeatureCache
 from pipeline.data.download import download_dataset
 from pipeline.data.extract import extract_features, extractor_record
 from pipeline.data.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe
+from pipeline.data.scenes import with_scene_groups
 from pipeline.data.videoset import DatasetDefinition, DatasetError, Video, list_videos, make_splits
 from pipeline.options import check_range
 
@@ -105,8 +106,11 @@ class ActionDataModule(L.LightningDataModule):
         dataset: definition YAML, a name in ``datasets/`` (``weizmann``), a folder of class folders, or a CSV.
         root: folder holding the videos. Default: ``$ACTIONS_DATA_DIR/<name>`` if that variable is set,
             else ``datasets/<name>``; a missing default root is downloaded when the definition says how.
-        split: ``group`` (folds by actor), ``stratified`` (class-balanced folds) or ``official`` (dataset lists).
+        split: ``group`` (folds by actor), ``scene`` (folds by the scene the clips show, balanced by class:
+            no room or camera in both train and test; ``pipeline.data.scenes``), ``stratified``
+            (class-balanced folds) or ``official`` (dataset lists).
         fold: the test fold. ``group``: validation is the next fold; ``num_folds`` None = one per group.
+            ``scene``: validation is the next fold; ``num_folds`` None = 5; ``split_seed`` redraws the deal.
             ``stratified``: validation is ``val_fraction`` of the videos, from the other folds; ``num_folds``
             None = 5 (1: one seeded split with ``test_fraction`` in test).
         split_id: which official split list (UCF101 / HMDB51: 1..3).
@@ -221,6 +225,8 @@ class ActionDataModule(L.LightningDataModule):
                 classes = keep
             if list(classes) != list(self.class_names):
                 raise DatasetError(f"classes {classes} under {self.root} differ from {self.class_names}")
+            if self.split == "scene":  # the groups are the scenes, found in the clips (cached beside the features)
+                videos = with_scene_groups(videos, self.cache.dir.parent)
             self.splits = make_splits(
                 videos, self.split, self.fold, self.num_folds, self.val_fraction, self.test_fraction, self.split_seed, list(self.class_names)
             )

@@ -34,6 +34,10 @@ from torch import nn
 from pipeline.data.weights import WeightsIdentity, load_pose_model
 from pipeline.options import MAX_PEOPLE, OptionError, check_choice, check_range
 
+# The pose model finds people in a short input badly whatever their size: two 110 px tall Weizmann actors side
+# by side (360x144) are both found in 2% of frames at 320x128, 90% at 480x192, 99% at 640x256; one actor
+# (180x144) at 320x256 in 100% (benchmarks/detection_size.py, README "People as small as the footage has them").
+MIN_SHORT = 0.8  # of imgsz: 256 at 320
 FEATURE_VERSION = 5  # bump when the meaning of the vector changes; it is part of every cache key
 NUM_KEYPOINTS = 17
 # the pose block, in order: present, score, box (cx, cy, w, h), keypoints (x, y), confidences
@@ -74,7 +78,10 @@ class ExtractorConfig:
         weights: Ultralytics pose weights name or path (``yolo11n-pose.pt``), or a model YAML
             (``yolo11n-pose.yaml``, random init, for tests only).
         imgsz: long side of the network input in pixels (the short side keeps the aspect ratio and
-            is padded to a multiple of 32).
+            is padded to a multiple of 32); with ``max_imgsz``, the smallest one.
+        max_imgsz: when set, a source whose frame is wide and short runs at a larger long side, up to this
+            cap: the one at which its short side is ``MIN_SHORT`` of ``imgsz`` (``input_size``). None (the
+            default here; the configs set 640): every source at ``imgsz``.
         layers: model layer indices whose outputs are average-pooled into the vector (empty: pose only).
         fps: frame rate to sample videos at (None: the source's own).
         max_frames: cap on frames per video (None: no cap).
@@ -87,6 +94,7 @@ class ExtractorConfig:
 
     weights: str = "yolo11n-pose.pt"
     imgsz: int = 320
+    max_imgsz: int | None = None
     layers: tuple[int, ...] = (16, 19, 22)
     fps: float | None = None
     max_frames: int | None = None
@@ -95,6 +103,7 @@ class ExtractorConfig:
 
     def __post_init__(self) -> None:
         check_range("--data.extractor.imgsz", self.imgsz, 32, 4096)
+        check_range("--data.extractor.max_imgsz", self.max_imgsz, self.imgsz, 4096)
         check_range("--data.extractor.fps", self.fps, 0, 1000, above=True)
         check_range("--data.extractor.max_frames", self.max_frames, 1)
         check_range("--data.extractor.conf", self.conf, 0, 1, above=True)
@@ -105,12 +114,23 @@ class ExtractorConfig:
     def key(self, identity: WeightsIdentity) -> str:
         """Cache key: a hash of the weights identity and every setting that changes the features."""
         blob = {**asdict(self), "weights": asdict(identity), "layers": list(self.layers), "version": FEATURE_VERSION}
+        if self.max_imgsz is None:  # the features of every source at imgsz, as before the setting: the caches made then
+            del blob["max_imgsz"]
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+    def input_size(self, height: int, width: int) -> int:
+        """The network input's long side for a source ``height`` x ``width``: ``imgsz``, or larger, within
+        ``max_imgsz``, where that leaves the short side under ``MIN_SHORT``."""
+        if self.max_imgsz is None:
+            return self.imgsz
+        needed = math.ceil(round(MIN_SHORT * self.imgsz * max(height, width) / max(min(height, width), 1) / STRIDE, 6)) * STRIDE
+        return min(self.max_imgsz, max(self.imgsz, needed))
 
     @classmethod
     def from_dict(cls, d: dict) -> ExtractorConfig:
         d = dict(d)
         d["layers"] = tuple(d.get("layers", cls.layers))
+        d.setdefault("max_imgsz", None)  # a record made before the setting: every source at imgsz
         return cls(**d)
 
     @classmethod
@@ -311,6 +331,10 @@ class FeatureExtractor(nn.Module):
             self._strides = [float(s) for s in self.head.stride]
         return self._strides
 
+    def input_size(self, height: int, width: int) -> int:
+        """The network input's long side for a source ``height`` x ``width`` (``ExtractorConfig.input_size``)."""
+        return self.config.input_size(height, width)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -331,7 +355,8 @@ class FeatureExtractor(nn.Module):
             frames = torch.from_numpy(frames)
         x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         # on the CPU, resize the uint8 frames: 10x faster than making a float copy of a full HD batch first
-        x, r, left, top = _letterbox(x if self.device.type == "cpu" else x.to(self.dtype), self.config.imgsz)
+        size = self.config.input_size(*x.shape[2:])
+        x, r, left, top = _letterbox(x if self.device.type == "cpu" else x.to(self.dtype), size)
         return x.to(self.dtype).mul_(1 / 255), r, left, top
 
     @torch.inference_mode()

@@ -29,7 +29,7 @@ log = logging.getLogger("lightning.pytorch")  # shown by Lightning's console han
 DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 DATA_DIR_ENV = "ACTIONS_DATA_DIR"  # folder that holds datasets by name: $ACTIONS_DATA_DIR/weizmann/...
 LAYOUTS = ("folders", "csv", "ucf101", "hmdb51")
-SPLITS = ("group", "stratified", "official")
+SPLITS = ("group", "scene", "stratified", "official")
 
 
 class DatasetError(RuntimeError):
@@ -196,6 +196,9 @@ def make_splits(
 
     * ``group``: groups (sorted) are dealt round-robin into ``num_folds`` folds (default: one per group,
       i.e. leave-one-group-out); fold ``fold`` is the test set and the next fold the validation set.
+    * ``scene``: the groups (scenes: ``pipeline.data.scenes`` sets them) dealt into ``num_folds`` folds
+      (default 5) balanced by class: each fold's class mix close to the whole's, no group in two folds;
+      ``seed`` redraws the deal. Fold ``fold`` is the test set and the next fold the validation set.
     * ``stratified``: K-fold cross-validation. Per class, a seeded shuffle deals the videos round-robin
       into ``num_folds`` folds (default 5), so every fold holds each class in proportion; fold ``fold`` is
       the test set, and ``val_fraction`` of all videos, per class, from the other folds the validation set.
@@ -225,6 +228,8 @@ def make_splits(
             f = fold_of[v.group]
             out["test" if f == fold else "val" if f == (fold + 1) % k else "train"].append(v)
         return out
+    if kind == "scene":
+        return _balanced_group_folds(videos, num_folds or DEFAULT_FOLDS, fold, seed)
     if kind == "stratified":
         k = _stratified_fold_count(videos, num_folds, class_names)
         if k == 1:
@@ -249,6 +254,39 @@ def make_splits(
         parts = _stratified(train, val_fraction, 0.0, seed)
         return {"train": parts["train"], "val": parts["val"], "test": test}
     raise DatasetError(f"split '{kind}' is not one of {SPLITS}")
+
+
+def _balanced_group_folds(videos: list[Video], k: int, fold: int, seed: int) -> dict[str, list[Video]]:
+    """Groups dealt into ``k`` folds, largest first (ties in a seeded order), each to the fold where the
+    class counts come closest to an equal share of each class (least squared excess; ties seeded)."""
+    by_group: dict[str, list[Video]] = defaultdict(list)
+    for v in videos:
+        by_group[v.group].append(v)
+    if len(by_group) < 3:
+        raise DatasetError(f"scene split needs at least 3 scenes (found {len(by_group)}); use --data.split stratified")
+    if not 3 <= k <= len(by_group) or not 0 <= fold < k:
+        raise DatasetError(f"fold {fold} of {k} folds is impossible with {len(by_group)} scenes: use --data.num_folds 3..{len(by_group)}")
+    labels = sorted({v.label for v in videos})
+    share = {c: sum(v.label == c for v in videos) / k for c in labels}
+    rng = random.Random(seed)
+    names = sorted(by_group)
+    rng.shuffle(names)
+    names.sort(key=lambda g: -len(by_group[g]))  # stable: equal sizes keep the seeded order
+    counts = [dict.fromkeys(labels, 0) for _ in range(k)]
+    fold_of: dict[str, int] = {}
+    for g in names:
+        add = {c: sum(v.label == c for v in by_group[g]) for c in labels}
+        cost = [sum((counts[f][c] + add[c] - share[c]) ** 2 - (counts[f][c] - share[c]) ** 2 for c in labels) for f in range(k)]
+        best = min(cost)
+        f = rng.choice([i for i in range(k) if cost[i] <= best + 1e-9])
+        fold_of[g] = f
+        for c in labels:
+            counts[f][c] += add[c]
+    out = {"train": [], "val": [], "test": []}
+    for v in videos:
+        f = fold_of[v.group]
+        out["test" if f == fold else "val" if f == (fold + 1) % k else "train"].append(v)
+    return out
 
 
 def _stratified_fold_count(videos: list[Video], num_folds: int | None, class_names: list[str] | None) -> int:

@@ -12,7 +12,7 @@ device until one copy per batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from pipeline.data.tracking import PersonTracker, TrackerConfig, subject_weight,
 from pipeline.inference.backends import load_parts
 from pipeline.model.gates import ExplicitGRU, mean_gate_activity
 from pipeline.model.novelty import Novelty
-from pipeline.options import MAX_PEOPLE
+from pipeline.options import MAX_PEOPLE, OptionError, check_range
 
 
 @dataclass
@@ -146,6 +146,18 @@ class ActionPredictor:
     @property
     def config(self) -> ExtractorConfig:
         return self.extractor.config
+
+    def set_input_size(self, imgsz: int | None = None, max_imgsz: int | None = None) -> None:
+        """Run the pose model at another input size than the checkpoint's: ``imgsz`` the long side (the
+        smallest one with a cap), ``max_imgsz`` the cap up to which a source runs at its own size (0: none).
+        The pose block is relative to the frame and the box, so it keeps its meaning; pooled appearance
+        features shift with the scale (``benchmarks/detection_size.py``)."""
+        check_range("--imgsz", imgsz, 32, 4096)
+        cap = self.config.max_imgsz if max_imgsz is None else (max_imgsz or None)
+        low = self.config.imgsz if imgsz is None else imgsz
+        if cap is not None and cap < low:
+            raise OptionError(f"--max-imgsz {cap} is below --imgsz {low}: give a cap at least as large, or 0 for none")
+        self.extractor.config = replace(self.config, imgsz=low, max_imgsz=cap)
 
     @property
     def fps(self) -> float | None:

@@ -135,7 +135,7 @@ class ExportedExtractor:
 
     def __call__(self, frames: torch.Tensor | np.ndarray) -> Detections:
         frames = frames.cpu() if torch.is_tensor(frames) else frames
-        x, r, left, top = letterbox(frames, self.config.imgsz)
+        x, r, left, top = letterbox(frames, self.config.input_size(*frames.shape[1:3]))
         out = dict(zip(self._names, (torch.from_numpy(a) for a in self.graph(x.numpy()))))
         levels = [out[f"person{i}"] for i in range(len(self._levels))]
         found = find_people(levels, [out[n] for n in self._levels], self.branches, self.strides, self.max_people)

@@ -49,12 +49,16 @@ class PredictorSpec:
     backend: str = "auto"
     tracker: str = "bytetrack"
     lost_s: float = 1.0  # seconds a person may be out of view before their track and state are dropped
+    imgsz: int | None = None  # the pose model's input size instead of the checkpoint's (``ActionPredictor.set_input_size``)
+    max_imgsz: int | None = None  # ... and its cap per source (0: none, every source at imgsz)
 
     def build(self):
         from pipeline.inference.predictor import ActionPredictor
 
         p = ActionPredictor(self.checkpoint, self.device, self.half, self.weights, self.max_people, backend=self.backend)
         p.tracker_config = TrackerConfig(self.tracker, conf=p.config.conf, lost_s=self.lost_s)
+        if self.imgsz is not None or self.max_imgsz is not None:
+            p.set_input_size(self.imgsz, self.max_imgsz)
         return p
 
 

@@ -128,7 +128,7 @@ class ReportWriter(Callback):
             "truncated": [{"path": p, "frames_read": r, "declared_frames": d} for p, (r, d) in (getattr(dm, "truncated", None) or {}).items()],
         }
         if dm is not None:
-            report["split"] = {"dataset": dm.definition.name, "split": dm.split, "fold": dm.fold, "root": str(dm.root)}
+            report["split"] = {"dataset": dm.definition.name, "split": dm.split, "fold": dm.fold, "num_folds": dm.num_folds, "split_seed": dm.split_seed, "root": str(dm.root)}
         path = out_dir / "report.json"
         path.write_text(json.dumps(report, indent=2))
         top1 = metrics.get("test/video_top1")
