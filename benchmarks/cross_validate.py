@@ -126,11 +126,8 @@ def baseline(a: argparse.Namespace, fold: int, split_seed: int) -> dict:
     from pipeline.data.features import ExtractorConfig
 
     data, extractor = data_settings(a)
-    out = {}
-    for part in ("pose", "all"):
-        dm = ActionDataModule(**{**data, "fold": fold, "split_seed": split_seed}, extractor=ExtractorConfig(**extractor))
-        out[f"time_blind_{part}"] = score_fold(dm, "mean", part)["video_top1"]
-    return out
+    dm = ActionDataModule(**{**data, "fold": fold, "split_seed": split_seed}, extractor=ExtractorConfig(**extractor))  # one load for both
+    return {f"time_blind_{part}": score_fold(dm, "mean", part)["video_top1"] for part in ("pose", "all")}
 
 
 def paired(rows: list[dict], key: str) -> tuple[float, float, int]:

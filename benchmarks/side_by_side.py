@@ -8,8 +8,9 @@ actor, so neither trained it) labels 360x144 videos of one actor's in-place acti
 other's on the right, whole frames side by side (each person about 110 px tall, as in their own clips).
 Per pair and per input-size setting (``--max-imgsz``: the cap of ``ExtractorConfig.max_imgsz``; 0 = every
 source at the checkpoint's imgsz): the tracks that last at least a second, each assigned to the side its
-box centre keeps to, and its label (the argmax of its mean probabilities). Printed: tracks per video and
-how many of the people got their own action as their track's label.
+box centre keeps to, and its label as ``infer.py`` gives it (file mode, the checkpoint's ``unknown`` rules
+on: an ``unknown`` counts as wrong). Printed: tracks per video and how many of the people got their own
+action as their track's label.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,26 +26,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.data.composite import read_frames  # noqa: E402
+from pipeline.data.composite import read_frames, write_video  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
+from pipeline.inference.files import OutputPaths, analyse_video  # noqa: E402
 from pipeline.inference.predictor import ActionPredictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = (("bend", "jack"), ("jack", "wave2"), ("pjump", "wave1"), ("wave2", "bend"))
 
 
-def run_pair(predictor: ActionPredictor, frames: np.ndarray, fps: float = 25.0) -> dict[int, dict]:
-    """Each track's frames, mean box centre x and mean probabilities over a streamed video."""
-    predictor.reset(fps)
-    tracks: dict[int, dict] = {}
-    for f in frames:
-        p = predictor(f[None])
-        for r in range(len(p.track)):
-            t = tracks.setdefault(int(p.track[r]), {"frames": 0, "x": 0.0, "probs": 0.0})
-            t["frames"] += 1
-            t["x"] += float(p.boxes[r][0] + p.boxes[r][2]) / 2
-            t["probs"] = t["probs"] + p.probs[r]
-    return tracks
+def run_pair(predictor: ActionPredictor, frames: np.ndarray, folder: Path, name: str) -> dict[int, dict]:
+    """``infer.py``'s file mode over the pair: each track's label (the checkpoint's ``unknown`` rules on, as a
+    user sees it), frames, and mean box centre x (from the timeline JSON)."""
+    video = write_video(folder / f"{name}.avi", frames, 25.0)
+    result = analyse_video(str(video), predictor, OutputPaths(json=folder / f"{name}.json"), progress=False)
+    doc = json.loads((folder / f"{name}.json").read_text())
+    xs: dict[int, list[float]] = {}
+    for f in doc["frames"]:
+        for t in f["tracks"]:
+            xs.setdefault(t["id"], []).append((t["box"][0] + t["box"][2]) / 2)
+    return {t.id: {"frames": t.frames, "x": float(np.mean(xs.get(t.id, [0.0]))), "label": t.label} for t in result.tracks}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,20 +58,20 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     torch.set_num_threads(2)
     root, (left, right) = Path(a.root), a.test_actors
+    folder = Path(tempfile.mkdtemp(prefix="side_by_side-"))
     rows = []
     for cap in a.max_imgsz:
         predictor = ActionPredictor(a.checkpoint, device="cpu")
         predictor.set_input_size(max_imgsz=cap)
-        names = predictor.class_names
         right_labels, tracks_per_video = 0, []
         for x, y in PAIRS:
             l, r = read_frames(root / x / f"{left}_{x}.avi", fps=25.0), read_frames(root / y / f"{right}_{y}.avi", fps=25.0)
             n = min(len(l), len(r))
-            tracks = {k: t for k, t in run_pair(predictor, np.concatenate([l[:n], r[:n]], 2)).items() if t["frames"] >= 25}
-            width = l.shape[2]
+            pair = run_pair(predictor, np.concatenate([l[:n], r[:n]], 2), folder, f"{x}_{y}_{cap}")
+            tracks = {k: t for k, t in pair.items() if t["frames"] >= 25}
             sides = {"left": (x, []), "right": (y, [])}
             for t in tracks.values():
-                sides["left" if t["x"] / t["frames"] < width else "right"][1].append(names[int(np.argmax(t["probs"]))])
+                sides["left" if t["x"] < l.shape[2] else "right"][1].append(t["label"])
             got = {side: labels for side, (_, labels) in sides.items()}
             ok = sum(1 for side, (truth, labels) in sides.items() if len(labels) == 1 and labels[0] == truth)
             right_labels += ok
