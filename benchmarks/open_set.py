@@ -23,7 +23,6 @@ that the default is chosen by measurement.
 from __future__ import annotations
 
 import argparse
-import inspect
 import itertools
 import json
 import random
@@ -89,8 +88,7 @@ RULES = ("motion", "prototypes")
 def evaluate(a: argparse.Namespace, ckpt_path: Path, pair: tuple[str, str], fold: int) -> dict:
     ckpt = read_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
-    params = inspect.signature(ActionClassifier).parameters
-    model = ActionClassifier(**{k: v for k, v in hp.items() if k in params})
+    model = ActionClassifier.from_hparams(hp)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     names, fps = model.class_names, hp["extractor"].get("fps") or 25.0

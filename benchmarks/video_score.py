@@ -12,7 +12,10 @@ scores them three ways:
 * ``span``: the mean over the track's whole span, as ``train.py`` reports (checked against its report);
 * ``seen``: the mean over the frames the subject is seen in, as ``infer.py`` averages one track;
 * ``after_warmup``: the GRU's part averaged after the frames its loss leaves out, the frame probe's over
-  all frames (the probe is trained on every frame).
+  all frames (the probe is trained on every frame);
+* ``share_0``, ``share_0.5``, ``share_1``: ``span`` with the probe's share set to 0 (the GRU alone), 0.5 and
+  1 (the probe alone) instead of the one validation chose: which part carries over to the test videos
+  (with the summary the probe is the time-blind model, ``pipeline.model.rnn``).
 
 Printed and written to ``--out``: per fold video top-1 under each rule, the mean +- sd over folds per seed
 and over seeds, and how many videos change label against ``span``.
@@ -21,7 +24,6 @@ and over seeds, and how many videos change label against ``span``.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -38,7 +40,7 @@ from pipeline.errors import run_cli  # noqa: E402
 from pipeline.model.checkpoint import read_checkpoint  # noqa: E402
 from pipeline.model.classifier import ActionClassifier  # noqa: E402
 
-RULES = ("span", "seen", "after_warmup")
+RULES = ("span", "seen", "after_warmup", "share_0", "share_0.5", "share_1")
 
 
 class ReplayError(Exception):
@@ -57,6 +59,7 @@ def video_scores(model, x: torch.Tensor, warmup: int) -> dict[str, torch.Tensor]
         "span": frames.mean(0),
         "seen": frames[seen].mean(0) if seen.any() else frames.mean(0),
         "after_warmup": (1 - share) * gru[first:].mean(0) + share * probe.mean(0),
+        **{f"share_{s:g}": (1 - s) * gru.mean(0) + s * probe.mean(0) for s in (0.0, 0.5, 1.0)},
     }
 
 
@@ -65,8 +68,7 @@ def replay_fold(row: dict, args: dict, cached: dict) -> dict:
     report = json.loads(Path(row["report"]).read_text())
     ckpt = read_checkpoint(report["checkpoint"])
     hp = ckpt["hyper_parameters"]
-    params = inspect.signature(ActionClassifier).parameters
-    classifier = ActionClassifier(**{k: v for k, v in hp.items() if k in params})
+    classifier = ActionClassifier.from_hparams(hp)
     classifier.load_state_dict(ckpt["state_dict"])
     classifier.eval()
     config = yaml.safe_load(Path(args["config"]).read_text()).get("data", {})

@@ -114,9 +114,10 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     assert set(acc) == {"pose", "fused", "mean"} and acc[kept] == max(acc["pose"], acc["fused"])
 
 
-@pytest.mark.parametrize("probe_right, chosen", [(True, max(PROBE_SHARES)), (False, 0.0)])
-def test_validation_chooses_the_frame_probes_share(probe_right, chosen):
-    model = ActionClassifier(POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, streams="fused")
+@pytest.mark.parametrize("fixed, probe_right, chosen", [(None, True, max(PROBE_SHARES)), (None, False, 0.0), (0.5, False, 0.5)])
+def test_validation_chooses_the_frame_probes_share(fixed, probe_right, chosen):
+    # a fixed share stays as it is, and the epoch is still picked on the GRU alone
+    model = ActionClassifier(POOLED + POSE_DIM, ["a", "b"], {"layers": [22]}, streams="fused", probe_share=fixed)
     y = torch.tensor([0, 1, 0, 1])
     right, wrong = torch.eye(2)[y] * 0.8 + 0.1, torch.eye(2)[1 - y] * 0.6 + 0.2
     gru, probe = (wrong, right) if probe_right else (right, wrong)
@@ -134,3 +135,11 @@ def test_features_without_pooled_layers_train_the_pose_stream_only():
     assert list(model.streams) == ["pose"] and model.stream == "pose"
     with pytest.raises(ValueError, match="--model.streams 'both' is not one of auto, pose, fused"):
         ActionClassifier(POSE_DIM, ["a", "b"], {"layers": []}, streams="both")
+
+
+def test_a_checkpoint_from_before_the_summary_loads_as_it_was_trained(tmp_path):
+    old = ActionClassifier(POSE_DIM, ["a", "b"], {}, summary_frames=0)
+    hp = {k: v for k, v in old.hparams.items() if k != "summary_frames"}  # saved before the option existed
+    again = ActionClassifier.from_hparams(hp)
+    again.load_state_dict(old.state_dict())
+    assert again.model.state_shape == (1, 64) and ActionClassifier.from_hparams(dict(old.hparams, summary_frames=128)).model.state_shape == (1, 257 + POSE_DIM)

@@ -14,6 +14,7 @@ from conftest import make_checkpoint, seeing_weights, write_clip
 from pipeline.data.video import VideoReader
 from pipeline.inference.export import ExportError, cached_export, export, read_manifest
 from pipeline.inference.predictor import ActionPredictor
+from pipeline.model.classifier import ActionClassifier
 from pipeline.model.novelty import Novelty, PrototypeRule
 
 RUNTIMES = ["onnxruntime", "openvino"]
@@ -26,12 +27,11 @@ def exported(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"export_{request.param}")
     weights = str(seeing_weights(tmp / "crowd.pt", bias=11))
     g = torch.Generator().manual_seed(1)
-    hidden = 64  # the classifier's default
+    kw = dict(layers=(16, 19), imgsz=96, cell=request.param, rejection={"threshold": 0.4}, weights=weights, probe_share=0.5)
+    dim = torch.load(make_checkpoint(tmp / "plain.ckpt", **kw), weights_only=False)["hyper_parameters"]["input_dim"]
+    hidden = ActionClassifier(dim, ["a", "b"], {}).model.state_shape[1]  # the default's state: the GRU's and the summary
     protos = PrototypeRule(0.3 * torch.randn(2, hidden, generator=g), torch.eye(hidden), 1.0, 8, 0.05)  # around the limit
-    ckpt = make_checkpoint(
-        tmp / "c.ckpt", layers=(16, 19), imgsz=96, cell=request.param, rejection={"threshold": 0.4}, weights=weights,
-        novelty=Novelty(prototypes=protos), probe_share=0.5,
-    )  # fmt: skip
+    ckpt = make_checkpoint(tmp / "c.ckpt", novelty=Novelty(prototypes=protos), **kw)
     folder = tmp / "exported"
     export(ckpt, folder)
     return ckpt, folder

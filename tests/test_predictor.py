@@ -66,7 +66,7 @@ def test_streaming_novelty_equals_the_rules_over_the_whole_track(tmp_path):
     plain = make_checkpoint(tmp_path / "plain.ckpt")
     clip = write_clip(tmp_path / "a.avi", frames=30)
     features = torch.from_numpy(extract_video(ActionPredictor(plain, device="cpu").extractor, clip).subject())
-    hidden = ActionPredictor(plain, device="cpu").model.rnn.hidden_size
+    hidden = ActionPredictor(plain, device="cpu").model.state_shape[1]  # the representation the head reads
     both = rules_for(features, hidden)
     frames = np.stack([f for _, f in VideoReader(clip)])
     for k, rules in enumerate([Novelty(motion=both.motion), Novelty(prototypes=both.prototypes), both]):

@@ -1,13 +1,15 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from pipeline.model.rnn import ActionRNN
+from pipeline.model.rnn import ActionRNN, running_mean
 
 
+@pytest.mark.parametrize("summary", [0, 5])  # 5 frames: the decaying mean crosses chunk boundaries
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
-def test_streaming_steps_equal_the_full_sequence_forward(cell):
+def test_streaming_steps_equal_the_full_sequence_forward(cell, summary):
     torch.manual_seed(0)
-    m = ActionRNN(input_dim=12, num_classes=4, hidden_size=16, num_layers=2, proj_dim=8, cell=cell).eval()
+    m = ActionRNN(input_dim=12, num_classes=4, hidden_size=16, num_layers=2, proj_dim=8, cell=cell, summary_frames=summary).eval()
     m.set_normalization(torch.randn(12), torch.rand(12) + 0.5)
     x = torch.randn(3, 20, 12)
     full, _ = m(x)
@@ -18,9 +20,10 @@ def test_streaming_steps_equal_the_full_sequence_forward(cell):
     assert (torch.stack(steps, 1) - full).abs().max() < 1e-5
 
 
-def test_padding_does_not_change_the_valid_frames():
+@pytest.mark.parametrize("summary", [0, 3])
+def test_padding_does_not_change_the_valid_frames(summary):
     torch.manual_seed(0)
-    m = ActionRNN(input_dim=6, num_classes=3, hidden_size=8).eval()
+    m = ActionRNN(input_dim=6, num_classes=3, hidden_size=8, summary_frames=summary).eval()
     a, b = torch.randn(7, 6), torch.randn(4, 6)
     batch = torch.zeros(2, 7, 6)
     batch[0], batch[1, :4] = a, b
@@ -28,6 +31,36 @@ def test_padding_does_not_change_the_valid_frames():
     alone, h_b = m(b[None])
     assert (out[1, :4] - alone[0]).abs().max() < 1e-5
     assert (h[:, 1] - h_b[:, 0]).abs().max() < 1e-5  # final state is the one at the sequence's own end
+
+
+def test_running_mean_is_the_decayed_mean_and_resumes_from_its_state():
+    torch.manual_seed(0)
+    v, decay = torch.randn(2, 45, 3), 0.9
+    mean, fill = running_mean(v, None, decay)
+    s, w = torch.zeros(2, 3), torch.zeros(2, 1)
+    for t in range(45):  # the definition, one frame at a time
+        s, w = decay * s + v[:, t], decay * w + 1
+        assert torch.allclose(mean[:, t], s / w, atol=1e-5) and torch.allclose(fill[:, t], w * (1 - decay), atol=1e-6)
+    head, _ = running_mean(v[:, :17], None, decay)
+    tail, _ = running_mean(v[:, 17:], torch.cat([fill[:, 16], mean[:, 16]], 1), decay)
+    assert torch.allclose(torch.cat([head, tail], 1), mean, atol=1e-5)
+
+
+def test_the_summary_is_the_time_blind_mean_and_spread_riding_in_the_state():
+    torch.manual_seed(0)
+    m = ActionRNN(input_dim=6, num_classes=3, hidden_size=8, proj_dim=4, summary_frames=1000).eval()
+    x = torch.randn(1, 30, 6)
+    rep, h = m.outputs(x)
+    assert m.state_shape == (1, 8 + 1 + 2 * 4 + 8 + 6) and h.shape == (1, 1, m.state_shape[1])
+    assert torch.allclose(rep[:, -1], h[-1])  # the head's input after the last frame is the last layer's state
+    e = m.proj[:-1](m.normalise(x))  # the embeddings before dropout
+    read = m.head[0](rep)  # Summarise: output, mean, spread, mean output
+    assert torch.allclose(read[0, -1, 8:12], e[0].mean(0), atol=2e-3)  # a long horizon: nearly the plain mean
+    assert torch.allclose(read[0, -1, 12:16], e[0].std(0, unbiased=False), atol=2e-2)
+    assert read.shape[-1] == 8 + 4 + 4 + 8 and torch.allclose(rep[0, -1, -6:], m.normalise(x)[0].mean(0), atol=2e-2)  # the probe's input rides last
+    # reversing time leaves the summary's mean (almost) as it is, and changes the GRU's state
+    rev = m.head[0](m.outputs(x.flip(1))[0])
+    assert torch.allclose(rev[0, -1, 8:12], read[0, -1, 8:12], atol=2e-2) and not torch.allclose(rev[0, -1, :8], read[0, -1, :8], atol=1e-3)
 
 
 def test_normalisation_lives_in_the_state_dict():
@@ -43,9 +76,10 @@ def test_unknown_cell_is_refused():
         ActionRNN(4, 2, cell="transformer")
 
 
-def test_a_fused_frame_probe_mixes_the_probabilities_and_streams():
+@pytest.mark.parametrize("summary_frames", [0, 16])
+def test_a_fused_frame_probe_mixes_the_probabilities_and_streams(summary_frames):
     torch.manual_seed(0)
-    m = ActionRNN(input_dim=10, num_classes=3, hidden_size=8, pooled_dim=4, pooled_dropout=1.0).eval()
+    m = ActionRNN(input_dim=10, num_classes=3, hidden_size=8, pooled_dim=4, pooled_dropout=1.0, summary_frames=summary_frames).eval()
     m.set_normalization(torch.randn(10), torch.rand(10) + 0.5)
     m.probe_weight.normal_()
     x = torch.randn(2, 9, 10)
@@ -61,6 +95,13 @@ def test_a_fused_frame_probe_mixes_the_probabilities_and_streams():
         logits, hidden = m.step(x[:, t], hidden)
         steps.append(logits)
     assert (torch.stack(steps, 1) - m(x)[0]).abs().max() < 1e-5
+    # with the summary the probe is the time-blind model: a linear model of the decayed mean of the frames so far
+    norm = m.normalise(x)
+    seen = norm if not summary_frames else torch.cumsum(norm * (1 - 1 / summary_frames) ** -torch.arange(9.0)[:, None], 1)
+    if summary_frames:
+        seen = seen / torch.cumsum((1 - 1 / summary_frames) ** -torch.arange(9.0), 0)[:, None]
+    assert torch.allclose(probe, F.linear(seen, m.probe_weight, m.probe_bias).softmax(-1), atol=1e-5)
+    assert torch.allclose(m.probe_probs(x, out), probe, atol=1e-5)  # read from the state as from the frames
 
 
 def test_checkpoints_made_before_the_frame_probe_load_without_it():

@@ -188,9 +188,9 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
                 _Branches(extractor, i), (torch.zeros(2, f.shape[1], 5, 5),), tmp / f"branches{i}.onnx", ["patch"],
                 ["box", "keypoints"], {"patch": {0: "n"}, "box": {0: "n"}, "keypoints": {0: "n"}},
             )  # fmt: skip
-        rnn, lstm = model.rnn, parts.cell == "lstm"
+        (layers, width), lstm = model.state_shape, parts.cell == "lstm"
         state = ["h", "c"] if lstm else ["h"]
-        zeros = [torch.zeros(rnn.num_layers, 2, rnn.hidden_size) for _ in state]
+        zeros = [torch.zeros(layers, 2, width) for _ in state]
         _onnx(
             _Step(model, lstm), (torch.zeros(2, extractor.feature_dim), *zeros), tmp / "step.onnx", ["features", *state],
             ["probs", *(f"{s}_next" for s in state)],
@@ -215,7 +215,7 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
             "novelty": NOVELTY if parts.novelty else None,
             "background": parts.background,
             "cell": parts.cell,
-            "state": {"names": state, "layers": rnn.num_layers, "hidden": rnn.hidden_size},
+            "state": {"names": state, "layers": layers, "hidden": width},
             "graphs": graphs,
             "openvino": _openvino(tmp, graphs),
             "built_with": _built_with(),

@@ -249,7 +249,8 @@ class ActionPredictor:
 
     def _gates(self, x: torch.Tensor, ids: np.ndarray, template: list[torch.Tensor]) -> torch.Tensor:
         """Mean update and reset gate (len(ids), 2) of this step, from the explicit GRU cell with its own state per track."""
-        alive, slots = self.gate_states.alive(self.frame_no - 1, ids, template[:1])
+        n = self.model.rnn.hidden_size  # the cell's own state, before the summary's running means
+        alive, slots = self.gate_states.alive(self.frame_no - 1, ids, [template[0][..., :n]])
         _, h, g = self._inspector(self.model.embed(x[:, None].float()), self.gate_states.state[0][:, slots])
         self.gate_states.state[0][:, slots] = h
         m = mean_gate_activity(g)

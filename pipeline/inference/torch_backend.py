@@ -7,7 +7,6 @@ these same parts (``pipeline.inference.export``).
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
@@ -42,8 +41,7 @@ def load_torch(
     extractor = FeatureExtractor(config, max_people=max_people)
     check_extractor(record, extractor.identity, extractor.feature_dim, source=f"checkpoint {checkpoint}")
     extractor.place(dev, half=half)
-    params = inspect.signature(ActionClassifier).parameters
-    classifier = ActionClassifier(**{k: v for k, v in hp.items() if k in params})  # Lightning adds its own keys
+    classifier = ActionClassifier.from_hparams(hp)
     try:
         classifier.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
@@ -59,5 +57,5 @@ def load_torch(
 
     return Parts(
         class_names, record, classifier.rejection, classifier.novelty.to(sdev), name if name in class_names else None, cell, extractor, step,
-        (model.rnn.num_layers, model.rnn.hidden_size), dev, model, sdev,
+        model.state_shape, dev, model, sdev,
     )  # fmt: skip

@@ -12,9 +12,10 @@ helps. With ``streams="auto"`` two models train side by side on the same batches
 (``pose``), one on pooled appearance and keypoints (``fused``), and the one with the lower video-level
 validation loss is kept: the user's own validation split picks the preset.
 
-Frame probe: each stream also holds a linear model of the single frame (``pipeline.model.frame_probe``,
-fitted once before training), mixed into its per-frame probabilities at the share (``probe_share``) that
-gives the lowest video-level validation loss, chosen anew at each validation; the epoch kept is the one
+Frame probe: each stream also holds a linear model of the single frame, or with the summary of the running
+mean of the frames, the time-blind baseline (``pipeline.model.frame_probe``, fitted once before training),
+mixed into its per-frame probabilities at a fixed share (``probe_share``) or at the one that gives the
+lowest video-level validation loss, chosen anew at each validation; either way the epoch kept is the one
 where the GRU alone has the lowest validation loss, so the GRU still has to learn.
 
 Rejection: a model trained on N actions names one of them for anything. The checkpoint carries the rules
@@ -29,6 +30,8 @@ probability catches almost none (an unseen action is named as its nearest known 
 """
 
 from __future__ import annotations
+
+import inspect
 
 import lightning as L
 import numpy as np
@@ -49,7 +52,7 @@ from pipeline.timeline import SMOOTH_S, zero_phase
 LEVELS = ("video", "clip")  # dataloader 0 and 1 of validation and test
 MAX_TRACKS = 512  # training tracks whose GRU outputs give the class means of the prototype rule (evenly drawn)
 STREAMS = ("pose", "fused")
-PROBE_SHARES = (0.0, 0.25, 0.5, 0.75)  # the frame probe's shares that validation chooses from
+PROBE_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the probe's shares that validation chooses from (1: the time-blind model alone)
 
 
 def masked_mean(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -63,11 +66,15 @@ class ActionClassifier(L.LightningModule):
     input_dim, class_names, extractor: from the data (linked by the CLI); the extractor record
         configures inference.
     hidden_size, num_layers, proj_dim, dropout, input_dropout, cell: the temporal model.
+    summary_frames: horizon of the time-blind summary the head reads beside the cell's state (the running
+        mean and spread of the frame embeddings, the mean of the cell's outputs; ``pipeline.model.rnn``);
+        0: the cell's state alone (checkpoints made before the summary).
     streams: ``pose``, ``fused`` or ``auto`` (both trained, the lower validation loss kept); without pooled
         layers in the features there is only ``pose``.
     pooled_dropout: chance of hiding the pooled backbone block from a training sequence of the fused stream.
-    probe_share: share of each stream's per-frame probabilities given to its frame probe (a linear model of
-        the frame alone, fitted before training, ``pipeline.model.frame_probe``); 0: the GRU alone; None
+    probe_share: share of each stream's per-frame probabilities given to its probe (a linear model of the
+        frame alone, or with the summary of the frames' running mean, fitted before training,
+        ``pipeline.model.frame_probe``); 0: the GRU alone; 1: the probe alone; None
         (the default): chosen per stream at each validation from ``PROBE_SHARES``, the lowest video-level
         validation loss (ties: the smaller share).
     lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
@@ -97,6 +104,7 @@ class ActionClassifier(L.LightningModule):
         dropout: float = 0.5,
         input_dropout: float = 0.0,
         cell: str = "gru",
+        summary_frames: int = 128,
         pooled_dropout: float = 0.5,
         probe_share: float | None = None,
         streams: str = "auto",
@@ -134,7 +142,7 @@ class ActionClassifier(L.LightningModule):
             {
                 name: ActionRNN(
                     input_dim, len(class_names), hidden_size, num_layers, proj_dim, dropout, input_dropout, cell,
-                    pooled_dim, 1.0 if name == "pose" else pooled_dropout,
+                    pooled_dim, 1.0 if name == "pose" else pooled_dropout, summary_frames,
                 )  # fmt: skip
                 for name in names
             }
@@ -162,6 +170,13 @@ class ActionClassifier(L.LightningModule):
         self._train_labels: list[int] = []
         self._val_mix: dict[str, list[tuple[torch.Tensor, ...]]] = {}  # per stream, the validation videos' GRU and probe probabilities
         self.test_frame_probs: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # the kept stream's, per test frame: probabilities, novelty
+
+    @classmethod
+    def from_hparams(cls, hp: dict) -> ActionClassifier:
+        """The classifier a checkpoint's hyper-parameters describe (weights not loaded); one made before an
+        option existed gets what it was trained with, not today's default."""
+        params = inspect.signature(cls).parameters
+        return cls(**{"summary_frames": 0, **{k: v for k, v in hp.items() if k in params}})  # Lightning adds its own keys
 
     @property
     def model(self) -> ActionRNN:
@@ -230,7 +245,7 @@ class ActionClassifier(L.LightningModule):
             out = self.streams[name].outputs(batch["x"], batch["lengths"])[0]
             frame_probs = self.streams[name].scores(batch["x"], out).softmax(-1)
             probs = masked_mean(frame_probs, batch["lengths"])
-            if stage == "val" and level == "video" and self.hparams.probe_share is None:
+            if stage == "val" and level == "video" and self.hparams.probe_share != 0:
                 gru = masked_mean(self.streams[name].head(out).softmax(-1), batch["lengths"])
                 probe = masked_mean(self.streams[name].probe_probs(batch["x"]), batch["lengths"])
                 self._val_mix.setdefault(name, []).append((gru, probe, batch["y"]))
@@ -288,15 +303,17 @@ class ActionClassifier(L.LightningModule):
                 self.losses[f"{stage}_{level}_{n}"].reset()
 
     def choose_probe_shares(self) -> dict[str, torch.Tensor]:
-        """Each stream's probe share: the one of ``PROBE_SHARES`` with the lowest video-level validation loss
-        (a video's probabilities are the mean of its frames', so the mix of the means is the mean of the
-        mixes); its video-level validation figures are then those of that share (the clip-level ones are
-        the previous share's). Returns each stream's video-level loss of the GRU alone."""
+        """Each stream's probe share: the fixed ``probe_share``, or (None) the one of ``PROBE_SHARES`` with the
+        lowest video-level validation loss (a video's probabilities are the mean of its frames', so the mix of
+        the means is the mean of the mixes); its video-level validation figures are then those of that share
+        (the clip-level ones are the previous share's). Returns each stream's video-level loss of the GRU
+        alone, on which the epoch is chosen either way."""
+        shares = PROBE_SHARES if self.hparams.probe_share is None else (float(self.hparams.probe_share),)
         gru_loss = {}
         for name, parts in self._val_mix.items():
             gru, probe, y = (torch.cat(t) for t in zip(*parts))
-            nll = {s: F.nll_loss(((1 - s) * gru + s * probe).clamp(min=1e-8).log(), y, reduction="none") for s in PROBE_SHARES}
-            share = min(PROBE_SHARES, key=lambda s: float(nll[s].mean()))
+            nll = {s: F.nll_loss(((1 - s) * gru + s * probe).clamp(min=1e-8).log(), y, reduction="none") for s in (0.0, *shares)}
+            share = min(shares, key=lambda s: float(nll[s].mean()))
             self.streams[name].share = share
             key = f"val_video_{name}"
             self.losses[key].reset()

@@ -5,7 +5,9 @@ fitted by L-BFGS with its L2 weight chosen on the validation videos, generalises
 stochastic gradient descent makes of the same features (``benchmarks/time_blind_baseline.py``: 0.89 on
 pushfit against the GRU's 0.83-0.86), and it errs on other videos than the GRU does. ``ActionRNN`` fuses
 its probabilities with the GRU's, frame by frame (``pipeline.model.rnn``), so what streams is still one
-score per frame from what has been seen so far.
+score per frame from what has been seen so far. With the summary (``summary_frames``) its rows are the
+running means of the frames instead of single frames (``ActionRNN.probe_input``): the time-blind baseline,
+which on new scenes generalises where a mean of single frames' probabilities does not (README, "Results").
 """
 
 from __future__ import annotations

@@ -8,6 +8,15 @@ a linear model of the normalised frame alone) can be fused in: the frame's proba
 scores (evaluation, streaming, export) gets the fused probabilities. Normalisation statistics and the probe
 are buffers, so they travel inside the checkpoint; the share is a plain number that the classifier keeps
 (chosen on validation, saved with its other choices, ``pipeline.model.classifier``).
+
+Summary (``summary_frames`` > 0): beside its last state, the head reads what ignores order: the running mean
+and spread of the frame embeddings and the running mean of the cell's outputs, averaged over the last
+``summary_frames`` or so (an exponentially decaying mean, so a live person's new action is not drowned by
+an hour of old ones). The probe then reads the running mean of the normalised frames instead of the single
+frame: the time-blind baseline (``benchmarks/time_blind_baseline.py``), fitted the same way and streaming,
+so at a validation-chosen share of 1 the model is that baseline. It is O(1) a frame: the running means
+ride in the recurrent state, after the cell's own ``hidden_size`` values on the last layer, so everything
+that carries the state (streaming, export, live) carries them unchanged; ``state_shape`` is its size.
 """
 
 from __future__ import annotations
@@ -24,11 +33,46 @@ CELLS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # LSTM carries (h, c)
 
 
+def running_mean(v: torch.Tensor, start: torch.Tensor | None, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Values (B, T, F) -> after each frame, their mean weighted ``decay ** age`` (B, T, F) and its fill (B, T, 1).
+
+    ``start`` (B, 1 + F): the fill and mean carried from earlier frames (None: none). The fill is the weight
+    summed so far as a share of its limit ``1 / (1 - decay)``: 1 for a long history. Computed in chunks of
+    that many frames, each in closed form (a cumulative sum scaled by ``decay ** -t`` stays within e)."""
+    b, t, f = v.shape
+    limit = 1.0 / (1.0 - decay)
+    s = v.new_zeros(b, 1 + f) if start is None else torch.cat([start[:, :1] * limit, start[:, 1:] * start[:, :1] * limit], 1)
+    sums = []
+    for chunk in torch.cat([v.new_ones(b, t, 1), v], -1).split(max(1, int(limit)), dim=1):
+        p = decay ** torch.arange(1, chunk.shape[1] + 1, device=v.device, dtype=v.dtype)[None, :, None]
+        sums.append(p * (s[:, None] + torch.cumsum(chunk / p, 1)))
+        s = sums[-1][:, -1]
+    seq = torch.cat(sums, 1)
+    weight = seq[..., :1]
+    return seq[..., 1:] / weight.clamp(min=1e-12), weight / limit
+
+
+class Summarise(nn.Module):
+    """Per-frame representation (cell output, fill, running means) -> the head's input: the cell's output,
+    the embeddings' running mean and standard deviation, and the outputs' running mean."""
+
+    def __init__(self, hidden_size: int, proj_dim: int):
+        super().__init__()
+        self.hidden_size, self.proj_dim = hidden_size, proj_dim
+
+    def forward(self, rep: torch.Tensor) -> torch.Tensor:
+        h, p = self.hidden_size, self.proj_dim
+        mean, square, out_mean = rep[..., h + 1 : h + 1 + p], rep[..., h + 1 + p : h + 1 + 2 * p], rep[..., h + 1 + 2 * p : 2 * h + 1 + 2 * p]
+        sd = (square - mean * mean).clamp(min=0).add(1e-4).sqrt()
+        return torch.cat([rep[..., :h], mean, sd, out_mean], -1)
+
+
 class ActionRNN(nn.Module):
     """Input normalisation and projection, dropout, a GRU (or LSTM / plain RNN), a classification head.
 
     ``pooled_dim``: size of the leading pooled-backbone block of the input; ``pooled_dropout``: chance of
     zeroing that whole block for a training sequence (1: always, in evaluation too: the block is unused).
+    ``summary_frames``: the time-blind summary's horizon in frames (see the module's docstring); 0: none.
     """
 
     def __init__(
@@ -43,6 +87,7 @@ class ActionRNN(nn.Module):
         cell: str = "gru",
         pooled_dim: int = 0,
         pooled_dropout: float = 0.0,
+        summary_frames: int = 0,
     ):
         super().__init__()
         check_choice("--model.cell", cell, sorted(CELLS))
@@ -51,6 +96,12 @@ class ActionRNN(nn.Module):
         for name, v in (("dropout", dropout), ("input_dropout", input_dropout)):
             check_range(f"--model.{name}", v, 0, 0.99)
         check_range("--model.pooled_dropout", pooled_dropout, 0, 1)
+        if summary_frames:
+            check_range("--model.summary_frames", summary_frames, 2, 1_000_000)
+        self.summary_frames = summary_frames
+        # the running means that ride in the state: fill, embedding, its square, cell output, normalised input
+        self.summary_dim = 1 + 2 * proj_dim + hidden_size + input_dim if summary_frames else 0
+        self.input_dim = input_dim
         self.pooled_dim, self.pooled_dropout = pooled_dim, pooled_dropout
         self.register_buffer("mean", torch.zeros(input_dim))
         self.register_buffer("std", torch.ones(input_dim))
@@ -58,12 +109,20 @@ class ActionRNN(nn.Module):
             nn.Dropout(input_dropout), nn.Linear(input_dim, proj_dim), nn.LayerNorm(proj_dim), nn.GELU(), nn.Dropout(dropout)
         )
         self.rnn = CELLS[cell](proj_dim, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
+        if summary_frames:
+            self.head = nn.Sequential(Summarise(hidden_size, proj_dim), nn.Dropout(dropout), nn.Linear(2 * (hidden_size + proj_dim), num_classes))
+        else:
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
         # the frame probe: fitted (fit_probe), not trained
         self.register_buffer("probe_weight", torch.zeros(num_classes, input_dim))
         self.register_buffer("probe_bias", torch.zeros(num_classes))
         self.register_buffer("probe_l2", torch.zeros(()))  # the L2 weight its fit chose (for the report)
         self.share = 0.0  # the probe's share of the fused probabilities; 0: the GRU alone
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        """The recurrent state's (layers, width) per sequence: the cell's, with the summary's running means."""
+        return self.rnn.num_layers, self.rnn.hidden_size + self.summary_dim
 
     @torch.no_grad()
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -84,33 +143,47 @@ class ActionRNN(nn.Module):
 
     @torch.no_grad()
     def fit_probe(self, train: list[torch.Tensor], train_labels: list[int], val: list[torch.Tensor], val_labels: list[int]) -> None:
-        """Fit the frame probe on these videos' features (after ``set_normalization``)."""
-        norm = [self.normalise(v.to(self.mean.device).float()) for v in (*train, *val)]
-        w, b, l2 = fit_probe(norm[: len(train)], train_labels, norm[len(train) :], val_labels, len(self.probe_bias))
+        """Fit the probe on these videos' features (after ``set_normalization``)."""
+        rows = [self.probe_input(v[None].to(self.mean.device).float())[0] for v in (*train, *val)]
+        w, b, l2 = fit_probe(rows[: len(train)], train_labels, rows[len(train) :], val_labels, len(self.probe_bias))
         self.probe_l2.fill_(l2)
         self.probe_weight.copy_(w)
         self.probe_bias.copy_(b)
 
-    def probe_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Features (B, T, D) -> the frame probe's per-frame probabilities (B, T, C)."""
-        return F.linear(self.normalise(x), self.probe_weight, self.probe_bias).softmax(-1)
+    def probe_input(self, x: torch.Tensor, rep: torch.Tensor | None = None) -> torch.Tensor:
+        """Features (B, T, D) -> what the probe reads at each frame (B, T, D): the normalised frame, or with a
+        summary the running mean of the normalised frames (from ``rep``, the ``outputs`` of the same frames
+        carrying the earlier ones; without it, from these frames alone): the time-blind baseline, streaming."""
+        if not self.summary_frames:
+            return self.normalise(x)
+        if rep is not None:
+            return rep[..., -self.input_dim :]
+        return running_mean(self.normalise(x), None, 1.0 - 1.0 / self.summary_frames)[0]
+
+    def probe_probs(self, x: torch.Tensor, rep: torch.Tensor | None = None) -> torch.Tensor:
+        """Features (B, T, D) -> the probe's per-frame probabilities (B, T, C) (``rep``: as ``probe_input``)."""
+        return F.linear(self.probe_input(x, rep), self.probe_weight, self.probe_bias).softmax(-1)
 
     def scores(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Features (B, T, D) and the cell's outputs for them -> per-frame scores (B, T, C): the head's
-        logits, or with a share for the probe the log of ``(1 - share) * GRU + share * probe``."""
+        """Features (B, T, D) and their ``outputs`` -> per-frame scores (B, T, C): the head's logits, or with
+        a share for the probe the log of ``(1 - share) * GRU + share * probe``."""
         logits = self.head(out)
         if self.share <= 0:
             return logits
-        return ((1 - self.share) * logits.softmax(-1) + self.share * self.probe_probs(x)).clamp(min=1e-12).log()
+        return ((1 - self.share) * logits.softmax(-1) + self.share * self.probe_probs(x, out)).clamp(min=1e-12).log()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Features (B, T, D) -> the recurrent cell's input (B, T, proj_dim): normalise and project."""
+        return self.proj[-1](self._embed(x))
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """As ``embed``, before the last dropout: what the summary averages (the same in training and evaluation)."""
         x = self.normalise(x)
         if self.training and 0 < self.pooled_dropout < 1 and self.pooled_dim:
             # drop the appearance block of whole sequences so the model cannot lean on it alone
             keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= self.pooled_dropout).to(x.dtype)
             x = torch.cat([x[..., : self.pooled_dim] * keep, x[..., self.pooled_dim :]], dim=-1)
-        return self.proj(x)
+        return self.proj[:-1](x)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: Hidden | None = None
@@ -126,16 +199,40 @@ class ActionRNN(nn.Module):
     def outputs(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: Hidden | None = None
     ) -> tuple[torch.Tensor, Hidden]:
-        """As ``forward``, but the cell's per-frame outputs (B, T, hidden) instead of the logits: the state
+        """As ``forward``, but the per-frame representation that the head reads (B, T, state width): the cell's
+        output, then with a summary its running means. It is the last layer's state after each frame, the
         space that the prototype rule measures (``pipeline.model.novelty``)."""
-        z = self.embed(x)
+        e = self._embed(x)
+        hidden, start = self._split(hidden)
         if lengths is not None:
-            packed = pack_padded_sequence(z, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed = pack_padded_sequence(self.proj[-1](e), lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, hidden = self.rnn(packed, hidden)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         else:
-            out, hidden = self.rnn(z, hidden)
-        return out, hidden
+            out, hidden = self.rnn(self.proj[-1](e), hidden)
+        if not self.summary_frames:
+            return out, hidden
+        mean, fill = running_mean(torch.cat([e, e * e, out, self.normalise(x)], -1), start, 1.0 - 1.0 / self.summary_frames)
+        summary = torch.cat([fill, mean], -1)
+        last = summary[:, -1] if lengths is None else summary[torch.arange(len(x), device=x.device), lengths.to(x.device) - 1]
+        return torch.cat([out, summary], -1), self._join(hidden, last)
+
+    def _split(self, hidden: Hidden | None) -> tuple[Hidden | None, torch.Tensor | None]:
+        """A state of ``state_shape`` -> the cell's own, and the summary's (B, summary_dim) from the last layer."""
+        if hidden is None or not self.summary_frames:
+            return hidden, None
+        n = self.rnn.hidden_size
+        if isinstance(hidden, tuple):
+            return (hidden[0][..., :n].contiguous(), hidden[1][..., :n].contiguous()), hidden[0][-1, :, n:]
+        return hidden[..., :n].contiguous(), hidden[-1, :, n:]
+
+    def _join(self, hidden: Hidden, summary: torch.Tensor) -> Hidden:
+        """The inverse of ``_split``: the summary after the last layer's cell state, zeros elsewhere."""
+        pad = summary.new_zeros(self.rnn.num_layers, *summary.shape)
+        pad[-1] = summary
+        if isinstance(hidden, tuple):  # LSTM: h carries it, c has the same width
+            return torch.cat([hidden[0], pad], -1), torch.cat([hidden[1], torch.zeros_like(pad)], -1)
+        return torch.cat([hidden, pad], -1)
 
     def step(self, x_t: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """One frame (B, D) -> logits (B, C) and the next hidden state: the streaming form of ``forward``."""
