@@ -17,6 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -192,11 +193,23 @@ def main(args: list[str] | None = None) -> ActionCLI:
     quiet_third_party()
     signal.signal(signal.SIGTERM, _terminated)  # Lightning adds its own while a trainer runs, and calls this one too
     try:
-        return _cli(args)
+        cli = _cli(args)
     except SIGTERMException:  # Lightning's own SystemExit, with status 0: a scheduler would read success
         print("error: stopped by SIGTERM before the run finished; its checkpoints so far are kept "
               "(resume with the same command and --ckpt_path last)", file=sys.stderr)  # fmt: skip
         sys.exit(143)
+    leave_process_group()
+    return cli
+
+
+def leave_process_group() -> None:
+    """Destroy the DDP process group of a run that ended well, on every rank.
+
+    Lightning destroys NCCL's group at exit but not Gloo's (DDP on CPUs), whose worker threads then die with
+    the interpreter and can abort it (SIGABRT, "terminate called without an active exception") after the
+    work is done. Not on a failure: destroying a group while another rank waits in a collective can hang."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _terminated(*_) -> None:

@@ -13,7 +13,7 @@ from conftest import ROOT, TINY_MODEL, make_dataset, run_script
 from test_download import server  # noqa: F401  (fixture)
 from test_extract import _bad_files
 
-from pipeline.cli import unknown_rules
+from pipeline.cli import leave_process_group, unknown_rules
 from pipeline.data.features import POSE_DIM
 
 
@@ -163,6 +163,19 @@ def test_ddp_extraction_and_fit_on_two_cpu_processes(tmp_path):
     assert "rank 1/2: extracted 4 videos, 0 failed" in r.stderr
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 8
     assert "test:" in r.stdout
+
+
+def test_a_finished_run_leaves_its_gloo_process_group():
+    # a Gloo group alive at interpreter exit can abort a finished DDP run (SIGABRT); main() destroys it
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        assert torch.distributed.is_initialized()
+        leave_process_group()
+        assert not torch.distributed.is_initialized()
+        leave_process_group()  # nothing to leave: a single-process run
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def test_the_readmes_own_videos_recipe_runs_as_written(tmp_path):
