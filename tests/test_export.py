@@ -70,7 +70,7 @@ def test_the_folder_carries_what_inference_needs_and_runs_without_the_weights(ex
         assert m["class_names"] == ["walk", "wave"] and m["rejection"] == {"threshold": 0.4}
         assert len(m["normalisation"]["mean"]) == m["extractor"]["feature_dim"] and m["extractor"]["weights_sha256"]
         assert {"extractor", "step"} <= set(m["graphs"]) and all((moved / f"{g}.xml").is_file() for g in m["graphs"])
-        assert m["built_with"]["opset"] == 17 and m["built_with"]["torch"] and m["built_with"]["onnx"]  # what wrote it
+        assert m["built_with"]["opset"] == 18 and m["built_with"]["exporter"] == "torch.onnx (dynamo)" and m["built_with"]["torch"] and m["built_with"]["onnx"]  # what wrote it
         # OpenVINO's conversion tools are never imported: they send telemetry from a forked process, which
         # can hang the exit of an offline process with PyTorch's threads
         assert "openvino" in sys.modules and "openvino_telemetry" not in sys.modules

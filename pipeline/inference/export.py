@@ -44,7 +44,7 @@ from pipeline.model.rnn import ActionRNN
 EXPORT_VERSION = 1
 MANIFEST = "export.json"
 NOVELTY = "novelty.pt"
-OPSET = 17
+OPSET = 18  # the dynamo exporter's lowest (ONNX Runtime >= 1.14 and OpenVINO read it)
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}  # the pip extra that installs each runtime
 
 
@@ -106,14 +106,21 @@ class _Step(nn.Module):
         return (logits[:, 0].softmax(-1), *(new if self.lstm else (new,)))
 
 
-def _onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
-    """Trace ``module`` to ONNX (the TorchScript exporter: these graphs are plain and its output is stable)."""
+def _onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: tuple) -> None:
+    """Export ``module`` with PyTorch's ``torch.export`` (dynamo) exporter, constants folded by onnxscript's
+    optimiser; ``dynamic`` holds each argument's dynamic axes as a list (a tuple of lists for ``*state``)."""
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
-            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        warnings.simplefilter("ignore")  # torch.export's own notes on its internals, nothing the user can act on
+        program = torch.onnx.export(
+            module.eval(), args, input_names=inputs, output_names=outputs, dynamic_shapes=_dims(dynamic),
+            opset_version=OPSET, dynamo=True, external_data=False, optimize=True, verbose=False, report=False,
         )  # fmt: skip
+    program.save(str(path))
+
+
+def _dims(axes: tuple) -> tuple:
+    """Each argument's dynamic axes (a list) as ``torch.export``'s dynamic shapes: ``{axis: Dim.DYNAMIC}``."""
+    return tuple(_dims(a) if isinstance(a, tuple) else {i: torch.export.Dim.DYNAMIC for i in a} for a in axes)
 
 
 def _openvino(folder: Path, names: list[str]) -> bool:
@@ -133,8 +140,8 @@ def _built_with() -> dict:
     """What wrote the folder: the exporter, the opset and the packages' versions (the manifest's record)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"exporter": "torch.onnx (TorchScript)", "opset": OPSET}
-    for name in ("torch", "onnx", "ultralytics", "openvino"):
+    out = {"exporter": "torch.onnx (dynamo)", "opset": OPSET}
+    for name in ("torch", "onnx", "onnxscript", "ultralytics", "openvino"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -177,8 +184,7 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
         _onnx(
             _Pass(extractor, outputs), (frames,), tmp / "extractor.onnx", ["frames"],
             [f"person{i}" for i in range(len(head.f))] + [f"layer{j}" for j in outputs],
-            {"frames": {0: "batch", 1: "height", 2: "width"}, **{f"person{i}": {0: "batch", 1: "h", 2: "w"} for i in range(len(head.f))},
-             **{f"layer{j}": {0: "batch", 2: "h", 3: "w"} for j in outputs}},
+            ([0, 1, 2],),
         )  # fmt: skip
         first.weight.data *= 255
         with torch.inference_mode():
@@ -186,7 +192,7 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
         for i, f in enumerate(feats):
             _onnx(
                 _Branches(extractor, i), (torch.zeros(2, f.shape[1], 5, 5),), tmp / f"branches{i}.onnx", ["patch"],
-                ["box", "keypoints"], {"patch": {0: "n"}, "box": {0: "n"}, "keypoints": {0: "n"}},
+                ["box", "keypoints"], ([0],),
             )  # fmt: skip
         (layers, width), lstm = model.state_shape, parts.cell == "lstm"
         state = ["h", "c"] if lstm else ["h"]
@@ -194,7 +200,7 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
         _onnx(
             _Step(model, lstm), (torch.zeros(2, extractor.feature_dim), *zeros), tmp / "step.onnx", ["features", *state],
             ["probs", *(f"{s}_next" for s in state)],
-            {"features": {0: "n"}, "probs": {0: "n"}, **{s: {1: "n"} for s in state}, **{f"{s}_next": {1: "n"} for s in state}},
+            ([0], tuple([1] for _ in state)),
         )  # fmt: skip
         graphs = ["extractor", *(f"branches{i}" for i in range(len(feats))), "step"]
         if parts.novelty:
