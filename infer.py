@@ -41,6 +41,7 @@ RANGES = {
     "max_people": (1, None, False), "lost_time": (0, None, False), "display_threshold": (0, 1, False),
     "display_smooth": (0, None, False), "reset_after": (0, None, False), "duration": (0, None, True), "batch_size": (1, 4096, False),
     "workers": (1, 256, False), "threads": (1, 1024, False), "imgsz": (32, 4096, False), "max_imgsz": (0, 4096, False),
+    "num_nodes": (1, None, False),
 }  # fmt: skip
 
 
@@ -97,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="processes labelling videos at once, each with its own model and decoder (default 1 on a CPU; on a GPU one per "
                           "two CPU cores up to 8, see README 'On a GPU')")
     run.add_argument("--weights", help="path of the checkpoint's weights file if it moved (its sha256 must match)")
+    arc = p.add_argument_group("archive (a resumable job over many videos, spread by Lightning; README 'Label a whole archive')")
+    arc.add_argument("--trainer.devices", dest="devices", help="processes (CPU) or GPUs per machine: N, or auto; labels into --output with its index.jsonl")
+    arc.add_argument("--trainer.num_nodes", dest="num_nodes", type=int, help="machines (launched by torchrun or SLURM; default 1)")
+    arc.add_argument("--trainer.strategy", dest="strategy", help="Lightning's strategy (default: ddp for more than one process, else auto)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     for name, (low, high, above) in RANGES.items():
@@ -109,6 +114,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             p.error(f"--serve takes HOST:PORT with a port from 1 to 65535, got '{a.serve}'")
     a.sources = a.sources + a.source
+    a.archive = a.devices is not None or a.num_nodes is not None
+    if a.devices is not None and a.devices != "auto" and not (a.devices.isdigit() and int(a.devices) >= 1):
+        p.error(f"--trainer.devices takes a number of processes or GPUs (1 or more) or auto, got '{a.devices}'")
+    if a.archive and (a.output is None or a.workers or a.save_video or a.json or a.csv or a.plot):
+        p.error("--trainer.devices / --trainer.num_nodes label an archive into --output DIR (every output of every video, and "
+                "index.jsonl): give --output, and neither --workers nor --save-video/--json/--csv/--plot")
     if a.export and a.sources:
         p.error("--export writes the models and stops: give no videos")
     if not a.sources and not a.export:
@@ -174,9 +185,45 @@ def export_main(a: argparse.Namespace) -> int:
     return 0
 
 
+def _smoothing(a: argparse.Namespace, predictor: ActionPredictor):
+    from pipeline.inference.files import Smoothing
+
+    return Smoothing(
+        a.smooth, a.min_segment, predictor.rejection_threshold if a.threshold is None else a.threshold, predictor.background,
+        1.0 if a.threshold is None else None,  # a threshold of one's own replaces the checkpoint's rules
+    )  # fmt: skip
+
+
+def archive_main(a: argparse.Namespace, sources: list[str]) -> int:
+    """Label every video once over Lightning's processes into --output and its index; a rerun resumes."""
+    from functools import partial
+
+    from pipeline.cli import leave_process_group
+    from pipeline.inference.archive import label_archive
+    from pipeline.inference.files import plan_outputs
+
+    many = a.devices not in (None, "1") or (a.num_nodes or 1) > 1
+    accelerator = "cpu" if a.device == "cpu" else "gpu" if a.device.startswith("cuda") else "auto"
+    trainer = {"accelerator": accelerator, "devices": a.devices or "auto", "num_nodes": a.num_nodes or 1, "strategy": a.strategy or ("ddp" if many else "auto")}
+    signal.signal(signal.SIGTERM, _stop)
+    summary = label_archive(
+        plan_outputs(sources, a.output, None), a.output, _spec(a), trainer, threads=a.threads, progress=not a.quiet,
+        smoothing=partial(_smoothing, a), batch_size=a.batch_size, top_k=a.top_k, frames_in_json=not a.no_frames, checkpoint=a.checkpoint,
+    )  # fmt: skip
+    leave_process_group()
+    if summary is None:  # another rank: rank 0 reports
+        return 0
+    print(summary.line())
+    if summary.failed:
+        print(f"failed: {len(summary.failed)} of {len(sources)} videos (rows with their error in the index)", file=sys.stderr)
+        for src, why in summary.failed:
+            print(f"  {why}" if why.startswith(src) else f"  {src}: {why}", file=sys.stderr)
+    return 0 if summary.done or summary.skipped else 1
+
+
 def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     from pipeline.data.video import VideoError, check_source, expand_sources
-    from pipeline.inference.files import OutputPaths, Smoothing, analyse_many
+    from pipeline.inference.files import OutputPaths, analyse_many
     from pipeline.inference.outputs import OutputError
     from pipeline.inference.workers import analyse_parallel, default_workers
 
@@ -186,6 +233,8 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     if a.live or a.realtime or a.serve or any(str(s).isdigit() for s in a.sources):
         return live_main(a)
     sources = expand_sources(a.sources)
+    if a.archive:
+        return archive_main(a, sources)
     single = OutputPaths(a.save_video, a.json, a.csv, a.plot)
     if len(sources) > 1 and any(vars(single).values()):
         raise OutputError(f"{len(sources)} videos: use --output DIR instead of --save-video/--json/--csv/--plot")
@@ -202,10 +251,7 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     device = predictor.device.type
     workers = a.workers or default_workers(device, len(sources))
     kwargs = dict(
-        smoothing=Smoothing(
-            a.smooth, a.min_segment, predictor.rejection_threshold if a.threshold is None else a.threshold, predictor.background,
-            1.0 if a.threshold is None else None,  # a threshold of one's own replaces the checkpoint's rules
-        ),
+        smoothing=_smoothing(a, predictor),
         batch_size=a.batch_size, top_k=a.top_k, frames_in_json=not a.no_frames, checkpoint=a.checkpoint,
     )  # fmt: skip
     if workers > 1 and len(sources) > 1:

@@ -335,14 +335,41 @@ def list_videos(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and not p.is_dir()) if folder.is_dir() else []
 
 
+LIST_EXTENSIONS = (".txt", ".csv")
+
+
+def read_list(path: str | Path) -> list[str]:
+    """The videos a list names: a text file of paths (one a line, ``#`` comments) or a CSV whose ``path``
+    column (else its first) holds them; relative paths are relative to the list's folder."""
+    import csv
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise VideoError(f"{path}: cannot read the list of videos ({getattr(e, 'strerror', None) or e})") from None
+    if path.suffix.lower() == ".csv":
+        rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+        column = rows[0].index("path") if rows and "path" in rows[0] else 0
+        names = [r[column].strip() for r in rows[1 if rows and "path" in rows[0] else 0 :] if len(r) > column]
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise VideoError(f"{path}: the list names no videos")
+    return [n if is_stream(n) or Path(n).is_absolute() else str(path.parent / n) for n in names]
+
+
 def expand_sources(items: list[str]) -> list[str]:
-    """Command-line sources -> videos: files and URLs as given, folders -> their videos, globs expanded.
+    """Command-line sources -> videos: files and URLs as given, folders -> their videos, globs expanded, a
+    ``.txt`` or ``.csv`` list -> the videos it names (``read_list``).
 
     A name that is none of these is kept, so that reading it gives the usual one-line error.
     """
     out: list[str] = []
     for item in items:
-        if is_stream(item) or Path(item).is_file():
+        if not is_stream(item) and Path(item).suffix.lower() in LIST_EXTENSIONS and Path(item).is_file():
+            out += read_list(item)
+        elif is_stream(item) or Path(item).is_file():
             out.append(item)
         elif Path(item).is_dir():
             found = list_videos(item)
