@@ -1,8 +1,9 @@
-"""PyTorch vs ONNX Runtime vs OpenVINO: the same clips, the same CPU cores, one run.
+"""PyTorch vs ONNX Runtime vs OpenVINO, fp32 and INT8 exports: the same clips, the same CPU cores, one run.
 
     python benchmarks/backends.py [--checkpoint best.ckpt] [--root DIR] [--clips 5] [--rounds 3] [--live-seconds 20]
 
-For each backend (``infer.py --backend``), on the same clips:
+For each backend (``infer.py --backend``; ``*-int8``: the folder of ``infer.py --export --int8``, calibrated
+on the checkpoint's training videos, or on ``--root``'s clips for the untrained one), on the same clips:
 * file mode: frames per second of ``pipeline.inference.files.analyse_video`` as ``infer.py`` runs it (decode
   thread, batches of ``--batch-size``, tracking, GRU steps), without outputs written; the median of
   ``--rounds``, the backends taking turns (the speed of a shared machine drifts);
@@ -39,7 +40,21 @@ from pipeline.live.capture import LatestFrameCapture  # noqa: E402
 from pipeline.live.loop import LiveOptions, run_live  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKENDS = ("torch", "onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8")
+
+
+def int8_instructions() -> str:
+    """What this CPU offers INT8 convolutions (Linux ``/proc/cpuinfo``), and an ISA cap set for oneDNN
+    (``ONEDNN_MAX_CPU_ISA=AVX2`` makes PyTorch and OpenVINO run as on a CPU without VNNI; ONNX Runtime ignores it)."""
+    import os
+
+    try:
+        flags = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "unknown"
+    have = [f for f in ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "amx_int8") if f in flags]
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return " ".join(have) + (f"; oneDNN capped at {cap}" if cap else "")
 
 
 def per_call_ms(fn, repeats: int) -> np.ndarray:
@@ -87,12 +102,19 @@ def main(argv: list[str] | None = None) -> dict:
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as d:
         ckpt = a.checkpoint or untrained_checkpoint(Path(d) / "untrained.ckpt", a.weights)
-        folder = Path(d) / "exported"
+        folder, folder8 = Path(d) / "exported", Path(d) / "exported-int8"
         t = time.perf_counter()
         export(ckpt, folder)
         export_s = time.perf_counter() - t
+        if any(b.endswith("-int8") for b in a.backends):
+            listed = bool(torch.load(ckpt, map_location="cpu", weights_only=True).get("train_videos"))
+            int8 = export(ckpt, folder8, int8=True, calibrate=None if listed else [a.root], progress=False)["int8"]
+            print(f"int8 export: {json.dumps(int8)}", flush=True)
         frames = np.stack([f for _, (_, f) in zip(range(a.batch_size), VideoReader(clips[0]))])
-        predictors = {b: ActionPredictor(ckpt if b == "torch" else folder, device="cpu", backend=b) for b in a.backends}
+        predictors = {
+            b: ActionPredictor(ckpt if b == "torch" else folder8 if b.endswith("-int8") else folder, device="cpu", backend=b.removesuffix("-int8"))
+            for b in a.backends
+        }
         timings: dict[str, dict[str, list[float]]] = {b: {"file": [], "graph": [], "whole": []} for b in a.backends}
         for predictor in predictors.values():
             analyse_video(clips[0], predictor, None, progress=False)  # warm-up (and OpenVINO's compilation)
@@ -121,20 +143,20 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = predictor.config
     h, w = frames.shape[1:3]
     print(f"\n{len(clips)} clips of {a.root} ({w}x{h} first), {a.threads} threads; {Path(cfg.weights).name} imgsz {cfg.imgsz} "
-          f"layers {list(cfg.layers)}; batch {a.batch_size}; export {export_s:.1f} s")  # fmt: skip
-    print(f"{'backend':<12} {'file fps':>9} {'x torch':>8} {'live p50':>9} {'live p95':>9} {'live fps':>9} "
+          f"layers {list(cfg.layers)}; batch {a.batch_size}; export {export_s:.1f} s; CPU: {int8_instructions()}")  # fmt: skip
+    print(f"{'backend':<16} {'file fps':>9} {'x torch':>8} {'live p50':>9} {'live p95':>9} {'live fps':>9} "
           f"{'1-frame p50':>12} {'p95':>6} {'graph ms/f':>11} {'extractor ms/f':>15} {'x torch':>8}")  # fmt: skip
     base = rows.get("torch")
     for b, r in rows.items():
         speed = r["file_fps"] / base["file_fps"] if base else float("nan")
         ext = base["extractor_ms"] / r["extractor_ms"] if base else float("nan")
-        print(f"{b:<12} {r['file_fps']:>9.1f} {speed:>7.2f}x {r['live_ms_p50']:>9.1f} {r['live_ms_p95']:>9.1f} {r['live_fps']:>9.1f} "
+        print(f"{b:<16} {r['file_fps']:>9.1f} {speed:>7.2f}x {r['live_ms_p50']:>9.1f} {r['live_ms_p95']:>9.1f} {r['live_fps']:>9.1f} "
               f"{r['step_ms_p50']:>12.1f} {r['step_ms_p95']:>6.1f} {r['extractor_graph_ms']:>11.2f} {r['extractor_ms']:>15.2f} {ext:>7.2f}x")  # fmt: skip
     for b, r in rows.items():
         print(f"{b}: file mode runs at {1000 / r['file_fps']:.2f} ms/frame, the extractor alone {r['extractor_ms']:.2f} "
               f"({r['extractor_graph_ms']:.2f} of it in the graph)")  # fmt: skip
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"clips": clips, "threads": a.threads, "batch_size": a.batch_size, "rows": rows}, indent=2))
+    Path(a.out).write_text(json.dumps({"clips": clips, "cpu": int8_instructions(), "threads": a.threads, "batch_size": a.batch_size, "rows": rows}, indent=2))
     return rows
 
 

@@ -71,9 +71,23 @@ def test_fit_on_real_clips_recognises_the_held_out_actor(weizmann3, tmp_path):
                 assert g[:4] == w[:4] and max(abs(float(x) - float(y)) for x, y in zip(g[4:], w[4:])) < 1e-3, (backend, g, w)
             assert json.loads((tmp_path / backend / f"{stem}.json").read_text())["video"]["label"] == v["label"]
 
-    # the explicit GRU cell reproduces the trained nn.GRU on the real cached features
+    # INT8 extractor, calibrated on the checkpoint's own training clips (never the held-out actor's): same labels
     import numpy as np
     import torch
+
+    listed = torch.load(ckpt, map_location="cpu", weights_only=True)["train_videos"]
+    assert len(listed) >= 3 and not {str(Path(p).resolve()) for p in held_out} & set(listed)
+    e = run_script("infer.py", "--export", str(tmp_path / "int8"), "-c", str(ckpt), "--int8", "--calibration-frames", "64")
+    assert e.returncode == 0, e.stderr[-3000:]
+    check = json.loads((tmp_path / "int8" / "export.json").read_text())["int8"]["check"]
+    assert check["people_found"] >= 0.95 and check["feature_cosine_median"] >= 0.95 and check["keypoint_px_median"] <= 3, check
+    for backend in ("onnxruntime", "openvino"):
+        b = run_script("infer.py", *held_out, "-c", str(tmp_path / "int8"), "--backend", backend, "--output", str(tmp_path / f"{backend}8"), "--quiet")
+        assert b.returncode == 0, b.stderr[-3000:]
+        for v in rep["videos"]:
+            assert json.loads((tmp_path / f"{backend}8" / f"{Path(v['path']).stem}.json").read_text())["video"]["label"] == v["label"], backend
+
+    # the explicit GRU cell reproduces the trained nn.GRU on the real cached features
 
     from pipeline.inference.predictor import ActionPredictor
     from pipeline.model.gates import ExplicitGRU

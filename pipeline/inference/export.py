@@ -149,8 +149,16 @@ def _built_with() -> dict:
     return out
 
 
-def export(checkpoint: str | Path, folder: str | Path, weights: str | None = None) -> dict:
-    """Write the exported models of ``checkpoint`` into ``folder`` (replaced atomically); the manifest."""
+def export(
+    checkpoint: str | Path, folder: str | Path, weights: str | None = None, int8: bool = False, calibrate: list[str] | None = None,
+    calibration_frames: int | None = None, progress: bool = True,
+) -> dict:  # fmt: skip
+    """Write the exported models of ``checkpoint`` into ``folder`` (replaced atomically); the manifest.
+
+    ``int8``: an INT8 extractor beside the fp32 one too (``pipeline.inference.quantize``), calibrated on
+    ``calibrate`` (videos, folders, lists) or the checkpoint's training videos. When quantization fails or
+    loses too much, the fp32 export is still written and ExportError says so."""
+    from pipeline.inference import quantize as q
     from pipeline.inference.torch_backend import load_torch  # the same loading, and checks, as inference
 
     try:
@@ -165,6 +173,12 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
     except OSError as e:
         raise ExportError(f"cannot write {folder}: {e.strerror}") from None
     t0 = time.perf_counter()
+    if int8:
+        try:
+            calibration = q.calibration_videos(checkpoint, calibrate)  # said before anything is exported for nothing
+        except q.QuantizationError as e:
+            raise ExportError(str(e)) from None
+    failed = None
     parts = load_torch(checkpoint, device="cpu", half=False, weights=weights)
     extractor, model = parts.extractor, parts.model
     if not extractor._fast_head:
@@ -225,7 +239,15 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
             "graphs": graphs,
             "openvino": _openvino(tmp, graphs),
             "built_with": _built_with(),
+            "precision": "fp32",
         }
+        if int8:
+            try:
+                manifest["int8"] = q.quantize(tmp, manifest, *calibration, calibration_frames or q.FRAMES, progress)
+                manifest["precision"] = "int8"
+                graphs.append("extractor_int8")
+            except q.QuantizationError as e:
+                failed = e
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if folder.exists():
             shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
@@ -233,6 +255,8 @@ def export(checkpoint: str | Path, folder: str | Path, weights: str | None = Non
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if failed is not None:
+        raise ExportError(f"{failed}; the fp32 export is written in {folder}")
     manifest["seconds"] = time.perf_counter() - t0
     return manifest
 

@@ -109,7 +109,10 @@ class ExportedExtractor:
     """The extractor from exported graphs: uint8 BGR frames (B, H, W, 3) -> :class:`Detections`, as
     :class:`~pipeline.data.features.FeatureExtractor` gives them (on the CPU)."""
 
-    def __init__(self, folder: Path, manifest: dict, backend: str, threads: int, max_people: int = MAX_PEOPLE, providers: tuple[str, ...] = CPU):
+    def __init__(
+        self, folder: Path, manifest: dict, backend: str, threads: int, max_people: int = MAX_PEOPLE, providers: tuple[str, ...] = CPU,
+        graph: str = "extractor",
+    ):  # fmt: skip
         if max_people < 1:
             raise OptionError(f"max_people must be at least 1, got {max_people}")
         record = manifest["extractor"]
@@ -122,7 +125,7 @@ class ExportedExtractor:
         outputs = [f"layer{j}" for j in manifest["layer_outputs"]]
         self._names = [f"person{i}" for i in range(len(manifest["levels"]))] + outputs
         self._levels, self._pooled = manifest["levels"], manifest["pooled"]
-        self.graph = Graph(folder, "extractor", backend, threads, per_shape=True, providers=providers)  # the convolutions: on a GPU when there is one
+        self.graph = Graph(folder, graph, backend, threads, per_shape=True, providers=providers)  # the convolutions: on a GPU when there is one
         # a few dozen patches: one thread, no pool to wake (measured faster than two)
         self.heads = [Graph(folder, f"branches{i}", backend, 1) for i in range(len(manifest["levels"]))]
 
@@ -143,7 +146,8 @@ class ExportedExtractor:
 
 
 def load_exported(source: str | Path, backend: str = "auto", device: str = "auto", weights: str | None = None, max_people: int = MAX_PEOPLE) -> Parts:
-    """Predictor parts from an exported folder, or from a checkpoint exported beside it first."""
+    """Predictor parts from an exported folder (its INT8 extractor when it has one), or from a checkpoint
+    exported beside it first."""
     source = Path(source)
     if backend == "torch":
         raise ExportError(f"{source} is an exported folder, without PyTorch weights: use --backend onnxruntime or openvino, or the checkpoint with torch")
@@ -159,7 +163,8 @@ def load_exported(source: str | Path, backend: str = "auto", device: str = "auto
     folder = source if source.is_dir() else cached_export(source, weights)
     manifest = read_manifest(folder)
     threads = torch.get_num_threads()
-    extractor = ExportedExtractor(folder, manifest, backend, threads, max_people, providers)
+    graph = (manifest.get("int8") or {}).get("graph", "extractor")
+    extractor = ExportedExtractor(folder, manifest, backend, threads, max_people, providers, graph)
     step_graph = Graph(folder, "step", backend, 1)  # a GRU step over a few tracks: one thread
     layers, hidden = manifest["state"]["layers"], manifest["state"]["hidden"]
 

@@ -32,6 +32,7 @@ probability catches almost none (an unseen action is named as its nearest known 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -202,6 +203,10 @@ class ActionClassifier(L.LightningModule):
         for key in ("state_dict", "current_model_state"):
             if key in checkpoint:
                 checkpoint[key]["_extra_state"] = self.get_extra_state()
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and "train" in getattr(dm, "data", {}):
+            # what an INT8 export calibrates on by default (``pipeline.inference.quantize``): the user's own footage
+            checkpoint["train_videos"] = [str(Path(v.path).resolve()) for v in dm.data["train"][2]]
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
