@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from pipeline.data.features import ExtractorConfig, letterbox
 from pipeline.data.video import VideoError, expand_sources, open_capture, probe
+from pipeline.model.checkpoint import read_checkpoint
 
 FRAMES = 300  # calibration frames by default: ranges settle after a few hundred
 CHECK_SHARE = 0.2  # of the sampled videos, held out of calibration to check the INT8 graph against fp32
@@ -48,7 +49,7 @@ def calibration_videos(checkpoint: str | Path, calibrate: list[str] | None) -> t
         return videos, "--calibrate " + " ".join(calibrate)
     if Path(checkpoint).is_dir():
         raise QuantizationError(f"{checkpoint} is an exported folder: quantize from the checkpoint (-c best.ckpt)")
-    listed = torch.load(checkpoint, map_location="cpu", weights_only=True).get("train_videos") or []
+    listed = read_checkpoint(checkpoint).get("train_videos") or []  # a missing or foreign file: its one-line error
     videos = [v for v in listed if Path(v).is_file()]
     if not videos:
         why = "lists no training videos (trained before they were recorded)" if not listed else f"lists {len(listed)} training videos, none of them here"
