@@ -32,7 +32,8 @@ from pipeline.model.checkpoint import read_checkpoint
 FRAMES = 300  # calibration frames by default: ranges settle after a few hundred
 CHECK_SHARE = 0.2  # of the sampled videos, held out of calibration to check the INT8 graph against fp32
 # what the INT8 extractor must keep on held-out frames (measured: see README "Export and faster runtimes")
-LIMITS = {"people_found": 0.9, "feature_cosine_p10": 0.9, "keypoint_px_median": 3.0}
+# (keypoint error as a share of the person's height, so that it means the same on any frame size)
+LIMITS = {"people_found": 0.8, "feature_cosine_p10": 0.85, "keypoint_share_median": 0.03}
 
 
 class QuantizationError(RuntimeError):
@@ -152,7 +153,7 @@ def quantize(folder: Path, manifest: dict, videos: list[str], source: str, count
     finally:
         logging.getLogger().setLevel(quiet)
         _remove([cache, conv_only])
-    lost = {k: v for k, v in check.items() if k in LIMITS and (v > LIMITS[k] if k.endswith("px_median") else v < LIMITS[k])}
+    lost = {k: v for k, v in check.items() if k in LIMITS and (v > LIMITS[k] if k.startswith("keypoint") else v < LIMITS[k])}
     if lost:
         _remove(made)
         said = ", ".join(f"{k} {v:.3f} (limit {LIMITS[k]})" for k, v in lost.items())
@@ -174,7 +175,7 @@ def compare(folder: Path, manifest: dict, batches: list[np.ndarray]) -> dict:
     """fp32 against INT8 extractor (ONNX Runtime) on letterboxed ``batches``: the share of the fp32 people
     the INT8 one finds (box IoU >= 0.5), the cosine of their features as the classifier sees them
     (normalised by the checkpoint's mean and std; median and 10th percentile) and their keypoints' error in
-    source pixels (keypoints both call visible; median and 95th percentile)."""
+    source pixels (keypoints both call visible; median and 95th percentile) and as a share of the person's height."""
     from pipeline.inference.runtime import ExportedExtractor
 
     threads = torch.get_num_threads()
@@ -182,7 +183,7 @@ def compare(folder: Path, manifest: dict, batches: list[np.ndarray]) -> dict:
     int8 = ExportedExtractor(folder, manifest, "onnxruntime", threads, graph="extractor_int8")
     mean, std = (torch.tensor(manifest["normalisation"][k]) for k in ("mean", "std"))
     found = people = 0
-    cosines, errors = [], []
+    cosines, errors, shares = [], [], []
     for x in batches:
         a, b = fp32(x), int8(x)
         people += len(a.frame)
@@ -198,15 +199,18 @@ def compare(folder: Path, manifest: dict, batches: list[np.ndarray]) -> dict:
             za, zb = (a.features[i] - mean) / std, (b.features[j] - mean) / std
             cosines.append(float(torch.nn.functional.cosine_similarity(za, zb, dim=0)))
             seen = (a.keypoints[i, :, 2] > 0.5) & (b.keypoints[j, :, 2] > 0.5)
-            errors += (a.keypoints[i, seen, :2] - b.keypoints[j, seen, :2]).norm(dim=1).tolist()
+            error = (a.keypoints[i, seen, :2] - b.keypoints[j, seen, :2]).norm(dim=1)
+            errors += error.tolist()
+            shares += (error / (a.boxes[i, 3] - a.boxes[i, 1]).clamp(min=1)).tolist()
     if people == 0:
         raise QuantizationError("nobody in the held-out frames to check the INT8 extractor on: calibrate on clips with people in view (--calibrate DIR)")
     cos = np.array(cosines or [0.0])
-    err = np.array(errors or [0.0])
+    err, share = np.array(errors or [0.0]), np.array(shares or [0.0])
     return {
         "people": people, "people_found": found / people,
         "feature_cosine_median": float(np.median(cos)), "feature_cosine_p10": float(np.percentile(cos, 10)),
         "keypoint_px_median": float(np.median(err)), "keypoint_px_p95": float(np.percentile(err, 95)),
+        "keypoint_share_median": float(np.median(share)),
     }  # fmt: skip
 
 
