@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         if any(b.endswith("-int8") for b in a.backends):
             listed = bool(torch.load(ckpt, map_location="cpu", weights_only=True).get("train_videos"))
             int8 = export(ckpt, folder8, int8=True, calibrate=None if listed else [a.root], progress=False)["int8"]
-            print(f"int8 export: {json.dumps(int8)}", flush=True)
+            print(f"int8 export: {json.dumps({k: v for k, v in int8.items() if k != 'calibration'} | {'check': {k: v for k, v in int8['check'].items() if k != 'drawn_from'}})}", flush=True)
         frames = np.stack([f for _, (_, f) in zip(range(a.batch_size), VideoReader(clips[0]))])
         predictors = {
             b: ActionPredictor(ckpt if b == "torch" else folder8 if b.endswith("-int8") else folder, device="cpu", backend=b.removesuffix("-int8"))
