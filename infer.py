@@ -186,8 +186,12 @@ def live_main(a: argparse.Namespace) -> int:
 
 def export_main(a: argparse.Namespace) -> int:
     from pipeline.inference.export import export
+    from pipeline.inference.quantize import FRAMES, export_int8
 
-    m = export(a.checkpoint, a.export, a.weights, a.int8, a.calibrate, a.calibration_frames, progress=not a.quiet)
+    if a.int8:
+        m = export_int8(a.checkpoint, a.export, a.weights, a.calibrate, a.calibration_frames or FRAMES, progress=not a.quiet)
+    else:
+        m = export(a.checkpoint, a.export, a.weights)
     ir = " and OpenVINO IR (.xml/.bin)" if m["openvino"] else "; no OpenVINO IR: pip install -e \".[openvino]\" to add it"
     print(f"exported: {a.export} ({', '.join(g + '.onnx' for g in m['graphs'])}, export.json{ir}) in {m['seconds']:.1f} s")
     if a.int8:

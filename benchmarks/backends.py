@@ -36,6 +36,7 @@ from pipeline.data.video import VideoReader, list_videos  # noqa: E402
 from pipeline.inference.export import export  # noqa: E402
 from pipeline.inference.files import analyse_video  # noqa: E402
 from pipeline.inference.predictor import ActionPredictor  # noqa: E402
+from pipeline.inference.quantize import export_int8  # noqa: E402
 from pipeline.live.capture import LatestFrameCapture  # noqa: E402
 from pipeline.live.loop import LiveOptions, run_live  # noqa: E402
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         export_s = time.perf_counter() - t
         if any(b.endswith("-int8") for b in a.backends):
             listed = bool(torch.load(ckpt, map_location="cpu", weights_only=True).get("train_videos"))
-            int8 = export(ckpt, folder8, int8=True, calibrate=None if listed else [a.root], progress=False)["int8"]
+            int8 = export_int8(ckpt, folder8, calibrate=None if listed else [a.root], progress=False)["int8"]
             print(f"int8 export: {json.dumps({k: v for k, v in int8.items() if k != 'calibration'} | {'check': {k: v for k, v in int8['check'].items() if k != 'drawn_from'}})}", flush=True)
         frames = np.stack([f for _, (_, f) in zip(range(a.batch_size), VideoReader(clips[0]))])
         predictors = {

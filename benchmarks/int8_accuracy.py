@@ -31,10 +31,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.data.features import ExtractorConfig  # noqa: E402
-from pipeline.inference.export import export  # noqa: E402
 from pipeline.inference.files import analyse_video  # noqa: E402
 from pipeline.inference.predictor import ActionPredictor  # noqa: E402
-from pipeline.inference.quantize import compare, sample_frames  # noqa: E402
+from pipeline.inference.quantize import compare, export_int8, sample_frames  # noqa: E402
 from pipeline.inference.runtime import Graph  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +55,7 @@ def fold(row: dict, backend: str, frames: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d) / "export"
         t = time.perf_counter()
-        manifest = export(checkpoint, folder, int8=True, progress=False)
+        manifest = export_int8(checkpoint, folder, progress=False)
         export_s = time.perf_counter() - t
         int8 = ActionPredictor(folder, device="cpu", backend=backend)
         fp32 = ActionPredictor(folder, device="cpu", backend=backend)

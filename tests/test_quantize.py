@@ -13,7 +13,7 @@ from conftest import make_checkpoint, run_script, seeing_weights, write_clip
 from pipeline.data.features import ExtractorConfig
 from pipeline.data.video import VideoReader
 from pipeline.inference import quantize
-from pipeline.inference.export import ExportError, export, read_manifest
+from pipeline.inference.export import ExportError, read_manifest
 from pipeline.inference.predictor import ActionPredictor
 
 
@@ -76,7 +76,7 @@ def test_a_quantization_that_loses_too_much_or_fails_keeps_the_fp32_export(setti
     monkeypatch.setitem(quantize.LIMITS, "feature_cosine_p10", 1.01)  # nothing can meet it
     folder = tmp / "refused"
     with pytest.raises(ExportError, match=r"loses too much on held-out frames: feature_cosine_p10 .* fp32 export is written in") as e:
-        export(ckpt, folder, int8=True, calibration_frames=16, progress=False)
+        quantize.export_int8(ckpt, folder, frames=16, progress=False)
     assert "\n" not in str(e.value)
     m = read_manifest(folder)
     assert m["precision"] == "fp32" and "int8" not in m and not list(folder.glob("extractor_int8*")) and not list(folder.glob(".*"))
@@ -105,10 +105,10 @@ def test_calibration_frames_come_from_the_checkpoint_or_calibrate_and_are_said_w
     assert sorted(videos) == sorted(map(str, clips)) and source.startswith("--calibrate")
     bare = make_checkpoint(tmp_path / "old.ckpt", imgsz=96)  # made before checkpoints listed their videos
     with pytest.raises(ExportError, match="lists no training videos .* --calibrate DIR"):
-        export(bare, tmp_path / "never", int8=True)
+        quantize.export_int8(bare, tmp_path / "never")
     assert not (tmp_path / "never").exists()  # refused before anything was exported
     with pytest.raises(ExportError, match="no video files there"):
-        export(ckpt, tmp_path / "never", int8=True, calibrate=[str(tmp_path / "empty")])
+        quantize.export_int8(ckpt, tmp_path / "never", calibrate=[str(tmp_path / "empty")])
     config = ExtractorConfig.from_record(torch.load(ckpt, weights_only=False)["hyper_parameters"]["extractor"])
     frames = quantize.sample_frames([str(clips[0]), str(tmp_path / "missing.avi")], config, count=6, progress=False)
     assert len(frames) == 1 and frames[0].shape[0] == 3 and frames[0].shape[1] % 32 == 0  # one batch per readable video, letterboxed

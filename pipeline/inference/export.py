@@ -32,6 +32,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -150,15 +151,13 @@ def _built_with() -> dict:
 
 
 def export(
-    checkpoint: str | Path, folder: str | Path, weights: str | None = None, int8: bool = False, calibrate: list[str] | None = None,
-    calibration_frames: int | None = None, progress: bool = True,
+    checkpoint: str | Path, folder: str | Path, weights: str | None = None, extra: Callable[[Path, dict], None] | None = None,
 ) -> dict:  # fmt: skip
     """Write the exported models of ``checkpoint`` into ``folder`` (replaced atomically); the manifest.
 
-    ``int8``: an INT8 extractor beside the fp32 one too (``pipeline.inference.quantize``), calibrated on
-    ``calibrate`` (videos, folders, lists) or the checkpoint's training videos. When quantization fails or
-    loses too much, the fp32 export is still written and ExportError says so."""
-    from pipeline.inference import quantize as q
+    ``extra(folder, manifest)``: more graphs written into the export in progress, recorded in its manifest
+    (``pipeline.inference.quantize.export_int8``'s INT8 extractor). When it raises ExportError the fp32
+    export is still written and an ExportError says so."""
     from pipeline.inference.torch_backend import load_torch  # the same loading, and checks, as inference
 
     try:
@@ -173,11 +172,6 @@ def export(
     except OSError as e:
         raise ExportError(f"cannot write {folder}: {e.strerror}") from None
     t0 = time.perf_counter()
-    if int8:
-        try:
-            calibration = q.calibration_videos(checkpoint, calibrate)  # said before anything is exported for nothing
-        except q.QuantizationError as e:
-            raise ExportError(str(e)) from None
     failed = None
     parts = load_torch(checkpoint, device="cpu", half=False, weights=weights)
     extractor, model = parts.extractor, parts.model
@@ -241,12 +235,10 @@ def export(
             "built_with": _built_with(),
             "precision": "fp32",
         }
-        if int8:
+        if extra is not None:
             try:
-                manifest["int8"] = q.quantize(tmp, manifest, *calibration, calibration_frames or q.FRAMES, progress)
-                manifest["precision"] = "int8"
-                graphs.append("extractor_int8")
-            except q.QuantizationError as e:
+                extra(tmp, manifest)
+            except ExportError as e:
                 failed = e
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if folder.exists():

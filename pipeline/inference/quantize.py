@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from pipeline.data.features import ExtractorConfig, letterbox
 from pipeline.data.video import VideoError, expand_sources, open_capture, probe
+from pipeline.inference.export import ExportError, export, runtime_module
 from pipeline.model.checkpoint import read_checkpoint
 
 FRAMES = 300  # calibration frames by default: ranges settle after a few hundred
@@ -36,8 +37,25 @@ CHECK_SHARE = 0.2  # of the sampled videos, held out of calibration to check the
 LIMITS = {"people_found": 0.8, "feature_cosine_p10": 0.85, "keypoint_share_median": 0.03}
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(ExportError):
     """No calibration frames, a quantizer that fails, or an INT8 graph that loses too much."""
+
+
+def export_int8(
+    checkpoint: str | Path, folder: str | Path, weights: str | None = None, calibrate: list[str] | None = None,
+    frames: int = FRAMES, progress: bool = True,
+) -> dict:  # fmt: skip
+    """``export`` with an INT8 extractor beside the fp32 one, calibrated on ``calibrate`` (videos, folders,
+    lists) or the checkpoint's training videos; the manifest. When quantization fails or loses too much, the
+    fp32 export is still written and ExportError says so."""
+    videos, source = calibration_videos(checkpoint, calibrate)  # said before anything is exported for nothing
+
+    def add(tmp: Path, manifest: dict) -> None:
+        manifest["int8"] = quantize(tmp, manifest, videos, source, frames, progress)
+        manifest["precision"] = "int8"
+        manifest["graphs"].append("extractor_int8")
+
+    return export(checkpoint, folder, weights, extra=add)
 
 
 def calibration_videos(checkpoint: str | Path, calibrate: list[str] | None) -> tuple[list[str], str]:
@@ -134,8 +152,6 @@ def quantize(folder: Path, manifest: dict, videos: list[str], source: str, count
     try:
         with tqdm(total=n, desc="Calibrating", unit="frame", disable=not progress, leave=False) as bar:
             quantize_static(folder / "extractor.onnx", made[0], Reader(bar), **options)
-        from pipeline.inference.export import ExportError, runtime_module
-
         try:
             ov = runtime_module("openvino")
         except ExportError:
