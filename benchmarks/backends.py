@@ -11,7 +11,8 @@ on the checkpoint's training videos, or on ``--root``'s clips for the untrained 
   ``--live-seconds``: capture-to-display latency p50 / p95 and processed fps; and the predictor's own
   latency on one frame at a time (p50 / p95);
 * the limit: the extractor alone at the same batch size and image size: its graph (every convolution)
-  and its whole call (with candidates, NMS and pooling), ms per frame.
+  and its whole call (with candidates, NMS and pooling), ms per frame; and its graph on one frame at a time
+  (live's batch), the floor under live latency.
 Ratios are against torch. Without ``--checkpoint`` an untrained classifier with the default config's
 extractor is used (speed does not depend on trained weights). Every backend gets ``--threads`` threads.
 """
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         for backend, predictor in predictors.items():
             predictor.reset()
             one = per_call_ms(lambda it=iter(np.tile(frames, (8, 1, 1, 1))): predictor(next(it)[None]), 5 * a.batch_size)
+            graph_one = per_call_ms(graph_call(predictor, frames[:1]), 3 * a.batch_size)
             capture = LatestFrameCapture(clips[0], realtime=True, loop=True)
             live = run_live(predictor, capture, LiveOptions(show=False, duration_s=a.live_seconds)).summary()
             tm = timings[backend]
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "step_ms_p50": float(np.median(one)), "step_ms_p95": float(np.percentile(one, 95)),
                 "live_ms_p50": live["latency_ms_p50"], "live_ms_p95": live["latency_ms_p95"], "live_fps": live["processed_fps"],
                 "extractor_graph_ms": float(np.median(tm["graph"])), "extractor_ms": float(np.median(tm["whole"])),
+                "graph_one_frame_ms": float(np.median(graph_one)),
             }  # fmt: skip
             print(f"{backend}: {json.dumps({k: np.round(v, 2).tolist() for k, v in rows[backend].items()})}", flush=True)
     cfg = predictor.config
@@ -146,13 +149,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{len(clips)} clips of {a.root} ({w}x{h} first), {a.threads} threads; {Path(cfg.weights).name} imgsz {cfg.imgsz} "
           f"layers {list(cfg.layers)}; batch {a.batch_size}; export {export_s:.1f} s; CPU: {int8_instructions()}")  # fmt: skip
     print(f"{'backend':<16} {'file fps':>9} {'x torch':>8} {'live p50':>9} {'live p95':>9} {'live fps':>9} "
-          f"{'1-frame p50':>12} {'p95':>6} {'graph ms/f':>11} {'extractor ms/f':>15} {'x torch':>8}")  # fmt: skip
+          f"{'1-frame p50':>12} {'p95':>6} {'graph ms/f':>11} {'extractor ms/f':>15} {'x torch':>8} {'graph, 1 frame':>15}")  # fmt: skip
     base = rows.get("torch")
     for b, r in rows.items():
         speed = r["file_fps"] / base["file_fps"] if base else float("nan")
         ext = base["extractor_ms"] / r["extractor_ms"] if base else float("nan")
         print(f"{b:<16} {r['file_fps']:>9.1f} {speed:>7.2f}x {r['live_ms_p50']:>9.1f} {r['live_ms_p95']:>9.1f} {r['live_fps']:>9.1f} "
-              f"{r['step_ms_p50']:>12.1f} {r['step_ms_p95']:>6.1f} {r['extractor_graph_ms']:>11.2f} {r['extractor_ms']:>15.2f} {ext:>7.2f}x")  # fmt: skip
+              f"{r['step_ms_p50']:>12.1f} {r['step_ms_p95']:>6.1f} {r['extractor_graph_ms']:>11.2f} {r['extractor_ms']:>15.2f} {ext:>7.2f}x {r['graph_one_frame_ms']:>15.2f}")  # fmt: skip
     for b, r in rows.items():
         print(f"{b}: file mode runs at {1000 / r['file_fps']:.2f} ms/frame, the extractor alone {r['extractor_ms']:.2f} "
               f"({r['extractor_graph_ms']:.2f} of it in the graph)")  # fmt: skip

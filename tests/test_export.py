@@ -126,8 +126,7 @@ def test_export_never_overwrites_what_is_not_an_export(exported, tmp_path):
         with pytest.raises(ExportError, match="is not an exported folder"):
             export(ckpt, target)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    export(ckpt, tmp_path / "new" / "deep")  # a new folder, parents made
-    export(ckpt, tmp_path / "new" / "deep")  # an old export is replaced
+    export(ckpt, tmp_path / "new" / "deep")  # a new folder, parents made (an old export replaced: the retrained case above)
     assert read_manifest(tmp_path / "new" / "deep")["class_names"] == ["walk", "wave"]
 
 

@@ -215,7 +215,7 @@ class ActionPredictor:
             new.append(state[cells] + 1)  # age
             if self.novelty.motion:  # the pose window moves on by this frame (a track not seen now: an absent row)
                 new.append(torch.cat([state[cells + 1][1:], x[None, :, -POSE_DIM:].float()]))
-            novelty.append(self._novelty(new, len(ids), cells))
+            novelty.append([new[0][-1, : len(ids)], *(t[:, : len(ids)] for t in new[cells:])])  # judged once per batch, below
             for s, n in zip(self.states.state, new):
                 s[:, slots] = n
             probs.append(p[: len(ids)])
@@ -228,7 +228,7 @@ class ActionPredictor:
         sel = torch.from_numpy(rows_all).to(self.step_device)
         p = torch.cat(probs) if probs else features.new_zeros(0, c)
         w = subject_weight(features[sel]) if len(sel) else p.new_zeros(0)
-        n = torch.cat(novelty) if novelty else p.new_zeros(len(p))
+        n = self._novelty(novelty) if novelty else p.new_zeros(len(p))
         g = torch.cat(gates) if gates else p.new_zeros(0, 2)
         out = torch.cat([p, w[:, None], n[:, None], g if len(g) == len(p) else p.new_zeros(len(p), 2)], 1).cpu().numpy()  # one copy back
         return Predictions(
@@ -238,13 +238,16 @@ class ActionPredictor:
             weight=out[:, c], novelty=out[:, c + 1], gates={"update": out[:, c + 2], "reset": out[:, c + 3]} if gates else None,
         )  # fmt: skip
 
-    def _novelty(self, state: list[torch.Tensor], n: int, cells: int) -> torch.Tensor:
-        """The novelty of the first ``n`` tracks' step, from their new state (``pipeline.model.novelty``)."""
+    def _novelty(self, steps: list[list[torch.Tensor]]) -> torch.Tensor:
+        """The novelty of every track seen in the batch (``pipeline.model.novelty``), from each step's new state of
+        the tracks seen: the cell's output (the last layer's new h), the age and, with a motion rule, the pose
+        window. One distance computation for the whole batch, not one per frame."""
+        h, age, *window = (torch.cat(parts, 0 if k == 0 else 1) for k, parts in enumerate(zip(*steps)))  # (N, H), (1, N, 1), (W, N, P)
         if not self.novelty:
-            return state[0].new_zeros(n)
-        return self.novelty.combine(  # the cell's output is the last layer's new h
-            self.novelty.motion.novelty(state[cells + 1][:, :n].transpose(0, 1)) if self.novelty.motion else None,
-            self.novelty.prototypes.novelty(state[0][-1, :n], state[cells][0, :n, 0]) if self.novelty.prototypes else None,
+            return h.new_zeros(len(h))
+        return self.novelty.combine(
+            self.novelty.motion.novelty(window[0].transpose(0, 1)) if self.novelty.motion else None,
+            self.novelty.prototypes.novelty(h, age[0, :, 0]) if self.novelty.prototypes else None,
         )
 
     def _gates(self, x: torch.Tensor, ids: np.ndarray, template: list[torch.Tensor]) -> torch.Tensor:

@@ -200,7 +200,7 @@ class PrototypeRule:
 
     def _distance(self, h: torch.Tensor) -> torch.Tensor:
         d = h.to(torch.float32)[:, None] - self.means[None]
-        return torch.einsum("ncd,de,nce->nc", d, self.precision, d).min(1).values
+        return ((d @ self.precision) * d).sum(-1).min(1).values  # (N, classes): one matrix product, not a three-way einsum
 
     def novelty(self, h: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
         """GRU outputs (N, H) and each track's frames so far (N,) -> distance / threshold (N,); 0 for a track
