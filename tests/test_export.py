@@ -61,6 +61,22 @@ def test_exported_graphs_give_pytorchs_probabilities_labels_and_tracks(exported,
         assert (want[4] > 0).any()
 
 
+@pytest.mark.parametrize("exported", ["gru"], indirect=True)  # the extractor's graph does not depend on the cell
+def test_openvino_pads_short_batches_instead_of_compiling_each_length(exported, tmp_path):
+    """A video's last batch is short and every video's is another length: OpenVINO runs it padded to a power of
+    two (a few compilations, not one per length), and the padding's outputs are gone."""
+    _, folder = exported
+    frames = np.stack([f for _, f in VideoReader(write_clip(tmp_path / "a.avi", frames=7, size=(120, 96)))])
+    ov = ActionPredictor(folder, device="cpu", backend="openvino").extractor
+    ort = ActionPredictor(folder, device="cpu", backend="onnxruntime").extractor  # no padding: the reference
+    for n in (3, 4, 5, 7):
+        got, want = ov(frames[:n]), ort(frames[:n])
+        assert set(got.frame.tolist()) == set(range(n))  # people in every frame, none from the padding
+        np.testing.assert_array_equal(got.frame.numpy(), want.frame.numpy())
+        assert (got.boxes - want.boxes).abs().max() < 0.1 and (got.features - want.features).abs().max() < 1e-3
+    assert sorted(key[0][0] for key in ov.graph.compiled) == [4, 8]
+
+
 def test_the_folder_carries_what_inference_needs_and_runs_without_the_weights(exported, tmp_path):
     ckpt, folder = exported
     moved = shutil.copytree(folder, tmp_path / "deployed")
