@@ -31,7 +31,7 @@ class Graph:
     one). A video has one frame size, but its last batch is short, and every video's is another length: each
     length compiled anew cost a second or two per video (the benchmark's first round ran at a third of the
     speed). So a batch runs padded with blank pictures to the next power of two (``padded_batch``), as on a
-    GPU: at most five batch sizes per frame size (1 to 16) are ever compiled, and the padding's outputs are
+    GPU: at most five batch sizes per frame size (1 to 16, at the default --batch-size) are ever compiled, and the padding's outputs are
     dropped (each picture goes through the layers alone)."""
 
     def __init__(self, folder: Path, name: str, backend: str, threads: int, per_shape: bool = False, providers: tuple[str, ...] = CPU):
