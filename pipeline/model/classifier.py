@@ -72,6 +72,10 @@ class ActionClassifier(L.LightningModule):
         0: the cell's state alone (checkpoints made before the summary).
     streams: ``pose``, ``fused`` or ``auto`` (both trained, the lower validation loss kept); without pooled
         layers in the features there is only ``pose``.
+    body: body-relative blocks made from each frame's keypoints (``pipeline.model.body``: ``centred``,
+        ``bones``, ``angles``, ``confident``), appended to the features; ``aspect``: the frame shape
+        (width / height) their geometry assumes. [] (the default): the features as extracted.
+    framing: False hides the box's place and size in the frame from the model (``pipeline.model.rnn``).
     pooled_dropout: chance of hiding the pooled backbone block from a training sequence of the fused stream.
     probe_share: share of each stream's per-frame probabilities given to its probe (a linear model of the
         frame alone, or with the summary of the frames' running mean, fitted before training,
@@ -107,6 +111,9 @@ class ActionClassifier(L.LightningModule):
         cell: str = "gru",
         summary_frames: int = 128,
         pooled_dropout: float = 0.5,
+        body: list[str] | None = None,
+        aspect: float = 16 / 9,
+        framing: bool = True,
         probe_share: float | None = None,
         streams: str = "auto",
         lr: float = 2e-3,
@@ -143,7 +150,7 @@ class ActionClassifier(L.LightningModule):
             {
                 name: ActionRNN(
                     input_dim, len(class_names), hidden_size, num_layers, proj_dim, dropout, input_dropout, cell,
-                    pooled_dim, 1.0 if name == "pose" else pooled_dropout, summary_frames,
+                    pooled_dim, 1.0 if name == "pose" else pooled_dropout, summary_frames, tuple(body or ()), aspect, framing,
                 )  # fmt: skip
                 for name in names
             }
@@ -212,7 +219,7 @@ class ActionClassifier(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and dm is not None and getattr(dm, "mean", None) is not None:
             for m in self.streams.values():
-                m.set_normalization(dm.mean, dm.std)
+                m.set_normalization(dm.mean, dm.std, dm.data["train"][0] if "train" in dm.data else ())
         if stage == "fit" and dm is not None and "train" in getattr(dm, "data", {}) and self.hparams.probe_share != 0:
             seqs, labels, _ = dm.data["train"]
             val, val_labels, _ = dm.data.get("val", ([], [], []))

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pipeline.data.features import POSE_DIM
+from pipeline.model.body import block_dims, body_features, check_blocks
 from pipeline.model.frame_probe import fit_probe
 from pipeline.options import check_choice, check_range
 
@@ -73,6 +75,10 @@ class ActionRNN(nn.Module):
     ``pooled_dim``: size of the leading pooled-backbone block of the input; ``pooled_dropout``: chance of
     zeroing that whole block for a training sequence (1: always, in evaluation too: the block is unused).
     ``summary_frames``: the time-blind summary's horizon in frames (see the module's docstring); 0: none.
+    ``body``: body-relative blocks (``pipeline.model.body``) computed from the pose block of each frame and
+    appended to it before normalisation (so the probe and the summary read them too); ``aspect``: the frame
+    shape they assume. ``framing`` False: the box's place and size in the frame are hidden (zeroed after
+    normalisation), so the model reads the body, not where the camera put it.
     """
 
     def __init__(
@@ -88,6 +94,9 @@ class ActionRNN(nn.Module):
         pooled_dim: int = 0,
         pooled_dropout: float = 0.0,
         summary_frames: int = 0,
+        body: tuple[str, ...] = (),
+        aspect: float = 16 / 9,
+        framing: bool = True,
     ):
         super().__init__()
         check_choice("--model.cell", cell, sorted(CELLS))
@@ -98,15 +107,19 @@ class ActionRNN(nn.Module):
         check_range("--model.pooled_dropout", pooled_dropout, 0, 1)
         if summary_frames:
             check_range("--model.summary_frames", summary_frames, 2, 1_000_000)
+        check_blocks(body)
+        check_range("--model.aspect", aspect, 0.2, 5)
         self.summary_frames = summary_frames
-        # the running means that ride in the state: fill, embedding, its square, cell output, normalised input
-        self.summary_dim = 1 + 2 * proj_dim + hidden_size + input_dim if summary_frames else 0
+        self.body, self.aspect, self.framing = tuple(body), aspect, framing
         self.input_dim = input_dim
+        width = self.width = input_dim + block_dims(self.body)  # what is normalised: the features, then the body blocks
+        # the running means that ride in the state: fill, embedding, its square, cell output, normalised input
+        self.summary_dim = 1 + 2 * proj_dim + hidden_size + width if summary_frames else 0
         self.pooled_dim, self.pooled_dropout = pooled_dim, pooled_dropout
-        self.register_buffer("mean", torch.zeros(input_dim))
-        self.register_buffer("std", torch.ones(input_dim))
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
         self.proj = nn.Sequential(
-            nn.Dropout(input_dropout), nn.Linear(input_dim, proj_dim), nn.LayerNorm(proj_dim), nn.GELU(), nn.Dropout(dropout)
+            nn.Dropout(input_dropout), nn.Linear(width, proj_dim), nn.LayerNorm(proj_dim), nn.GELU(), nn.Dropout(dropout)
         )
         self.rnn = CELLS[cell](proj_dim, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
         if summary_frames:
@@ -114,7 +127,7 @@ class ActionRNN(nn.Module):
         else:
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
         # the frame probe: fitted (fit_probe), not trained
-        self.register_buffer("probe_weight", torch.zeros(num_classes, input_dim))
+        self.register_buffer("probe_weight", torch.zeros(num_classes, width))
         self.register_buffer("probe_bias", torch.zeros(num_classes))
         self.register_buffer("probe_l2", torch.zeros(()))  # the L2 weight its fit chose (for the report)
         self.share = 0.0  # the probe's share of the fused probabilities; 0: the GRU alone
@@ -125,9 +138,20 @@ class ActionRNN(nn.Module):
         return self.rnn.num_layers, self.rnn.hidden_size + self.summary_dim
 
     @torch.no_grad()
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor, train: list[torch.Tensor] = ()) -> None:
+        """The features' ``mean`` and ``std``; with body blocks, theirs are measured on the ``train`` videos."""
+        if self.body:
+            extra = self.width - self.input_dim
+            blocks = body_features(torch.cat(list(train)).to(self.mean.device), self.body, self.aspect) if len(train) else None
+            body_mean = blocks.mean(0) if blocks is not None else self.mean.new_zeros(extra)
+            body_std = blocks.std(0) if blocks is not None else self.std.new_ones(extra)
+            mean, std = torch.cat([mean.to(self.mean), body_mean]), torch.cat([std.to(self.std), body_std])
         self.mean.copy_(mean)
         self.std.copy_(std.clamp(min=1e-4))
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (B, T, D) -> with the body blocks appended (B, T, ``width``)."""
+        return torch.cat([x, body_features(x, self.body, self.aspect).to(x.dtype)], -1) if self.body else x
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         for name in ("probe_weight", "probe_bias", "probe_l2"):  # checkpoints made before the probe: none
@@ -135,10 +159,14 @@ class ActionRNN(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Features (B, T, D) -> standardised, the pooled block zeroed where this model does not use it."""
-        x = (x - self.mean) / self.std
+        """Features (B, T, D) -> standardised, the pooled block (and without ``framing`` the box) zeroed where
+        this model does not use it."""
+        x = (self.expand(x) - self.mean) / self.std
         if self.pooled_dropout >= 1 and self.pooled_dim:
             x = torch.cat([torch.zeros_like(x[..., : self.pooled_dim]), x[..., self.pooled_dim :]], dim=-1)
+        if not self.framing:  # the box's place and size in the frame: where the camera put the person
+            box = self.input_dim - POSE_DIM + 2
+            x = torch.cat([x[..., :box], torch.zeros_like(x[..., box : box + 4]), x[..., box + 4 :]], dim=-1)
         return x
 
     @torch.no_grad()
@@ -157,7 +185,7 @@ class ActionRNN(nn.Module):
         if not self.summary_frames:
             return self.normalise(x)
         if rep is not None:
-            return rep[..., -self.input_dim :]
+            return rep[..., -self.width :]
         return running_mean(self.normalise(x), None, 1.0 - 1.0 / self.summary_frames)[0]
 
     def probe_probs(self, x: torch.Tensor, rep: torch.Tensor | None = None) -> torch.Tensor:
