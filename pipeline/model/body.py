@@ -6,8 +6,8 @@ are computed from it frame by frame (so they stream: no state), in units of the 
 
 * ``centred`` (34): keypoints relative to the hips' midpoint, in torso lengths (hips to shoulders);
 * ``bones`` (28): the direction (unit vector) of each limb and torso bone;
-* ``angles`` (16): cosine and sine of the angle at elbows, shoulders, hips and knees (8 joints), and of the
-  torso's tilt from the vertical;
+* ``angles`` (18): cosine and sine of the angle at elbows, shoulders, hips and knees (8 joints), and of the
+  torso's tilt from the vertical (2);
 * ``confident`` (17): the keypoint confidences, with which every block above is masked: a keypoint under
   ``MIN_CONF`` gives zeros wherever it takes part.
 

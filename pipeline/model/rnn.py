@@ -202,11 +202,11 @@ class ActionRNN(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Features (B, T, D) -> the recurrent cell's input (B, T, proj_dim): normalise and project."""
-        return self.proj[-1](self._embed(x))
+        return self.proj[-1](self._embed(self.normalise(x)))
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        """As ``embed``, before the last dropout: what the summary averages (the same in training and evaluation)."""
-        x = self.normalise(x)
+        """``normalise``d features -> as ``embed``, before the last dropout: what the summary averages (the same
+        in training and evaluation)."""
         if self.training and 0 < self.pooled_dropout < 1 and self.pooled_dim:
             # drop the appearance block of whole sequences so the model cannot lean on it alone
             keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= self.pooled_dropout).to(x.dtype)
@@ -230,7 +230,8 @@ class ActionRNN(nn.Module):
         """As ``forward``, but the per-frame representation that the head reads (B, T, state width): the cell's
         output, then with a summary its running means. It is the last layer's state after each frame, the
         space that the prototype rule measures (``pipeline.model.novelty``)."""
-        e = self._embed(x)
+        z = self.normalise(x)  # once: with body blocks it is the larger part of a step's work outside the cell
+        e = self._embed(z)
         hidden, start = self._split(hidden)
         if lengths is not None:
             packed = pack_padded_sequence(self.proj[-1](e), lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -240,7 +241,7 @@ class ActionRNN(nn.Module):
             out, hidden = self.rnn(self.proj[-1](e), hidden)
         if not self.summary_frames:
             return out, hidden
-        mean, fill = running_mean(torch.cat([e, e * e, out, self.normalise(x)], -1), start, 1.0 - 1.0 / self.summary_frames)
+        mean, fill = running_mean(torch.cat([e, e * e, out, z], -1), start, 1.0 - 1.0 / self.summary_frames)
         summary = torch.cat([fill, mean], -1)
         last = summary[:, -1] if lengths is None else summary[torch.arange(len(x), device=x.device), lengths.to(x.device) - 1]
         return torch.cat([out, summary], -1), self._join(hidden, last)
