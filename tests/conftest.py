@@ -171,3 +171,12 @@ def make_checkpoint(
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint) -> Path:
+    """``tiny.export`` beside the session's checkpoint, as ``infer.py --backend`` makes it on first use: one
+    export (half a minute of the suite's time) for every test that needs one of a plain checkpoint."""
+    from pipeline.inference.export import cached_export
+
+    return cached_export(tiny_checkpoint)

@@ -32,8 +32,15 @@ def exported(request, tmp_path_factory):
     hidden = ActionClassifier(dim, ["a", "b"], {}).model.state_shape[1]  # the default's state: the GRU's and the summary
     protos = PrototypeRule(0.3 * torch.randn(2, hidden, generator=g), torch.eye(hidden), 1.0, 8, 0.05)  # around the limit
     ckpt = make_checkpoint(tmp / "c.ckpt", novelty=Novelty(prototypes=protos), **kw)
-    folder = tmp / "exported"
+    # tested here, as an export of its own costs half a minute: a new folder's parents are made (gru), an old
+    # export in the way is replaced whole (lstm)
+    folder = tmp / "new" / "exported"
+    if request.param == "lstm":
+        folder.mkdir(parents=True)
+        (folder / "export.json").write_text("{}")
+        (folder / "old.onnx").write_text("stale")
     export(ckpt, folder)
+    assert read_manifest(folder)["class_names"] == ["walk", "wave"] and not (folder / "old.onnx").exists()
     return ckpt, folder
 
 
@@ -98,14 +105,18 @@ def test_the_folder_carries_what_inference_needs_and_runs_without_the_weights(ex
         (tmp_path / "away.pt").rename(ckpt.parent / "crowd.pt")
 
 
-def test_a_checkpoint_is_exported_beside_it_once(tmp_path):
-    ckpt = make_checkpoint(tmp_path / "best.ckpt")
-    folder = cached_export(ckpt)
-    assert folder == tmp_path / "best.export" and read_manifest(folder)["checkpoint"] == "best.ckpt"
-    stamp = (folder / "export.json").stat().st_mtime_ns
-    assert cached_export(ckpt) == folder and (folder / "export.json").stat().st_mtime_ns == stamp  # reused
-    make_checkpoint(ckpt, seed=1)  # retrained: exported again
-    assert cached_export(ckpt) == folder and (folder / "export.json").stat().st_mtime_ns != stamp
+def test_a_checkpoint_is_exported_beside_it_once(tiny_checkpoint, tiny_export, tmp_path, monkeypatch):
+    # tiny_export is cached_export(tiny_checkpoint): made on first use, beside the checkpoint
+    assert tiny_export == tiny_checkpoint.with_suffix(".export") and read_manifest(tiny_export)["checkpoint"] == "tiny.ckpt"
+    stamp = (tiny_export / "export.json").stat().st_mtime_ns
+    assert cached_export(tiny_checkpoint) == tiny_export and (tiny_export / "export.json").stat().st_mtime_ns == stamp  # reused
+    ckpt = shutil.copy(tiny_checkpoint, tmp_path / "best.ckpt")
+    shutil.copytree(tiny_export, tmp_path / "best.export")
+    made = []
+    monkeypatch.setattr("pipeline.inference.export.export", lambda *a: made.append(a))  # what export() writes: tests above
+    assert cached_export(ckpt) == tmp_path / "best.export" and made == []  # the same checkpoint's export, moved: reused
+    make_checkpoint(tmp_path / "best.ckpt", seed=1)  # retrained: exported again
+    assert cached_export(ckpt) == tmp_path / "best.export" and made == [(tmp_path / "best.ckpt", tmp_path / "best.export", None)]
 
 
 def test_bad_folders_and_missing_runtimes_are_one_line_errors(exported, tmp_path, monkeypatch):
@@ -142,8 +153,7 @@ def test_export_never_overwrites_what_is_not_an_export(exported, tmp_path):
         with pytest.raises(ExportError, match="is not an exported folder"):
             export(ckpt, target)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    export(ckpt, tmp_path / "new" / "deep")  # a new folder, parents made (an old export replaced: the retrained case above)
-    assert read_manifest(tmp_path / "new" / "deep")["class_names"] == ["walk", "wave"]
+    # a new folder with its parents made, an old export replaced: the fixture's exports
 
 
 def test_onnxruntime_takes_the_gpu_providers_only_where_it_has_them():

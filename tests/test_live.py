@@ -119,11 +119,12 @@ def test_window_without_a_screen_is_a_one_line_error(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
-def test_replay_records_and_reports(tiny_checkpoint, tmp_path, backend):
+def test_replay_records_and_reports(tiny_checkpoint, tiny_export, tmp_path, backend):
     import json
 
     import cv2
 
+    stamp = (tiny_export / "export.json").stat().st_mtime_ns  # OpenVINO runs the export beside the checkpoint
     clip = write_clip(tmp_path / "a.avi", frames=25, fps=25.0)
     r = run_script(
         "infer.py", str(clip), "--realtime", "--no-show", "-c", str(tiny_checkpoint), "--backend", backend,
@@ -134,6 +135,7 @@ def test_replay_records_and_reports(tiny_checkpoint, tmp_path, backend):
     assert stats["frames_from_source"] == 25 and stats["processed_frames"] > 0
     cap = cv2.VideoCapture(str(tmp_path / "rec.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == stats["processed_frames"]
+    assert (tiny_export / "export.json").stat().st_mtime_ns == stamp  # reused, not made again
 
 
 chromium = shutil.which("chromium") or shutil.which("chromium-browser")
