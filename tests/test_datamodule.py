@@ -3,7 +3,7 @@
 import torch
 
 from pipeline.data.datamodule import CropDataset
-from pipeline.data.features import POSE_DIM, reframe
+from pipeline.data.features import KCONF, KXY, POSE_DIM, reframe
 
 
 def frames(n: int, dim: int = 4 + POSE_DIM) -> torch.Tensor:
@@ -55,3 +55,38 @@ def test_min_len_gives_crops_of_every_length_and_drop_loses_whole_frames():
         assert torch.equal(gone, (x == 0).all(1))  # a lost frame is all zeros, the others untouched
         lost += int(gone.sum())
     assert lengths == set(range(4, 17)) and lost > 0
+
+
+def test_tilt_and_shear_move_the_keypoints_once_per_crop_and_keep_nobody_empty():
+    torch.manual_seed(0)
+    x = frames(40)
+    x[:, -POSE_DIM:][:, KXY] = torch.rand(34) * 0.8 + 0.1  # one pose held still
+    x[:, -POSE_DIM:][:, KCONF] = 0.9
+    x[5, -POSE_DIM:] = 0.0  # nobody in frame 5
+    ds = CropDataset([x], [0], clip_len=40, flip=0, noise=0, std=torch.ones(1), tilt=20, shear=0.3)
+    changes = set()
+    for _ in range(10):
+        y, _, _ = ds[0]
+        pose = y[:, -POSE_DIM:]
+        assert (pose[5] == 0).all() and torch.equal(y[:, :-POSE_DIM], x[:, :-POSE_DIM])  # nobody, pooled: untouched
+        assert torch.equal(pose[:, 2:4], x[:, -POSE_DIM + 2 : -POSE_DIM + 4])  # the box keeps its centre
+        kept = torch.cat([pose[:5], pose[6:]])
+        assert torch.allclose(kept, kept[:1].expand_as(kept))  # the same turn for every frame of a crop
+        changes.add(round(float((pose[0, KXY] - x[0, -POSE_DIM:][KXY]).abs().max()), 3))
+    assert len(changes) == 10 and min(changes) > 0  # a new draw for every crop
+
+
+def test_balance_draws_each_class_as_often_whatever_its_size(tmp_path):
+    from pipeline.data.datamodule import ActionDataModule
+
+    dm = ActionDataModule.__new__(ActionDataModule)  # the loader alone: no dataset on disk needed
+    dm.class_names, dm.batch_size, dm.num_workers = ["big", "small"], 8, 0
+    dm.clip_len, dm.flip, dm.noise, dm.speed, dm.zoom, dm.drop, dm.min_len, dm.tilt, dm.shear = 4, 0, 0, 0, 0, 0, None, 0, 0
+    dm.std = torch.ones(1)
+    labels = [0] * 90 + [1] * 10
+    dm.data = {"train": ([frames(4) for _ in labels], labels, [])}
+    for balance, low, high in ((False, 0.05, 0.15), (True, 0.4, 0.6)):
+        dm.balance = balance
+        torch.manual_seed(0)
+        drawn = torch.cat([b["y"] for _ in range(20) for b in dm.train_dataloader()]).float()
+        assert low < drawn.mean() < high  # the small class's share of the crops drawn

@@ -15,6 +15,7 @@ from pipeline.data.features import (
     mirror_features,
     nms,
     pose_similarity,
+    tilted,
 )  # fmt: skip
 from pipeline.data.video import VideoReader
 
@@ -211,6 +212,40 @@ def test_mirrored_features_are_those_of_the_mirrored_frame():
     m, f = mirror_features(a.features), b.features
     assert (m[:, 2] - f[:, 2]).abs().median() < 0.01  # box centre (the detector is not exactly mirror-symmetric)
     assert (m[:, KXY] - f[:, KXY]).abs().median() < 0.02  # keypoints, in units of the box
+
+
+def keypoint_pixels(features: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The pose block's keypoints (N, 17, 2) in the frame's pixels."""
+    pose = features[:, -POSE_DIM:]
+    box, k = pose[:, 2:6], pose[:, KXY].unflatten(-1, (17, 2))
+    return torch.stack([box[:, None, 0] + (k[..., 0] - 0.5) * box[:, None, 2], box[:, None, 1] + (k[..., 1] - 0.5) * box[:, None, 3]], -1) * torch.tensor([width, height])
+
+
+@needs_shared
+def test_tilted_features_are_those_of_the_tilted_frame():
+    import cv2
+
+    ex = FeatureExtractor(ExtractorConfig(weights=str(REAL_WEIGHTS), imgsz=320, layers=()))
+    frames = np.stack([f for _, f in VideoReader(WEIZMANN / "walk" / "daria_walk.avi", max_frames=40)])[::8]
+    height, width = frames.shape[1:3]
+    a = ex(frames)
+    assert len(a.frame) == len(frames)  # one person in every frame
+    turned = []
+    for f, feat in zip(frames, a.features):
+        centre = (float(feat[-POSE_DIM + 2]) * width, float(feat[-POSE_DIM + 3]) * height)
+        turn = cv2.getRotationMatrix2D(centre, -12.0, 1.0)  # OpenCV turns counter-clockwise on screen; tilted, clockwise
+        turned.append(cv2.warpAffine(f, turn, (width, height), borderMode=cv2.BORDER_REPLICATE))
+    b = ex(np.stack(turned))
+    assert torch.equal(a.frame, b.frame)
+    mine, seen = tilted(a.features, np.radians(12.0), aspect=width / height), b.features
+    sure = (a.features[:, KCONF] > 0.5) & (seen[:, KCONF] > 0.5)
+
+    def off(f: torch.Tensor) -> torch.Tensor:  # median distance (pixels) to the turned frame's keypoints
+        return (keypoint_pixels(f, width, height) - keypoint_pixels(seen, width, height)).norm(dim=-1)[sure].median()
+
+    err = off(tilted(a.features, np.radians(12.0), aspect=width / height))
+    assert err < 1.5 and off(a.features) > 2 * err and off(tilted(a.features, -np.radians(12.0), aspect=width / height)) > 4 * err
+    assert (mine[:, -POSE_DIM + 4 : -POSE_DIM + 6] - seen[:, -POSE_DIM + 4 : -POSE_DIM + 6]).abs().median() < 0.03  # the box follows
 
 
 @needs_shared

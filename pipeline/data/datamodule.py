@@ -17,12 +17,12 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from pipeline.data.cache import FeatureCache
 from pipeline.data.download import download_dataset
 from pipeline.data.extract import extract_features, extractor_record
-from pipeline.data.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe
+from pipeline.data.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe, tilted
 from pipeline.data.scenes import with_scene_groups
 from pipeline.data.videoset import DatasetDefinition, DatasetError, Video, list_videos, make_splits
 from pipeline.options import check_range
@@ -35,15 +35,17 @@ class CropDataset(Dataset):
     """Random temporal crops of ``clip_len`` frames (whole video if shorter; a random length from ``min_len``
     when given, as short clips are), played at a random speed in
     ``[1 / (1 + speed), 1 + speed]``, reframed (zoom in ``[1 / (1 + zoom), 1 + zoom]``, moved up to ``zoom / 2``
-    of the frame), mirrored with probability ``flip``, each frame lost (the "nobody" vector, as when the
+    of the frame), the skeleton turned by up to ``tilt`` degrees and sheared by up to ``shear`` (one draw per crop, as
+    a camera's roll holds for a clip), mirrored with probability ``flip``, each frame lost (the "nobody" vector, as when the
     detector misses the person) with probability ``drop``: what other footage of the same action looks like."""
 
     def __init__(
         self, seqs: list[torch.Tensor], labels: list[int], clip_len: int, flip: float, noise: float, std: torch.Tensor,
-        speed: float = 0.0, zoom: float = 0.0, drop: float = 0.0, min_len: int | None = None,
+        speed: float = 0.0, zoom: float = 0.0, drop: float = 0.0, min_len: int | None = None, tilt: float = 0.0,
+        shear: float = 0.0,
     ):  # fmt: skip
         self.seqs, self.labels, self.clip_len, self.flip, self.noise, self.std = seqs, labels, clip_len, flip, noise, std
-        self.speed, self.zoom, self.drop, self.min_len = speed, zoom, drop, min_len
+        self.speed, self.zoom, self.drop, self.min_len, self.tilt, self.shear = speed, zoom, drop, min_len, tilt, shear
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -60,6 +62,9 @@ class CropDataset(Dataset):
             z = float(torch.empty(()).uniform_(-1, 1).mul(math.log1p(self.zoom)).exp())
             dx, dy = (torch.rand(2) - 0.5).mul(self.zoom).tolist()
             x = reframe(x, z, dx, dy)
+        if self.tilt or self.shear:
+            angle, sh = (torch.rand(2) * 2 - 1).mul(torch.tensor([math.radians(self.tilt), self.shear])).tolist()
+            x = tilted(x, angle, sh)
         if self.flip and torch.rand(()) < self.flip:
             x = mirror_features(x)
         if self.noise:
@@ -122,6 +127,9 @@ class ActionDataModule(L.LightningDataModule):
         flip: probability of mirroring a training crop (pose mirrored, left/right keypoints swapped).
         speed: training crops play at a random speed within ``1 + speed`` times faster or slower.
         zoom: training crops are reframed: zoomed within ``1 + zoom`` times and moved up to ``zoom / 2``.
+        tilt: training crops' skeletons turn by up to this many degrees about the box's centre (camera roll).
+        shear: training crops' skeletons are sheared by up to this (x moves by ``shear`` times y: perspective).
+        balance: draw training crops with each class equally likely (weights 1 / class size), not each video.
         drop: chance that a frame of a training crop is lost (all zeros: nobody seen).
         noise: Gaussian feature noise, in units of each feature's standard deviation.
         exclude_classes: classes left out of training, validation and test (``benchmarks/open_set.py`` shows
@@ -149,6 +157,9 @@ class ActionDataModule(L.LightningDataModule):
         flip: float = 0.5,
         speed: float = 0.0,
         zoom: float = 0.0,
+        tilt: float = 0.0,
+        shear: float = 0.0,
+        balance: bool = False,
         drop: float = 0.0,
         noise: float = 0.0,
         batch_size: int = 16,
@@ -161,7 +172,8 @@ class ActionDataModule(L.LightningDataModule):
             ("fold", fold, 0, None), ("num_folds", num_folds, 1, None), ("val_fraction", val_fraction, 0, 0.9),
             ("test_fraction", test_fraction, 0, 0.9), ("clip_len", clip_len, 1, None), ("min_len", min_len, 1, clip_len),
             ("eval_window", eval_window, 1, None), ("eval_stride", eval_stride, 1, None), ("flip", flip, 0, 1),
-            ("speed", speed, 0, 4), ("zoom", zoom, 0, 4), ("drop", drop, 0, 0.9), ("noise", noise, 0, 10),
+            ("speed", speed, 0, 4), ("zoom", zoom, 0, 4), ("tilt", tilt, 0, 45),
+            ("shear", shear, 0, 1), ("drop", drop, 0, 0.9), ("noise", noise, 0, 10),
             ("batch_size", batch_size, 1, 65536), ("num_workers", num_workers, 0, 256), ("extract_batch_size", extract_batch_size, 1, 4096),
         ):  # fmt: skip
             check_range(f"--data.{name}", value, low, high)
@@ -182,6 +194,7 @@ class ActionDataModule(L.LightningDataModule):
         self.download = download
         self.clip_len, self.min_len, self.eval_window, self.eval_stride = clip_len, min_len, eval_window, eval_stride
         self.flip, self.speed, self.zoom, self.drop, self.noise = flip, speed, zoom, drop, noise
+        self.tilt, self.shear, self.balance = tilt, shear, balance
         self.batch_size, self.num_workers, self.extract_batch_size = batch_size, num_workers, extract_batch_size
         self.extractor = FeatureExtractor(extractor)  # resolves the weights now: a bad name fails before any work
         self.cache = FeatureCache(
@@ -281,18 +294,23 @@ class ActionDataModule(L.LightningDataModule):
             "videos: " + ", ".join(f"{k} {len(v[0])}" for k, v in self.data.items()) + f" | features cached in {self.cache.dir}"
         )
 
-    def _loader(self, ds: Dataset, shuffle: bool = False) -> DataLoader:
+    def _loader(self, ds: Dataset, shuffle: bool = False, sampler: WeightedRandomSampler | None = None) -> DataLoader:
         return DataLoader(
-            ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            ds, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
         seqs, labels, _ = self.data["train"]
         crops = CropDataset(
-            seqs, labels, self.clip_len, self.flip, self.noise, self.std, self.speed, self.zoom, self.drop, self.min_len
-        )
-        return self._loader(crops, shuffle=True)
+            seqs, labels, self.clip_len, self.flip, self.noise, self.std, self.speed, self.zoom, self.drop, self.min_len,
+            self.tilt, self.shear,
+        )  # fmt: skip
+        if not self.balance:
+            return self._loader(crops, shuffle=True)
+        counts = torch.bincount(torch.tensor(labels), minlength=len(self.class_names)).float()
+        weights = (1 / counts)[torch.tensor(labels)]  # each class drawn as often, whatever its number of videos
+        return self._loader(crops, sampler=WeightedRandomSampler(weights.double(), len(labels)))
 
     def _eval_loaders(self, name: str) -> list[DataLoader]:
         seqs, labels, _ = self.data[name]

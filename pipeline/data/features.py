@@ -576,3 +576,35 @@ def reframe(x: torch.Tensor, zoom: float, dx: float, dy: float) -> torch.Tensor:
     pose[..., 2:4] = ((pose[..., 2:4] - 0.5) * zoom + 0.5 + pose.new_tensor([dx, dy])) * present
     pose[..., 4:6] = pose[..., 4:6] * zoom
     return x
+
+
+def tilted(x: torch.Tensor, angle: float, shear: float = 0.0, aspect: float = 16 / 9) -> torch.Tensor:
+    """Features (..., D) as if the camera had rolled by ``angle`` radians and seen the body sheared by
+    ``shear`` (x moves by ``shear`` times its height from the box's centre): a slanted floor, a tilted phone,
+    another perspective. The keypoints turn about the box's centre in pixels (``aspect``, the frame's width
+    over height, makes x and y one unit; guessed, as ``pipeline.model.body`` does); the box keeps its centre
+    and grows or shrinks with the confident keypoints' extent, as a detector's box follows the body. Frames
+    with nobody stay all-zero; the pooled block is left as it is."""
+    x = x.clone()
+    pose = x[..., -POSE_DIM:]
+    present, box, conf = pose[..., 0:1], pose[..., 2:6], pose[..., KCONF]
+    k = pose[..., KXY].unflatten(-1, (NUM_KEYPOINTS, 2))
+    unit = box.new_tensor([aspect, 1.0])
+    size = box[..., None, 2:4] * unit  # the box in frame heights
+    p = (k - 0.5) * size  # keypoints about the box's centre, in frame heights
+    c, s = math.cos(angle), math.sin(angle)
+    turn = p.new_tensor([[c, -s], [s, c]]) @ p.new_tensor([[1.0, shear], [0.0, 1.0]])
+    q = p @ turn.T
+    sure = (conf > 0.5)[..., None]
+    before, after = _extent(p, sure), _extent(q, sure)
+    grow = torch.where(before > 1e-3, after / before.clamp(min=1e-3), torch.ones_like(before)).clamp(0.5, 2.0)
+    grow = torch.where(sure.sum(-2) >= 2, grow, torch.ones_like(grow))
+    wh = (size[..., 0, :] * grow / unit).clamp(max=1.0)  # the new box in frame units
+    pose[..., KXY] = ((q / (wh * unit).clamp(min=1e-6)[..., None, :] + 0.5) * present[..., None]).flatten(-2)
+    pose[..., 4:6] = wh * present
+    return x
+
+
+def _extent(p: torch.Tensor, sure: torch.Tensor) -> torch.Tensor:
+    """Width and height (..., 2) of the points (..., K, 2) where ``sure`` (..., K, 1)."""
+    return (p.masked_fill(~sure, -1e3).amax(-2) - p.masked_fill(~sure, 1e3).amin(-2)).clamp(min=0)
