@@ -2,6 +2,7 @@
 
     python benchmarks/open_set.py --root ../shared/data/weizmann [--pairs 5] [--pair-seed 0] [--folds 0 3 6] --out runs/open_set.json
     python benchmarks/open_set.py --summarise runs/open_set.json runs/open_set_more.json    # the table over several
+    python benchmarks/open_set.py --replay runs/open_set.json --descriptor 1 --out runs/open_set_v1.json     # no training
 
 For each held-out pair of classes (``--pairs N`` drawn at random with ``--pair-seed``, or named, e.g.
 ``--pair run skip --pair wave1 wave2``) and each leave-one-actor-out fold, ``train.py fit`` trains on the
@@ -18,6 +19,10 @@ labels a finished video (per-frame probabilities smoothed without delay, frames 
 for the checkpoint's rules (the default: motion weighed with the GRU state; ``-- --model.prototype_quantile=0``
 for motion alone), each alone, and a top-probability threshold (5% of the validation frames under it), so
 that the default is chosen by measurement.
+
+``--replay JSON`` scores the checkpoints of an earlier ``--out`` again, without training; with ``--descriptor
+N`` each checkpoint's motion rule is first refitted on its own training split with ``describe``'s version N
+(``pipeline.model.novelty``), so that two descriptors are compared on the same models.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from pipeline.data.videoset import DatasetDefinition  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
 from pipeline.model.checkpoint import read_checkpoint  # noqa: E402
 from pipeline.model.classifier import ActionClassifier  # noqa: E402
-from pipeline.model.novelty import Novelty  # noqa: E402
+from pipeline.model.novelty import MotionRule, Novelty  # noqa: E402
 from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle, zero_phase  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +101,13 @@ def evaluate(a: argparse.Namespace, ckpt_path: Path, pair: tuple[str, str], fold
     dm.setup("fit")
     dm.setup("test")
     all_names = dm.class_names
+    if getattr(a, "descriptor", None) and model.novelty.motion is not None:  # refitted as train.py fits it, another descriptor
+        known = lambda split: [(x, v) for x, y, v in zip(*dm.data[split]) if all_names[y] not in pair]  # noqa: E731
+        train = known("train")
+        model.novelty.motion = MotionRule.fit(
+            [x for x, _ in train], [v.group or str(v.path) for _, v in train], [x for x, _ in known("val")], hp["motion_window"],
+            hp["motion_quantile"], model.min_frames, descriptor=a.descriptor,
+        )  # fmt: skip
     # for comparison, the top-probability rule: 5% of the validation frames (known actions) under it
     val = [x for x, y in zip(*dm.data["val"][:2]) if all_names[y] not in pair]
     val_top = np.concatenate([zero_phase(np.arange(len(p)) / fps, p, SMOOTH_S).max(1) for p, *_ in per_video(model, val)])
@@ -161,6 +173,8 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/open_set.json")
     p.add_argument("--summarise", nargs="+", metavar="JSON", help="no training: the table over the runs of these earlier --out files")
+    p.add_argument("--replay", metavar="JSON", help="no training: score the checkpoints of this earlier --out again")
+    p.add_argument("--descriptor", type=int, choices=(1, 2), help="with --replay: refit each motion rule with this descriptor version")
     p.add_argument("extra", nargs="*", help="further train.py arguments, after --")
     a = p.parse_args(argv)
     if a.summarise:
@@ -171,14 +185,16 @@ def run(argv: list[str] | None = None) -> dict:
     names = DatasetDefinition.load("weizmann").classes
     pairs = [tuple(x) for x in a.pair] if a.pair else random.Random(a.pair_seed).sample(list(itertools.combinations(names, 2)), a.pairs)
     rows, start = [], time.perf_counter()
-    for pair in pairs:
-        for fold in a.folds:
-            r = evaluate(a, train(a, pair, fold), pair, fold)
-            rows.append(r)
-            print(f"held out {pair[0]}+{pair[1]}, fold {fold} ({r['test']}): known top-1 {r['known_top1_off']:.3f} -> {r['known_top1_on']:.3f} "
-                  f"with rejection; unknown labelled unknown {r['unknown_on']:.2f}; AUROC novelty {r['auroc_novelty']:.3f} "
-                  f"(top probability {r['auroc_top']:.3f})", flush=True)  # fmt: skip
-    summarise(rows, f"{len(rows)} runs ({len(pairs)} pairs x {len(a.folds)} folds)")
+    earlier = json.loads(Path(a.replay).read_text())["runs"] if a.replay else []
+    runs = [(tuple(r["pair"]), r["fold"], Path(r["checkpoint"])) for r in earlier] or [(pair, fold, None) for pair in pairs for fold in a.folds]
+    pairs = list(dict.fromkeys(pair for pair, _, _ in runs))
+    for pair, fold, ckpt in runs:
+        r = evaluate(a, ckpt or train(a, pair, fold), pair, fold)
+        rows.append(r)
+        print(f"held out {pair[0]}+{pair[1]}, fold {fold} ({r['test']}): known top-1 {r['known_top1_off']:.3f} -> {r['known_top1_on']:.3f} "
+              f"with rejection; unknown labelled unknown {r['unknown_on']:.2f}; AUROC novelty {r['auroc_novelty']:.3f} "
+              f"(top probability {r['auroc_top']:.3f})", flush=True)  # fmt: skip
+    summarise(rows, f"{len(rows)} runs ({len(pairs)} pairs)" + (f", replayed from {a.replay}" if a.replay else "") + (f", motion descriptor {a.descriptor}" if a.descriptor else ""))
     total = time.perf_counter() - start
     print(f"total {total:.0f} s")
     summary = {"runs": rows, "args": vars(a), "total_seconds": round(total, 1)}

@@ -72,6 +72,26 @@ def travelling(x: torch.Tensor, speed: float) -> torch.Tensor:
     return x
 
 
+def test_a_person_in_half_of_a_wider_frame_moves_as_in_their_own_clip():
+    # the same clip put in the left half of a frame twice as wide (two people side by side): in frame units
+    # the box's centre and width halve, and nothing the body does changes
+    x = travelling(track(60, 8, 0.2, 0), 0.003)
+    wide = x.clone()
+    wide[:, 3 + 2] /= 2
+    wide[:, 3 + 4] /= 2
+    d, n = describe(sequence_windows(x, 32))
+    assert torch.allclose(describe(sequence_windows(wide, 32))[0], d, atol=1e-5)
+    assert not torch.allclose(describe(sequence_windows(wide, 32), 1)[0], describe(sequence_windows(x, 32), 1)[0], atol=1e-2)  # the old one
+    # a checkpoint's rule keeps the descriptor its bank was made with; those made before it said use the old one
+    rule = MotionRule.fit([track(60, 8, 0.2, i) for i in range(3)], ["a", "b", "c"], [], window=32, quantile=0.1, min_frames=8)
+    state = rule.state()
+    assert state["descriptor"] == 2 and Novelty.from_state({"motion": state}).motion.descriptor == 2
+    del state["descriptor"]
+    old, w = Novelty.from_state({"motion": state}).motion, sequence_windows(x, 32)
+    by_v1 = old._nearest(old._scaled(describe(w, 1)[0])) / old.threshold
+    assert old.descriptor == 1 and torch.allclose(old.novelty(w)[8:], by_v1[8:])
+
+
 def test_how_fast_the_body_travels_counts_as_much_as_what_the_limbs_do():
     # two actions whose limbs swing differently, each travelling at its own pace (as walk and run do)
     actions = [(16, 0.05, 0.002), (6, 0.2, 0.004)]

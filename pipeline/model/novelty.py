@@ -35,11 +35,13 @@ from pipeline.data.features import KXY, POSE_DIM
 
 KEYPOINTS = slice(6, KXY.stop)  # of the pose block: keypoints (x, y), relative to the person's box
 KEYPOINT_DIM = KEYPOINTS.stop - KEYPOINTS.start
-# the descriptor's kinds of evidence, in order, and their sizes: keypoint mean, spread and change; box aspect
-# (mean, spread); box motion in body heights (spread, change). Each kind weighs the same in the distance: the
-# box's few numbers are how fast and how far the body travels, and would drown among 102 keypoint numbers.
+# the descriptor's kinds of evidence, in order, and their sizes: keypoint mean, spread and change; box shape (two
+# numbers); box motion in body units (spread, change). Each kind weighs the same in the distance: the box's few
+# numbers are how fast and how far the body travels, and would drown among 102 keypoint numbers.
 BLOCKS = (KEYPOINT_DIM, KEYPOINT_DIM, KEYPOINT_DIM, 2, 3, 3)
 DESCRIPTOR_DIM = sum(BLOCKS)
+# 2: nothing in the descriptor depends on the frame's shape (see ``describe``); 1: checkpoints made before it
+DESCRIPTOR = 2
 WEIGHTS = torch.cat([torch.full((n,), DESCRIPTOR_DIM / len(BLOCKS) / n) for n in BLOCKS])  # per dimension, summing to DESCRIPTOR_DIM
 MAX_BANK = 4096  # windows kept from the training videos (evenly drawn): about 2 MB in a checkpoint
 MAX_FRAMES = 100_000  # training frames the class means and covariance are taken from (evenly drawn)
@@ -48,20 +50,22 @@ MIN_THRESHOLD = 1e-3  # in units of the scaled distances
 CALIBRATION_WINDOWS = 64  # of each clip, evenly drawn, for its median distance
 
 
-def describe(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def describe(windows: torch.Tensor, version: int = DESCRIPTOR) -> tuple[torch.Tensor, torch.Tensor]:
     """Pose windows (N, W, POSE_DIM), oldest frame first -> descriptors (N, DESCRIPTOR_DIM) and the frames
     each has the person in (N,); frames without the person (``present`` 0) do not count.
 
     What the body does, not where the camera stands: the keypoints in the person's box (mean, spread, mean
-    frame-to-frame change), the box's aspect (mean, spread), and how the box moves and grows in units of
-    the person's height (spread, mean change), never where in the frame the person is or how big.
+    frame-to-frame change), how the box's shape varies (spread and change of its log aspect), and how the
+    box moves and grows in the body's own units (spread, mean change of its centre in mean box widths across
+    and heights down, of its height in mean heights), never where in the frame the person is, how big, or the
+    frame's own shape: the box is in frame units, so a 360x144 frame of two people halves a person's width
+    against their own 180x144 clip, and a descriptor that read the aspect's mean or moves across in heights
+    (``version`` 1, checkpoints before ``DESCRIPTOR`` 2) called both people new.
     """
     present = (windows[..., 0] > 0).to(torch.float32)[..., None]
     n = present.sum(1).clamp(min=1)
     box = windows[..., 2:6].to(torch.float32)
-    height = ((box[..., 3:4] * present).sum(1) / n).clamp(min=1e-3)  # the window's mean box height
-    aspect = box[..., 2:3] / box[..., 3:4].clamp(min=1e-3)
-    body = torch.cat([box[..., 0:2] / height[:, None], box[..., 3:4] / height[:, None]], -1)  # centre and height, in heights
+    size = ((box[..., 2:4] * present).sum(1) / n).clamp(min=1e-3)  # the window's mean box width and height
     kxy = windows[..., KEYPOINTS].to(torch.float32)
 
     def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -71,8 +75,15 @@ def describe(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         change = ((x[:, 1:] - x[:, :-1]).abs() * both).sum(1) / both.sum(1).clamp(min=1)
         return mean, spread, change
 
-    k, a, b = stats(kxy), stats(aspect), stats(body)
-    return torch.cat([*k, a[0], a[1], b[1], b[2]], 1), present[:, :, 0].sum(1)
+    k = stats(kxy)
+    if version == 1:
+        height = size[:, 1:2]
+        a = stats(box[..., 2:3] / box[..., 3:4].clamp(min=1e-3))
+        b = stats(torch.cat([box[..., 0:2] / height[:, None], box[..., 3:4] / height[:, None]], -1))
+        return torch.cat([*k, a[0], a[1], b[1], b[2]], 1), present[:, :, 0].sum(1)
+    a = stats(torch.log(box[..., 2:3].clamp(min=1e-3) / box[..., 3:4].clamp(min=1e-3)))  # a constant frame factor cancels
+    b = stats(torch.cat([box[..., 0:2] / size[:, None], box[..., 3:4] / size[:, None, 1:2]], -1))
+    return torch.cat([*k, a[1], a[2], b[1], b[2]], 1), present[:, :, 0].sum(1)
 
 
 def sequence_windows(features: torch.Tensor, window: int) -> torch.Tensor:
@@ -96,21 +107,23 @@ class MotionRule:
 
     def __init__(
         self, bank: torch.Tensor, centre: torch.Tensor, scale: torch.Tensor, threshold: float, window: int, min_frames: int, quantile: float,
-        calibration: int = 0,
+        calibration: int = 0, descriptor: int = 1,
     ):
         self.bank, self.centre, self.scale = bank.to(torch.float32), centre.to(torch.float32), scale.to(torch.float32)
         self.threshold, self.window, self.min_frames, self.quantile, self.calibration = threshold, window, min_frames, quantile, calibration
+        self.descriptor = descriptor  # describe()'s version the bank was made with (1 in checkpoints that do not say)
 
     @classmethod
     def fit(
         cls, train: list[torch.Tensor], groups: list[str], val: list[torch.Tensor], window: int, quantile: float, min_frames: int,
-        max_bank: int = MAX_BANK,
+        max_bank: int = MAX_BANK, descriptor: int = DESCRIPTOR,
     ) -> MotionRule | None:
         """From the training tracks (features (T, D) each) and their groups, calibrated on them and on the
-        validation tracks. None when there is nothing to calibrate on (fewer than two groups)."""
+        validation tracks. None when there is nothing to calibrate on (fewer than two groups). ``descriptor``:
+        ``describe``'s version (the current one; 1 only to measure against it)."""
 
         def judged(x: torch.Tensor) -> torch.Tensor:  # descriptors of the windows with enough frames to judge
-            d, n = describe(sequence_windows(x, window))
+            d, n = describe(sequence_windows(x, window), descriptor)
             return d[n >= min_frames]
 
         descs = [judged(x) for x in train]
@@ -121,7 +134,7 @@ class MotionRule:
         keep = torch.linspace(0, len(bank) - 1, min(max_bank, len(bank))).round().long()  # evenly: every video keeps its share
         bank, owner = bank[keep], [owner[i] for i in keep.tolist()]
         centre, scale = bank.mean(0), bank.std(0).clamp(min=1e-3) / WEIGHTS.sqrt()  # in units of spread, each kind of evidence weighed the same
-        rule = cls((bank - centre) / scale, centre, scale, 1.0, window, min_frames, quantile)
+        rule = cls((bank - centre) / scale, centre, scale, 1.0, window, min_frames, quantile, descriptor=descriptor)
         index = {g: k for k, g in enumerate(dict.fromkeys(groups))}
         bank_group = torch.tensor([index[g] for g in owner])
         # a clip is unknown when most of its frames are: calibrate on each known clip's median distance
@@ -153,14 +166,14 @@ class MotionRule:
     def novelty(self, windows: torch.Tensor) -> torch.Tensor:
         """Pose windows (N, W, POSE_DIM) -> distance to the nearest training window / threshold (N,); 0 where
         the window has too few frames of the person to judge."""
-        d, n = describe(windows)
+        d, n = describe(windows, self.descriptor)
         out = torch.cat([self._nearest(self._scaled(d[i : i + CHUNK])) for i in range(0, len(d), CHUNK)] or [d.new_zeros(0)]) / self.threshold
         return torch.where(n >= self.min_frames, out, torch.zeros_like(out))
 
     def state(self) -> dict:
         return {
             "bank": self.bank.cpu().clone(), "centre": self.centre.cpu().clone(), "scale": self.scale.cpu().clone(), "threshold": self.threshold, "window": self.window,
-            "min_frames": self.min_frames, "quantile": self.quantile, "calibration": self.calibration,
+            "min_frames": self.min_frames, "quantile": self.quantile, "calibration": self.calibration, "descriptor": self.descriptor,
         }  # fmt: skip
 
     def summary(self) -> dict:
