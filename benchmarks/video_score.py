@@ -1,6 +1,7 @@
 """What a video's score averages: the checkpoints of a cross-validation, replayed on their test videos.
 
     python benchmarks/video_score.py --cv runs/cv_pushfit_default.json [--out runs/video_score_pushfit.json]
+    python benchmarks/video_score.py --cv runs/cv_seed0.json runs/cv_seeds12.json    # seeds run apart, together
 
 ``train.py test`` (and so ``cross_validate.py``) scores a video by the mean of the kept stream's per-frame
 probabilities over the whole span of its subject's track, frames where nobody is seen included;
@@ -16,6 +17,10 @@ scores them three ways:
 * ``share_0``, ``share_0.5``, ``share_1``: ``span`` with the probe's share set to 0 (the GRU alone), 0.5 and
   1 (the probe alone) instead of the one validation chose: which part carries over to the test videos
   (with the summary the probe is the time-blind model, ``pipeline.model.rnn``).
+
+When the cross-validation ran several seeds (``--seeds 0 1 2``), each fold's seeds are also averaged as an
+ensemble (the mean of their ``span`` probabilities per video), beside the mean of the seeds' own scores on the
+same fold: what averaging seeds at inference would give, measured before it is built.
 
 Printed and written to ``--out``: per fold video top-1 under each rule, the mean +- sd over folds per seed
 and over seeds, and how many videos change label against ``span``.
@@ -84,6 +89,7 @@ def replay_fold(row: dict, args: dict, cached: dict) -> dict:
     names = list(hp["class_names"])
     hits = dict.fromkeys(RULES, 0)
     changed = dict.fromkeys(RULES, 0)
+    probs = {}
     for v in report["videos"]:
         entry = dm.cache.entry(Path(v["path"]), dm.root)
         seq = dm.cache.load(entry).subject() if entry.is_file() else None
@@ -92,27 +98,48 @@ def replay_fold(row: dict, args: dict, cached: dict) -> dict:
         with torch.no_grad():
             scores = video_scores(classifier.model, torch.from_numpy(seq), hp.get("warmup_frames", 8))
         labels = {r: names[int(p.argmax())] for r, p in scores.items()}
+        probs[v["path"]] = (scores["span"], names.index(v["label"]))
         if labels["span"] != v["predicted"]:
             raise ReplayError(f"{v['path']}: the replay labels it {labels['span']}, the report {v['predicted']}: not this run's checkpoint or features")
         for r in RULES:
             hits[r] += labels[r] == v["label"]
             changed[r] += labels[r] != labels["span"]
     n = len(report["videos"])
-    return {"fold": row["fold"], "seed": row["seed"], "videos": n, **{r: hits[r] / n for r in RULES}, "changed": changed}
+    return {
+        "fold": row["fold"], "seed": row["seed"], "split_seed": row.get("split_seed", 0), "videos": n,
+        **{r: hits[r] / n for r in RULES}, "changed": changed, "probs": probs,
+    }  # fmt: skip
+
+
+def ensembles(rows: list[dict]) -> list[dict]:
+    """Per fold (and deal) run with several seeds: video top-1 of the seeds' mean probabilities, and the mean of
+    the seeds' own top-1."""
+    folds: dict[tuple[int, int], list[dict]] = {}
+    for r in rows:
+        folds.setdefault((r["split_seed"], r["fold"]), []).append(r)
+    out = []
+    for (deal, fold), runs in sorted(folds.items()):
+        if len(runs) < 2:
+            continue
+        videos = runs[0]["probs"]
+        hits = sum(int(torch.stack([r["probs"][v][0] for r in runs]).mean(0).argmax()) == label for v, (_, label) in videos.items())
+        out.append({"deal": deal, "fold": fold, "seeds": len(runs), "ensemble": hits / len(videos), "single": sum(r["span"] for r in runs) / len(runs)})
+    return out
 
 
 def run(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cv", required=True, help="a summary written by benchmarks/cross_validate.py --out")
+    p.add_argument("--cv", required=True, nargs="+", help="summaries written by benchmarks/cross_validate.py --out (several: their runs together, e.g. seeds run apart)")
     p.add_argument("--out", help="where to write the results (JSON)")
     a = p.parse_args(argv)
-    if not Path(a.cv).is_file():
-        raise ReplayError(f"{a.cv} not found: give the --out of a benchmarks/cross_validate.py run")
-    summary = json.loads(Path(a.cv).read_text())
+    for f in a.cv:
+        if not Path(f).is_file():
+            raise ReplayError(f"{f} not found: give the --out of a benchmarks/cross_validate.py run")
+    summaries = [json.loads(Path(f).read_text()) for f in a.cv]
     torch.set_num_threads(1)  # small sequences: one thread is fastest and spares the machine
     rows, cached = [], {}
-    for row in summary["folds"]:
-        rows.append(replay_fold(row, summary["args"], cached))
+    for row, args in [(row, s["args"]) for s in summaries for row in s["folds"]]:
+        rows.append(replay_fold(row, args, cached))
         r = rows[-1]
         print(f"seed {r['seed']} fold {r['fold']}: " + "  ".join(f"{k} {r[k]:.3f}" for k in RULES)
               + "  (labels changed: " + ", ".join(f"{k} {r['changed'][k]}" for k in RULES[1:]) + ")", flush=True)  # fmt: skip
@@ -124,7 +151,16 @@ def run(argv: list[str] | None = None) -> dict:
     for k in RULES:
         print(f"{k:>13}: video top-1 {overall[k][0]:.3f} +- {overall[k][1]:.3f} over {len(seeds)} seed(s)"
               + (f"; {total[k]} of {videos} test videos change label against span" if k != "span" else ""))  # fmt: skip
-    result = {"cv": a.cv, "folds": rows, "per_seed": per_seed, "mean": {k: {"mean": v[0], "sd_over_seeds": v[1]} for k, v in overall.items()}, "changed": total}
+    ens = ensembles(rows)
+    if ens:
+        gain = [e["ensemble"] - e["single"] for e in ens]
+        se = mean_sd(gain)[1] / len(gain) ** 0.5 if len(gain) > 1 else 0.0
+        print(f"     ensemble: {ens[0]['seeds']} seeds averaged per fold: " + ", ".join(f"{e['ensemble']:.3f}" for e in ens)
+              + f"; mean {mean_sd([e['ensemble'] for e in ens])[0]:.3f} against {mean_sd([e['single'] for e in ens])[0]:.3f}"
+              + f" for one seed (paired gain {mean_sd(gain)[0]:+.3f} +- {se:.3f} SE over {len(ens)} folds)")  # fmt: skip
+    for r in rows:
+        del r["probs"]
+    result = {"cv": a.cv, "folds": rows, "per_seed": per_seed, "mean": {k: {"mean": v[0], "sd_over_seeds": v[1]} for k, v in overall.items()}, "changed": total, "ensembles": ens}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=2))
