@@ -5,8 +5,9 @@ named as its nearest known one, so its top probability says little (``benchmarks
 say more, each in units of its calibrated limit (above 1 is ``unknown``):
 
 * **motion** (``MotionRule``, the one that decides): a person's last ``window`` frames described by what the body
-  does, not where the camera stands (keypoints in the person's box, box aspect, box motion in body heights:
-  mean, spread, frame-to-frame change; each kind of evidence weighed the same), and the distance to the
+  does, not where the camera stands or what shape its frame is (keypoints in the person's box: mean, spread,
+  frame-to-frame change; how the box's shape varies; how it travels in the body's own units; each kind of
+  evidence weighed the same), and the distance to the
   nearest such window of the training videos (the bank, kept in the checkpoint). Calibrated as a new
   person is met: each training clip's windows against the bank without its own group (the actor; the clip
   itself when the data has no groups), and each validation clip's against the whole bank; a clip is
