@@ -76,7 +76,7 @@ def test_tilt_and_shear_move_the_keypoints_once_per_crop_and_keep_nobody_empty()
     assert len(changes) == 10 and min(changes) > 0  # a new draw for every crop
 
 
-def test_balance_draws_each_class_as_often_whatever_its_size(tmp_path):
+def test_balance_draws_each_class_as_often_whatever_its_size():
     from pipeline.data.datamodule import ActionDataModule
 
     dm = ActionDataModule.__new__(ActionDataModule)  # the loader alone: no dataset on disk needed
