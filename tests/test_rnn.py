@@ -63,6 +63,26 @@ def test_the_summary_is_the_time_blind_mean_and_spread_riding_in_the_state():
     assert torch.allclose(rev[0, -1, 8:12], read[0, -1, 8:12], atol=2e-2) and not torch.allclose(rev[0, -1, :8], read[0, -1, :8], atol=1e-3)
 
 
+def test_a_summary_for_the_probe_alone_leaves_the_head_to_the_cell():
+    torch.manual_seed(0)
+    both = ActionRNN(input_dim=6, num_classes=3, hidden_size=8, proj_dim=4, summary_frames=16).eval()
+    probe_only = ActionRNN(input_dim=6, num_classes=3, hidden_size=8, proj_dim=4, summary_frames=16, summary_head=False).eval()
+    plain = ActionRNN(input_dim=6, num_classes=3, hidden_size=8, proj_dim=4).eval()
+    probe_only.load_state_dict({k.replace("head.1.", "head.2."): v for k, v in plain.state_dict().items()})  # same weights
+    x = torch.randn(2, 20, 6)
+    assert torch.allclose(probe_only(x)[0], plain(x)[0], atol=1e-6)  # the GRU's scores: the cell's state alone, as without a summary
+    assert probe_only.state_shape == both.state_shape  # the running means still ride in the state ...
+    probe_only.probe_weight.normal_()
+    probe_only.share = 0.5
+    out = probe_only.outputs(x)[0]
+    assert torch.allclose(probe_only.probe_probs(x, out), probe_only.probe_probs(x), atol=1e-5)  # ... for the probe's running mean
+    hidden, steps = None, []
+    for t in range(20):
+        logits, hidden = probe_only.step(x[:, t], hidden)
+        steps.append(logits)
+    assert (torch.stack(steps, 1) - probe_only(x)[0]).abs().max() < 1e-5
+
+
 def test_normalisation_lives_in_the_state_dict():
     m = ActionRNN(input_dim=5, num_classes=2)
     m.set_normalization(torch.full((5,), 3.0), torch.full((5,), 2.0))

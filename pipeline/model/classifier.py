@@ -70,6 +70,8 @@ class ActionClassifier(L.LightningModule):
     summary_frames: horizon of the time-blind summary the head reads beside the cell's state (the running
         mean and spread of the frame embeddings, the mean of the cell's outputs; ``pipeline.model.rnn``);
         0: the cell's state alone (checkpoints made before the summary).
+    summary_head: False: the head reads the cell's state alone and the summary serves the probe only (the
+        running mean it reads), so the GRU trains as without a summary.
     streams: ``pose``, ``fused`` or ``auto`` (both trained, the lower validation loss kept); without pooled
         layers in the features there is only ``pose``.
     body: body-relative blocks made from each frame's keypoints (``pipeline.model.body``: ``centred``,
@@ -110,6 +112,7 @@ class ActionClassifier(L.LightningModule):
         input_dropout: float = 0.0,
         cell: str = "gru",
         summary_frames: int = 128,
+        summary_head: bool = True,
         pooled_dropout: float = 0.5,
         body: list[str] | None = None,
         aspect: float = 16 / 9,
@@ -151,6 +154,7 @@ class ActionClassifier(L.LightningModule):
                 name: ActionRNN(
                     input_dim, len(class_names), hidden_size, num_layers, proj_dim, dropout, input_dropout, cell,
                     pooled_dim, 1.0 if name == "pose" else pooled_dropout, summary_frames, tuple(body or ()), aspect, framing,
+                    summary_head,
                 )  # fmt: skip
                 for name in names
             }

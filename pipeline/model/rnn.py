@@ -14,7 +14,8 @@ and spread of the frame embeddings and the running mean of the cell's outputs, a
 ``summary_frames`` or so (an exponentially decaying mean, so a live person's new action is not drowned by
 an hour of old ones). The probe then reads the running mean of the normalised frames instead of the single
 frame: the time-blind baseline (``benchmarks/time_blind_baseline.py``), fitted the same way and streaming,
-so at a validation-chosen share of 1 the model is that baseline. It is O(1) a frame: the running means
+so at a validation-chosen share of 1 the model is that baseline; ``summary_head`` False keeps the summary
+for the probe alone (the head reads the cell's state, as without a summary). It is O(1) a frame: the running means
 ride in the recurrent state, after the cell's own ``hidden_size`` values on the last layer, so everything
 that carries the state (streaming, export, live) carries them unchanged; ``state_shape`` is its size.
 """
@@ -69,12 +70,25 @@ class Summarise(nn.Module):
         return torch.cat([rep[..., :h], mean, sd, out_mean], -1)
 
 
+class Cell(nn.Module):
+    """Per-frame representation (cell output, then the summary) -> the cell's output alone: a head that
+    leaves the summary to the probe."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+
+    def forward(self, rep: torch.Tensor) -> torch.Tensor:
+        return rep[..., : self.hidden_size]
+
+
 class ActionRNN(nn.Module):
     """Input normalisation and projection, dropout, a GRU (or LSTM / plain RNN), a classification head.
 
     ``pooled_dim``: size of the leading pooled-backbone block of the input; ``pooled_dropout``: chance of
     zeroing that whole block for a training sequence (1: always, in evaluation too: the block is unused).
     ``summary_frames``: the time-blind summary's horizon in frames (see the module's docstring); 0: none.
+    ``summary_head``: whether the head reads the summary beside the cell's state (False: the probe alone does).
     ``body``: body-relative blocks (``pipeline.model.body``) computed from the pose block of each frame and
     appended to it before normalisation (so the probe and the summary read them too); ``aspect``: the frame
     shape they assume. ``framing`` False: the box's place and size in the frame are hidden (zeroed after
@@ -97,6 +111,7 @@ class ActionRNN(nn.Module):
         body: tuple[str, ...] = (),
         aspect: float = 16 / 9,
         framing: bool = True,
+        summary_head: bool = True,
     ):
         super().__init__()
         check_choice("--model.cell", cell, sorted(CELLS))
@@ -122,8 +137,10 @@ class ActionRNN(nn.Module):
             nn.Dropout(input_dropout), nn.Linear(width, proj_dim), nn.LayerNorm(proj_dim), nn.GELU(), nn.Dropout(dropout)
         )
         self.rnn = CELLS[cell](proj_dim, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
-        if summary_frames:
+        if summary_frames and summary_head:
             self.head = nn.Sequential(Summarise(hidden_size, proj_dim), nn.Dropout(dropout), nn.Linear(2 * (hidden_size + proj_dim), num_classes))
+        elif summary_frames:  # the same layout of weights (head.2), reading the cell's state alone
+            self.head = nn.Sequential(Cell(hidden_size), nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
         else:
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
         # the frame probe: fitted (fit_probe), not trained
