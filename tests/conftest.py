@@ -180,3 +180,23 @@ def tiny_export(tiny_checkpoint) -> Path:
     from pipeline.inference.export import cached_export
 
     return cached_export(tiny_checkpoint)
+
+
+def graphs_from(folder: Path, monkeypatch: pytest.MonkeyPatch, keep: tuple[str, ...] = ()) -> None:
+    """Let ``export`` take each ONNX graph from ``folder``, an export of the same weights made earlier in the
+    session, instead of tracing it again (half a minute an export); the graphs named in ``keep`` are still
+    traced. Everything else an export does (checks, manifest, OpenVINO IR, the folder's atomic write) runs
+    as it does for a user, and a graph of other weights would fail the tests that compare it with PyTorch."""
+    import shutil
+
+    from pipeline.inference import export
+
+    traced = export._onnx
+
+    def copy(module, args, path: Path, *rest) -> None:
+        if path.name in keep:
+            traced(module, args, path, *rest)
+        else:
+            shutil.copyfile(folder / path.name, path)
+
+    monkeypatch.setattr(export, "_onnx", copy)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_checkpoint, write_clip
+from conftest import ROOT, graphs_from, make_checkpoint, write_clip
 from test_download import server  # noqa: F401  (fixture)
 
 from pipeline.data.extract import extract_video
@@ -244,8 +244,9 @@ def test_the_background_class_is_no_action(capsys, tmp_path):
     assert {p["label"] for f in doc["frames"] for p in f["tracks"]} == {"background"}
 
 
-def test_export_then_run_the_folder_with_each_backend(capsys, tmp_path):
-    ckpt = make_checkpoint(tmp_path / "best.ckpt", rejection={"threshold": 0.3})
+def test_export_then_run_the_folder_with_each_backend(capsys, tmp_path, tiny_export, monkeypatch):
+    ckpt = make_checkpoint(tmp_path / "best.ckpt", rejection={"threshold": 0.3})  # tiny_checkpoint's weights
+    graphs_from(tiny_export, monkeypatch)  # traced once for the session; the rest of the export runs here
     clip = write_clip(tmp_path / "a.avi", frames=16)
     code, out, err = infer(capsys, "--export", str(tmp_path / "exported"), "-c", str(ckpt))
     assert code == 0, err

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import make_checkpoint, run_script, seeing_weights, write_clip
+from conftest import graphs_from, make_checkpoint, run_script, seeing_weights, write_clip
 
 from pipeline.data.features import ExtractorConfig
 from pipeline.data.video import VideoReader
@@ -71,8 +71,9 @@ def test_int8_folder_is_calibrated_on_the_training_clips_checked_and_runs_on_bot
         assert np.abs(np.sort(got[0].max(1))[:10] - np.sort(want[0].max(1))[:10]).max() < 0.2  # ...and close, not equal, probabilities
 
 
-def test_a_quantization_that_loses_too_much_or_fails_keeps_the_fp32_export(setting, monkeypatch):
+def test_a_quantization_that_loses_too_much_or_fails_keeps_the_fp32_export(setting, int8_folder, monkeypatch):
     tmp, ckpt, _ = setting
+    graphs_from(int8_folder, monkeypatch)  # the fp32 graphs of the same checkpoint; calibration and the check run here
     monkeypatch.setitem(quantize.LIMITS, "feature_cosine_p10", 1.01)  # nothing can meet it
     folder = tmp / "refused"
     with pytest.raises(ExportError, match=r"loses too much on held-out frames: feature_cosine_p10 .* fp32 export is written in") as e:
