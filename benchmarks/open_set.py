@@ -117,7 +117,10 @@ def evaluate(a: argparse.Namespace, ckpt_path: Path, pair: tuple[str, str], fold
     for (p, logits, novelty, alone), y, v in zip(per_video(model, seqs), labels, videos):
         t, end = np.arange(len(p)) / fps, len(p) / fps
         truth = all_names[y]
-        label = lambda th=0.0, nov=None: settle(names, t, p, SMOOTH_S, MIN_DURATION_S, th, 0.0, end, novelty=nov, max_novelty=None if nov is None else 1.0)[1][0]  # noqa: E731
+        k = min(len(p) - 1, hp["warmup_frames"])  # settled after the warm-up, as infer.py settles
+        label = lambda th=0.0, nov=None: settle(  # noqa: E731
+            names, t[k:], p[k:], SMOOTH_S, MIN_DURATION_S, th, 0.0, end, novelty=None if nov is None else nov[k:], max_novelty=None if nov is None else 1.0
+        )[1][0]
         judged = novelty[model.min_frames :] if len(novelty) > model.min_frames else novelty
         clips.append({
             "video": v.path.name, "truth": truth, "known": truth not in pair, "off": label(), "on": label(nov=novelty),

@@ -3,17 +3,20 @@
     python benchmarks/video_score.py --cv runs/cv_pushfit_default.json [--out runs/video_score_pushfit.json]
     python benchmarks/video_score.py --cv runs/cv_seed0.json runs/cv_seeds12.json    # seeds run apart, together
 
-``train.py test`` (and so ``cross_validate.py``) scores a video by the mean of the kept stream's per-frame
-probabilities over the whole span of its subject's track, frames where nobody is seen included;
-``infer.py`` averages only the frames where its subject is seen; and training leaves the first
-``warmup_frames`` of a crop out of the GRU's loss, so the GRU is never asked to be right there. This
-replays every fold's checkpoint on its test videos' cached features (no training, no extraction) and
-scores them three ways:
+Training leaves the first ``warmup_frames`` of a crop out of the GRU's loss, so the GRU is never asked to be
+right there; ``train.py test`` (and so ``cross_validate.py``) scores a video by the mean of the kept stream's
+per-frame probabilities over its subject's track after those frames (``mix_after_warmup`` below; before
+that rule, runs whose report lacks ``scored_from_frame``, over the whole span: ``span``), frames where nobody
+is seen included; ``infer.py`` settles the label on the frames where its subject is seen, after the same
+warm-up. This replays every fold's checkpoint on its test videos' cached features (no training, no
+extraction) and scores them several ways (the run's own rule checked against its report):
 
-* ``span``: the mean over the track's whole span, as ``train.py`` reports (checked against its report);
+* ``span``: the mean over the track's whole span;
 * ``seen``: the mean over the frames the subject is seen in, as ``infer.py`` averages one track;
 * ``after_warmup``: the GRU's part averaged after the frames its loss leaves out, the frame probe's over
   all frames (the probe is trained on every frame);
+* ``mix_after_warmup``: the fused frames averaged after the frames the GRU's loss leaves out (what a stream
+  can do without the two parts apart);
 * ``share_0``, ``share_0.5``, ``share_1``: ``span`` with the probe's share set to 0 (the GRU alone), 0.5 and
   1 (the probe alone) instead of the one validation chose: which part carries over to the test videos
   (with the summary the probe is the time-blind model, ``pipeline.model.rnn``).
@@ -45,7 +48,8 @@ from pipeline.errors import run_cli  # noqa: E402
 from pipeline.model.checkpoint import read_checkpoint  # noqa: E402
 from pipeline.model.classifier import ActionClassifier  # noqa: E402
 
-RULES = ("span", "seen", "after_warmup", "share_0", "share_0.5", "share_1")
+ENSEMBLED = ("span", "mix_after_warmup")  # the rules whose seeds are also averaged as an ensemble
+RULES = ("span", "seen", "after_warmup", "mix_after_warmup", "share_0", "share_0.5", "share_1")
 
 
 class ReplayError(Exception):
@@ -64,6 +68,7 @@ def video_scores(model, x: torch.Tensor, warmup: int) -> dict[str, torch.Tensor]
         "span": frames.mean(0),
         "seen": frames[seen].mean(0) if seen.any() else frames.mean(0),
         "after_warmup": (1 - share) * gru[first:].mean(0) + share * probe.mean(0),
+        "mix_after_warmup": frames[first:].mean(0),
         **{f"share_{s:g}": (1 - s) * gru.mean(0) + s * probe.mean(0) for s in (0.0, 0.5, 1.0)},
     }
 
@@ -87,6 +92,7 @@ def replay_fold(row: dict, args: dict, cached: dict) -> dict:
         cached[key] = ActionDataModule(dataset=dataset, root=report["split"]["root"], extractor=record, cache_dir=cache_dir)
     dm = cached[key]
     names = list(hp["class_names"])
+    reported = "mix_after_warmup" if "scored_from_frame" in report else "span"  # train.py's rule when it ran
     hits = dict.fromkeys(RULES, 0)
     changed = dict.fromkeys(RULES, 0)
     probs = {}
@@ -98,9 +104,9 @@ def replay_fold(row: dict, args: dict, cached: dict) -> dict:
         with torch.no_grad():
             scores = video_scores(classifier.model, torch.from_numpy(seq), hp.get("warmup_frames", 8))
         labels = {r: names[int(p.argmax())] for r, p in scores.items()}
-        probs[v["path"]] = (scores["span"], names.index(v["label"]))
-        if labels["span"] != v["predicted"]:
-            raise ReplayError(f"{v['path']}: the replay labels it {labels['span']}, the report {v['predicted']}: not this run's checkpoint or features")
+        probs[v["path"]] = ({r: scores[r] for r in ENSEMBLED}, names.index(v["label"]))
+        if labels[reported] != v["predicted"]:
+            raise ReplayError(f"{v['path']}: the replay labels it {labels[reported]}, the report {v['predicted']}: not this run's checkpoint or features")
         for r in RULES:
             hits[r] += labels[r] == v["label"]
             changed[r] += labels[r] != labels["span"]
@@ -111,9 +117,9 @@ def replay_fold(row: dict, args: dict, cached: dict) -> dict:
     }  # fmt: skip
 
 
-def ensembles(rows: list[dict]) -> list[dict]:
-    """Per fold (and deal) run with several seeds: video top-1 of the seeds' mean probabilities, and the mean of
-    the seeds' own top-1."""
+def ensembles(rows: list[dict], rule: str = "span") -> list[dict]:
+    """Per fold (and deal) run with several seeds: video top-1 of the seeds' mean probabilities under ``rule``,
+    and the mean of the seeds' own top-1 under it."""
     folds: dict[tuple[int, int], list[dict]] = {}
     for r in rows:
         folds.setdefault((r["split_seed"], r["fold"]), []).append(r)
@@ -122,8 +128,8 @@ def ensembles(rows: list[dict]) -> list[dict]:
         if len(runs) < 2:
             continue
         videos = runs[0]["probs"]
-        hits = sum(int(torch.stack([r["probs"][v][0] for r in runs]).mean(0).argmax()) == label for v, (_, label) in videos.items())
-        out.append({"deal": deal, "fold": fold, "seeds": len(runs), "ensemble": hits / len(videos), "single": sum(r["span"] for r in runs) / len(runs)})
+        hits = sum(int(torch.stack([r["probs"][v][0][rule] for r in runs]).mean(0).argmax()) == label for v, (_, label) in videos.items())
+        out.append({"deal": deal, "fold": fold, "seeds": len(runs), "ensemble": hits / len(videos), "single": sum(r[rule] for r in runs) / len(runs)})
     return out
 
 
@@ -151,16 +157,18 @@ def run(argv: list[str] | None = None) -> dict:
     for k in RULES:
         print(f"{k:>13}: video top-1 {overall[k][0]:.3f} +- {overall[k][1]:.3f} over {len(seeds)} seed(s)"
               + (f"; {total[k]} of {videos} test videos change label against span" if k != "span" else ""))  # fmt: skip
-    ens = ensembles(rows)
-    if ens:
-        gain = [e["ensemble"] - e["single"] for e in ens]
+    ens = {rule: ensembles(rows, rule) for rule in ENSEMBLED}
+    for rule, folds in ens.items():
+        if not folds:
+            continue
+        gain = [e["ensemble"] - e["single"] for e in folds]
         se = mean_sd(gain)[1] / len(gain) ** 0.5 if len(gain) > 1 else 0.0
-        print(f"     ensemble: {ens[0]['seeds']} seeds averaged per fold: " + ", ".join(f"{e['ensemble']:.3f}" for e in ens)
-              + f"; mean {mean_sd([e['ensemble'] for e in ens])[0]:.3f} against {mean_sd([e['single'] for e in ens])[0]:.3f}"
-              + f" for one seed (paired gain {mean_sd(gain)[0]:+.3f} +- {se:.3f} SE over {len(ens)} folds)")  # fmt: skip
+        print(f"ensemble ({rule}): {folds[0]['seeds']} seeds averaged per fold: " + ", ".join(f"{e['ensemble']:.3f}" for e in folds)
+              + f"; mean {mean_sd([e['ensemble'] for e in folds])[0]:.3f} against {mean_sd([e['single'] for e in folds])[0]:.3f}"
+              + f" for one seed (paired gain {mean_sd(gain)[0]:+.3f} +- {se:.3f} SE over {len(folds)} folds)")  # fmt: skip
     for r in rows:
         del r["probs"]
-    result = {"cv": a.cv, "folds": rows, "per_seed": per_seed, "mean": {k: {"mean": v[0], "sd_over_seeds": v[1]} for k, v in overall.items()}, "changed": total, "ensembles": ens}
+    result = {"cv": a.cv, "folds": rows, "per_seed": per_seed, "mean": {k: {"mean": v[0], "sd_over_seeds": v[1]} for k, v in overall.items()}, "changed": total, "ensembles": ens}  # per rule
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=2))

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from pipeline.data.datamodule import CropDataset, WindowDataset, collate
 from pipeline.data.features import POSE_DIM
 from pipeline.model.checkpoint import read_checkpoint
-from pipeline.model.classifier import PROBE_SHARES, ActionClassifier
+from pipeline.model.classifier import PROBE_SHARES, ActionClassifier, masked_mean
 from pipeline.model.evaluate import stream_accuracy
 
 POOLED = 8
@@ -112,6 +112,21 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     assert sorted(model.test_stream_probs) == ["fused", "pose"] and all(len(v) == 16 for v in model.test_stream_probs.values())
     acc = stream_accuracy(model.test_stream_probs, model.test_predictions)
     assert set(acc) == {"pose", "fused", "mean"} and acc[kept] == max(acc["pose"], acc["fused"])
+    # a video's score is the mean of its frames after the 8 that the loss leaves out
+    frames = {v: p for v, p, _ in model.test_frame_probs}
+    assert len(frames) == 16 and all(np.allclose(p, frames[v][8:].mean(0), atol=1e-6) for v, _, p in model.test_predictions)
+
+
+def test_a_videos_score_leaves_out_the_frames_the_loss_leaves_out():
+    # frames 0-7 say "a", the rest "b": after the warm-up the score is b's; a sequence no longer than the
+    # warm-up is scored by its last frame, and padding never counts
+    p = torch.zeros(2, 12, 2)
+    p[:, :8, 0], p[:, 8:, 1] = 1.0, 1.0
+    p[1, 4] = torch.tensor([0.25, 0.75])
+    lengths = torch.tensor([12, 5])
+    assert masked_mean(p, lengths, 8).tolist() == [[0.0, 1.0], [0.25, 0.75]]
+    assert masked_mean(p, lengths, 0)[0].tolist() == pytest.approx([8 / 12, 4 / 12])
+    assert masked_mean(p, lengths, 0)[1].tolist() == pytest.approx([4.25 / 5, 0.75 / 5])
 
 
 @pytest.mark.parametrize("fixed, probe_right, chosen", [(None, True, max(PROBE_SHARES)), (None, False, 0.0), (0.5, False, 0.5)])

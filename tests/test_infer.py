@@ -56,6 +56,24 @@ def one_line_error(code: int, err: str) -> str:
     return lines[0]
 
 
+def test_a_tracks_label_leaves_out_its_warm_up():
+    from pipeline.inference.files import Smoothing, _TrackLog
+
+    names = ["a", "b"]
+    log = _TrackLog(names, Smoothing(warmup_frames=8), 0.0, False)
+    for i in range(12):  # 0.48 s at 25 fps: shorter than a label must hold, so the mean decides
+        log.add(i / 25, np.array([0.9, 0.1]) if i < 8 else np.array([0.3, 0.7]), 0.0, 1.0, None)
+    r = log.result(1, names, 1 / 25)
+    assert r.label == "b" and r.probs == {"a": 0.3, "b": 0.7} and r.frames == 12
+    assert r.segments[0].start_s == 0.0 and abs(r.segments[-1].end_s - 12 / 25) < 1e-9  # the track's whole time
+    log.smoothing = Smoothing(warmup_frames=0)  # with every frame, the first eight outvote the rest
+    assert log.result(1, names, 1 / 25).label == "a"
+    short = _TrackLog(names, Smoothing(warmup_frames=8), 0.0, False)
+    for i in range(5):  # no longer than the warm-up: its last frame speaks
+        short.add(i / 25, np.array([0.9, 0.1]) if i < 4 else np.array([0.2, 0.8]), 0.0, 1.0, None)
+    assert short.result(2, names, 1 / 25).label == "b"
+
+
 @pytest.fixture(scope="module")
 def ckpt25(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "fps25.ckpt", fps=25.0)
@@ -72,7 +90,7 @@ def test_outputs_schema_and_frame_rate_mapping(capsys, tmp_path, ckpt25):
     for k, t in TOP_KEYS.items():
         assert isinstance(doc[k], t), k
     assert doc["classes"] == ["walk", "wave"] and doc["fps"] == 25.0 and doc["source_fps"] == 50.0
-    assert doc["schema_version"] == 3 and doc["frame_count"] == 40 and doc["processed_frames"] == 20 == len(doc["frames"])
+    assert doc["schema_version"] == 4 and doc["frame_count"] == 40 and doc["processed_frames"] == 20 == len(doc["frames"])
     for f in doc["frames"]:
         assert set(f) == set(FRAME_KEYS) and all(isinstance(f[k], t) for k, t in FRAME_KEYS.items())
         assert len(f["tracks"]) == 1  # the test model sees one person
@@ -86,12 +104,16 @@ def test_outputs_schema_and_frame_rate_mapping(capsys, tmp_path, ckpt25):
     # sampled as in training (every other frame), timestamps in source time
     assert [f["frame"] for f in doc["frames"]] == list(range(0, 40, 2))
     assert all(abs(f["time_s"] - f["frame"] / 50.0) < 1e-6 for f in doc["frames"])
-    # the video's probabilities are the mean of the per-frame ones (the CSV has them all)
+    # the video's probabilities are the mean of the per-frame ones (the CSV has them all) after the track's
+    # first 8, as train.py test scores a video (the checkpoint's warmup_frames: training left them out of the loss)
     with open(tmp_path / "out" / "clip50.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 20 and {r["track"] for r in rows} == {str(doc["main_track"])}
     probs = np.array([[float(r["walk"]), float(r["wave"])] for r in rows])
-    assert np.allclose([doc["video"]["probs"][n] for n in ("walk", "wave")], probs.mean(0), atol=1e-3)
+    assert doc["smoothing"]["warmup_frames"] == 8
+    assert np.allclose([doc["video"]["probs"][n] for n in ("walk", "wave")], probs[8:].mean(0), atol=1e-3)
+    assert np.allclose([doc["tracks"][0]["probs"][n] for n in ("walk", "wave")], probs[8:].mean(0), atol=1e-3)
+    assert not np.allclose(probs[8:].mean(0), probs.mean(0), atol=1e-3)  # so the warm-up was left out
     # segments: contiguous over the whole video; the video label is the one covering the most time
     segs = doc["segments"]
     assert segs[0]["start_s"] == 0 and abs(segs[-1]["end_s"] - 40 / 50) < 1e-6

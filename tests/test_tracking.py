@@ -199,7 +199,7 @@ def test_outputs_per_person(predictor, tmp_path):
     out = OutputPaths.in_folder(tmp_path / "out", "two")
     r = analyse_video(str(clip), predictor, out, batch_size=8, progress=False)
     doc = json.loads(out.json.read_text())
-    assert doc["schema_version"] == 3 and len(doc["tracks"]) == 2 == len(r.tracks)
+    assert doc["schema_version"] == 4 and len(doc["tracks"]) == 2 == len(r.tracks)
     first, second = doc["tracks"]
     # a newcomer is labelled from their second frame: the tracker confirms a new track on its second detection
     assert first["first_s"] == 0 and abs(second["first_s"] - 11 / 25) < 1e-6 and abs(second["last_s"] - 30 / 25) < 1e-6
@@ -231,7 +231,10 @@ def test_the_video_timeline_follows_the_subject_across_a_broken_track(predictor,
     assert r.segments[0].start_s == 0 and abs(r.segments[-1].end_s - 30 / 25) < 1e-6  # both shots, not one track's
     assert all(a.end_s == b.start_s for a, b in zip(r.segments, r.segments[1:]))
     rows = [ln.split(",") for ln in (tmp_path / "cut.csv").read_text().splitlines()[1:]]
-    mean = np.mean([[float(v) for v in row[5:]] for row in rows], 0)  # one person per frame: every row counts
+    tracks: dict[str, list[list[float]]] = {}
+    for row in rows:  # one person per frame: every row counts, after its track's first 8 (the warm-up)
+        tracks.setdefault(row[2], []).append([float(v) for v in row[5:]])
+    mean = np.mean([p for ps in tracks.values() for p in ps[8:]], 0)
     assert np.allclose([r.probs[n] for n in predictor.class_names], mean, atol=1e-3)
 
 

@@ -228,6 +228,7 @@ def export(
             "rejection": parts.rejection,
             "novelty": NOVELTY if parts.novelty else None,
             "background": parts.background,
+            "warmup_frames": parts.warmup_frames,
             "cell": parts.cell,
             "state": {"names": state, "layers": layers, "hidden": width},
             "graphs": graphs,

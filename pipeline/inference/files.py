@@ -7,7 +7,8 @@ video's label and segments are the main subject's (``pipeline.data.tracking``). 
 checkpoint's fps; results map back to source timestamps, and an annotated copy gets every source frame,
 drawn with the latest result. Per-frame labels (JSON, CSV, overlay) are the causal ones a live view shows;
 once the video is finished, its segments and labels are settled without delay (``timeline.settle``), per
-person and for the video (the main subject in view at each moment).
+person and for the video (the main subject in view at each moment), each track's first ``warmup_frames``
+left out as ``train.py test`` leaves them out of a video's score.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,10 @@ class Smoothing:
     threshold: float = 0.0  # below this smoothed score the label reads "unknown" (infer.py: the checkpoint's)
     background: str | None = None  # a class that is no action: no segment (infer.py: the checkpoint's)
     max_novelty: float | None = 1.0  # novelty above this reads "unknown" (1: the checkpoint's rules' limit; None: off)
+    # a track's first frames left out of its settled label and segments (the first segment still opens where the
+    # track does): the GRU is not trained to be right there, and train.py test scores a video without them.
+    # None: the checkpoint's (its warmup_frames)
+    warmup_frames: int | None = None
 
 
 @dataclass
@@ -119,7 +124,7 @@ class _TrackLog:
     probabilities (settled at the end; a few bytes a frame) and, for the plot, its gates."""
 
     def __init__(self, names: list[str], smoothing: Smoothing, t: float, curves: bool):
-        self.smoothing = smoothing
+        self.smoothing = smoothing  # its warmup_frames set
         self.timeline = Timeline(names, smoothing.smooth_s, smoothing.min_duration_s, smoothing.threshold, t, smoothing.max_novelty)
         self.first_s = self.last_s = t
         self.weight = 0.0
@@ -138,15 +143,21 @@ class _TrackLog:
             self.gates.append(gates)
         return self.timeline.add(t, probs, novelty)
 
+    @property
+    def first_scored(self) -> int:
+        """The first of this track's frames that its label reads: after the warm-up, the last one at least."""
+        return min(len(self.times) - 1, self.smoothing.warmup_frames or 0)
+
     def result(self, track_id: int, names: list[str], step_s: float) -> TrackResult:
         end = self.last_s + step_s
-        sm = self.smoothing
+        sm, k = self.smoothing, self.first_scored
+        probs = np.stack(self.probs[k:])
         segments, (label, score, share) = settle(
-            names, np.asarray(self.times), np.stack(self.probs), sm.smooth_s, sm.min_duration_s, sm.threshold, self.first_s, end, sm.background,
-            np.asarray(self.novelty), sm.max_novelty,
+            names, np.asarray(self.times[k:]), probs, sm.smooth_s, sm.min_duration_s, sm.threshold, self.first_s, end, sm.background,
+            np.asarray(self.novelty[k:]), sm.max_novelty,
         )  # fmt: skip
-        probs = {n: round(float(v), 4) for n, v in zip(names, self.timeline.video_probs())}
-        return TrackResult(track_id, self.first_s, end, label, score, probs, segments, self.timeline.frames, share)
+        mean = {n: round(float(v), 4) for n, v in zip(names, probs.mean(0))}
+        return TrackResult(track_id, self.first_s, end, label, score, mean, segments, self.timeline.frames, share)
 
 
 def _top(probs: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
@@ -168,6 +179,8 @@ def analyse_video(
     """Run the predictor over a whole video, label every tracked person, write the requested outputs and
     return the summary."""
     out, smoothing = out or OutputPaths(), smoothing or Smoothing()
+    if smoothing.warmup_frames is None:
+        smoothing = replace(smoothing, warmup_frames=predictor.warmup_frames)
     names = predictor.class_names
     reader = VideoReader(source, fps=predictor.fps)
     info = reader.info
@@ -179,6 +192,7 @@ def analyse_video(
                 "source": str(source), "checkpoint": checkpoint, "classes": names, "fps": reader.fps, "source_fps": info.fps,
                 "smoothing": {
                     "smooth_s": smoothing.smooth_s, "min_duration_s": smoothing.min_duration_s, "threshold": smoothing.threshold,
+                    "warmup_frames": smoothing.warmup_frames,
                     "rules": predictor.novelty.summary() if smoothing.max_novelty is not None and predictor.novelty else None,
                 },
                 "tracker": asdict(predictor.tracker_config), "max_people": predictor.extractor.max_people,
@@ -290,14 +304,15 @@ def _video_timeline(logs: dict[int, _TrackLog], names: list[str], smoothing: Smo
     tracks (a cut between two shots, an absence longer than ``--lost-time``), which no single track does."""
     best: dict[float, tuple[float, np.ndarray, float]] = {}
     for log in logs.values():
-        for t, p, n in zip(log.times, log.probs, log.novelty):
+        k = log.first_scored  # a track's warm-up is left out here too
+        for t, p, n in zip(log.times[k:], log.probs[k:], log.novelty[k:]):
             if t not in best or log.weight > best[t][0]:
                 best[t] = (log.weight, p, n)
     times = np.array(sorted(best))
     probs = np.stack([best[t][1] for t in times])
     sm = smoothing
     segments, (label, score, share) = settle(
-        names, times, probs, sm.smooth_s, sm.min_duration_s, sm.threshold, float(times[0]), float(times[-1]) + step_s,
+        names, times, probs, sm.smooth_s, sm.min_duration_s, sm.threshold, min(log.first_s for log in logs.values()), float(times[-1]) + step_s,
         sm.background, np.array([best[t][2] for t in times]), sm.max_novelty,
     )
     return label, score, {n: round(float(v), 4) for n, v in zip(names, probs.mean(0))}, segments, share

@@ -12,6 +12,7 @@ JSON schema (``schema_version`` 3)::
       "fps": float,                  # rate the model ran at (the training fps, or the source's)
       "source_fps": float,
       "smoothing": {"smooth_s": float, "min_duration_s": float, "threshold": float,
+                    "warmup_frames": int,  # each track's first frames, left out of the settled labels below
                     "rules": {"motion": {...}, "prototypes": {...}} | None},  # the checkpoint's "unknown" rules, when on
       "tracker": {"kind": str, "conf": float, "lost_s": float, "match_iou": float},
       "max_people": int,
@@ -35,7 +36,7 @@ JSON schema (``schema_version`` 3)::
       "video": {"label": str,        # main subject: the action whose segments cover the most time,
                 "score": float,        # their mean smoothed probability,
                 "share": float,        # the share of the time they cover,
-                "probs": {class: float}},  # and the mean of the raw per-frame probabilities
+                "probs": {class: float}},  # and the mean of the raw per-frame probabilities (after the warm-up)
       "segments": [{"start_s": float, "end_s": float, "label": str, "score": float}],  # main subject's, settled
       "tracks": [{"id": int, "first_s": float, "last_s": float, "label": str, "score": float, "share": float,
                   "frames": int, "probs": {class: float}, "segments": [...]}],
@@ -56,7 +57,7 @@ import numpy as np
 
 from pipeline.timeline import Segment
 
-SCHEMA_VERSION = 3  # 3: video label = most time, "share", settled segments
+SCHEMA_VERSION = 4  # 3: video label = most time, "share", settled segments; 4: labels settled after each track's warm-up
 GAP_S = 0.2  # a plotted line breaks where the subject went unseen for longer than this (or 3 frame steps)
 
 

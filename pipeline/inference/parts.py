@@ -37,3 +37,4 @@ class Parts:
     device: torch.device  # the extractor's
     model: ActionRNN | None = None  # PyTorch only: the gates plot reads it
     step_device: torch.device | None = None  # where ``step``, the states and the rules run (None: ``device``)
+    warmup_frames: int = 0  # a track's first frames, left out of its label as training leaves them out of the loss

@@ -136,6 +136,7 @@ class ActionPredictor:
         self.rejection: dict = parts.rejection  # fitted on the validation split (pipeline.model.classifier)
         self.novelty: Novelty = parts.novelty  # the distance rules (pipeline.model.novelty)
         self.background: str | None = parts.background  # a class that is no action
+        self.warmup_frames: int = parts.warmup_frames  # a track's first frames, left out of its label
         self.cell: str = parts.cell
         self.tracker_config = tracker or TrackerConfig(conf=self.config.conf)
         self.inspect = False  # also run the explicit GRU cell for its gates (the timeline plot's lower panel)

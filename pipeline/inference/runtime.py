@@ -190,5 +190,5 @@ def load_exported(source: str | Path, backend: str = "auto", device: str = "auto
         raise ExportError(f"{folder / rules}: unreadable ({str(e).splitlines()[0]}); export the checkpoint again") from None
     return Parts(
         names, manifest["extractor"], manifest["rejection"], novelty, background if background in names else None, manifest["cell"],
-        extractor, step, (layers, hidden), torch.device("cpu"),
+        extractor, step, (layers, hidden), torch.device("cpu"), warmup_frames=manifest.get("warmup_frames", 0),
     )  # fmt: skip

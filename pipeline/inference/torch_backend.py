@@ -57,5 +57,5 @@ def load_torch(
 
     return Parts(
         class_names, record, classifier.rejection, classifier.novelty.to(sdev), name if name in class_names else None, cell, extractor, step,
-        model.state_shape, dev, model, sdev,
+        model.state_shape, dev, model, sdev, hp.get("warmup_frames", 0),
     )  # fmt: skip

@@ -56,9 +56,18 @@ STREAMS = ("pose", "fused")
 PROBE_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the probe's shares that validation chooses from (1: the time-blind model alone)
 
 
-def masked_mean(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over time of (B, T, C) values, counting each sequence's first ``lengths`` frames only."""
-    mask = (torch.arange(values.shape[1], device=values.device)[None] < lengths.to(values.device)[:, None]).to(values.dtype)
+def scored_frames(lengths: torch.Tensor, frames: int, warmup: int = 0) -> torch.Tensor:
+    """(B, ``frames``) mask of the frames that count: each sequence's first ``lengths``, less its first
+    ``warmup`` (the last frame always counts). One rule for the loss and the video's score: the GRU is
+    never trained on a sequence's first frames, so its word there is not asked for either."""
+    t = torch.arange(frames, device=lengths.device)[None]
+    lengths = lengths[:, None]
+    return (t < lengths) & (t >= torch.clamp(lengths - 1, max=warmup))
+
+
+def masked_mean(values: torch.Tensor, lengths: torch.Tensor, warmup: int = 0) -> torch.Tensor:
+    """Mean over time of (B, T, C) values over each sequence's ``scored_frames``."""
+    mask = scored_frames(lengths.to(values.device), values.shape[1], warmup).to(values.dtype)
     return (values * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
 
 
@@ -85,7 +94,8 @@ class ActionClassifier(L.LightningModule):
         (the default): chosen per stream at each validation from ``PROBE_SHARES``, the lowest video-level
         validation loss (ties: the smaller share).
     lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
-    warmup_frames: frames at the start of each training crop left out of the loss.
+    warmup_frames: frames at the start of each training crop left out of the loss, and of each sequence
+        left out of its video-level score in validation and test (``scored_frames``).
     label_smoothing: cross-entropy label smoothing.
     motion_quantile: share of the known clips (training clips seen as from a new actor, validation clips)
         whose motion the motion rule reads as ``unknown``; 0: no motion rule.
@@ -240,9 +250,7 @@ class ActionClassifier(L.LightningModule):
         return self.model(x, lengths)[0]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        lengths = batch["lengths"].to(self.device)[:, None]
-        t = torch.arange(batch["x"].shape[1], device=self.device)[None]
-        mask = (t < lengths) & (t >= torch.clamp(lengths - 1, max=self.hparams.warmup_frames))
+        mask = scored_frames(batch["lengths"].to(self.device), batch["x"].shape[1], self.hparams.warmup_frames)
         targets = batch["y"][:, None].expand_as(mask)
         loss = sum(  # the GRU's own head: the frame probe is fitted, not trained
             F.cross_entropy(m.head(m.outputs(batch["x"], batch["lengths"])[0])[mask], targets[mask], label_smoothing=self.hparams.label_smoothing)
@@ -257,13 +265,14 @@ class ActionClassifier(L.LightningModule):
         level = LEVELS[dataloader_idx]
         names = list(self.streams) if stage == "val" or level == "video" else [self.stream]
         videos, lengths = batch["video"].tolist(), batch["lengths"].tolist()
+        warmup = self.hparams.warmup_frames
         for name in names:
             out = self.streams[name].outputs(batch["x"], batch["lengths"])[0]
             frame_probs = self.streams[name].scores(batch["x"], out).softmax(-1)
-            probs = masked_mean(frame_probs, batch["lengths"])
+            probs = masked_mean(frame_probs, batch["lengths"], warmup)
             if stage == "val" and level == "video" and self.hparams.probe_share != 0:
-                gru = masked_mean(self.streams[name].head(out).softmax(-1), batch["lengths"])
-                probe = masked_mean(self.streams[name].probe_probs(batch["x"]), batch["lengths"])
+                gru = masked_mean(self.streams[name].head(out).softmax(-1), batch["lengths"], warmup)
+                probe = masked_mean(self.streams[name].probe_probs(batch["x"]), batch["lengths"], warmup)
                 self._val_mix.setdefault(name, []).append((gru, probe, batch["y"]))
             if stage == "val" and level == "video" and self.hparams.reject_quantile > 0:
                 self._val_top.setdefault(name, []).extend(self.smoothed_top(frame_probs, batch["lengths"]))

@@ -55,15 +55,17 @@ def stream_accuracy(stream_probs: dict[str, list[tuple[int, list[float]]]], pred
 def rejected(pl_module: L.LightningModule, predictions: list) -> dict:
     """The operating point on the test split: how many of its (known) videos infer.py would call ``unknown``,
     and video top-1 with rejection on (an unknown counts as wrong). Each video is labelled as infer.py
-    settles it (the action that lasts longest), not by the argmax of its mean probabilities as video top-1
-    is, so on a few videos it is right where the mean is wrong, and it can exceed video top-1."""
+    settles it (the action that lasts longest, the track's first ``warmup_frames`` left out), not by the argmax
+    of its mean probabilities as video top-1 is, so on a few videos it is right where the mean is wrong, and
+    it can exceed video top-1."""
     threshold = pl_module.rejection.get("threshold", 0.0)
     fps = pl_module.hparams.extractor.get("fps") or 25.0
     names, labels = pl_module.class_names, {v: y for v, y, _ in predictions}
     out = {}
     for v, p, novelty in pl_module.test_frame_probs:
         if v in labels and len(p):
-            out[v] = settle(names, np.arange(len(p)) / fps, p, SMOOTH_S, MIN_DURATION_S, threshold, 0.0, len(p) / fps, novelty=novelty)[1][0]
+            k = min(len(p) - 1, pl_module.hparams.warmup_frames)  # as infer.py: the warm-up left out
+            out[v] = settle(names, np.arange(k, len(p)) / fps, p[k:], SMOOTH_S, MIN_DURATION_S, threshold, 0.0, len(p) / fps, novelty=novelty[k:])[1][0]
     if not out:
         return {}
     return {
@@ -103,6 +105,8 @@ class ReportWriter(Callback):
             "checkpoint": str(ckpt) if ckpt else None,
             "classes": names,
             "stream": pl_module.stream,  # the kept stream (pipeline.model.classifier)
+            # a video's score: the mean of its frames' probabilities from this frame on (classifier.scored_frames)
+            "scored_from_frame": pl_module.hparams.warmup_frames,
             "streams_trained": list(pl_module.streams),
             "frame_probe": {"share": pl_module.model.share, "l2": round(float(pl_module.model.probe_l2), 6)},
             "stream_video_top1": stream_accuracy(pl_module.test_stream_probs, predictions),  # what each would have given

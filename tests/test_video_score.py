@@ -1,0 +1,23 @@
+"""benchmarks/video_score.py: its replay of a checkpoint scores a video as ``train.py test`` does, or the
+check it makes against every report would pass for the wrong reason."""
+
+import torch
+
+from benchmarks.video_score import video_scores
+from pipeline.data.features import POSE_DIM
+from pipeline.model.classifier import ActionClassifier, masked_mean
+
+
+def test_the_replay_scores_a_video_as_train_py_test_does():
+    torch.manual_seed(0)
+    clf = ActionClassifier(POSE_DIM, ["a", "b", "c"], {"layers": []}, hidden_size=8, proj_dim=8).eval()
+    m = clf.model
+    m.probe_weight.normal_()
+    m.share = 0.5
+    x = torch.randn(20, POSE_DIM)
+    with torch.no_grad():
+        scores = video_scores(m, x, clf.hparams.warmup_frames)
+        frames = m.scores(x[None], m.outputs(x[None])[0]).softmax(-1)  # the fused probabilities, as _evaluate takes them
+    assert torch.allclose(scores["mix_after_warmup"], masked_mean(frames, torch.tensor([20]), clf.hparams.warmup_frames)[0], atol=1e-6)
+    assert torch.allclose(scores["span"], frames[0].mean(0), atol=1e-6)  # the rule of reports made before the warm-up
+    assert not torch.allclose(scores["span"], scores["mix_after_warmup"], atol=1e-4)
