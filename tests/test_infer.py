@@ -74,6 +74,22 @@ def test_a_tracks_label_leaves_out_its_warm_up():
     assert short.result(2, names, 1 / 25).label == "b"
 
 
+def test_another_person_does_not_stand_in_for_the_subjects_warm_up():
+    # the subject is seen for 9 frames (so the video reads its 9th alone); a passer-by for the 6th to 8th: the
+    # video's label is the subject's, not the passer-by's, whose frames fell in the subject's warm-up
+    from pipeline.inference.files import Smoothing, _TrackLog, _video_timeline
+
+    names, sm = ["a", "b"], Smoothing(warmup_frames=8)
+    subject, passer = _TrackLog(names, sm, 0.0, False), _TrackLog(names, sm, 5 / 25, False)
+    for i in range(9):
+        subject.add(i / 25, np.array([0.2, 0.8]), 0.0, 1.0, None)
+        if 5 <= i < 8:
+            passer.add(i / 25, np.array([0.9, 0.1]), 0.0, 1.0, None)
+    label, _, probs, segments, _ = _video_timeline({1: subject, 2: passer}, names, sm, 1 / 25)
+    assert label == "b" and probs == {"a": 0.2, "b": 0.8}
+    assert segments[0].start_s == 0.0 and abs(segments[-1].end_s - 9 / 25) < 1e-9
+
+
 @pytest.fixture(scope="module")
 def ckpt25(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "fps25.ckpt", fps=25.0)

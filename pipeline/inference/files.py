@@ -302,18 +302,21 @@ def _video_timeline(logs: dict[int, _TrackLog], names: list[str], smoothing: Smo
     """The video's own timeline, settled: at each processed frame the person in view who weighs most as the
     main subject (``pipeline.data.tracking``). With one person in view at a time, this follows them across broken
     tracks (a cut between two shots, an absence longer than ``--lost-time``), which no single track does."""
-    best: dict[float, tuple[float, np.ndarray, float]] = {}
+    best: dict[float, tuple[float, np.ndarray, float, bool]] = {}
     for log in logs.values():
-        k = log.first_scored  # a track's warm-up is left out here too
-        for t, p, n in zip(log.times[k:], log.probs[k:], log.novelty[k:]):
+        k = log.first_scored
+        for i, (t, p, n) in enumerate(zip(log.times, log.probs, log.novelty)):
             if t not in best or log.weight > best[t][0]:
-                best[t] = (log.weight, p, n)
-    times = np.array(sorted(best))
-    probs = np.stack([best[t][1] for t in times])
+                best[t] = (log.weight, p, n, i >= k)
+    # the subject's warm-up is left out, as a track's is; another person does not stand in for those frames
+    start = min(best)
+    kept = {t: b for t, b in best.items() if b[3]} or {max(best): best[max(best)]}
+    times = np.array(sorted(kept))
+    probs = np.stack([kept[t][1] for t in times])
     sm = smoothing
     segments, (label, score, share) = settle(
-        names, times, probs, sm.smooth_s, sm.min_duration_s, sm.threshold, min(log.first_s for log in logs.values()), float(times[-1]) + step_s,
-        sm.background, np.array([best[t][2] for t in times]), sm.max_novelty,
+        names, times, probs, sm.smooth_s, sm.min_duration_s, sm.threshold, float(start), float(times[-1]) + step_s,
+        sm.background, np.array([kept[t][2] for t in times]), sm.max_novelty,
     )
     return label, score, {n: round(float(v), 4) for n, v in zip(names, probs.mean(0))}, segments, share
 
