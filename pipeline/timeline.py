@@ -5,7 +5,8 @@ probabilities are smoothed by an exponential average with time constant ``smooth
 accepted only once the new label has held for ``min_duration_s`` (a change that does not hold stays with
 the current segment, so one noisy frame never opens a segment; one that does is placed where the current
 label was left, passing labels included); the running video-level scores are the mean
-of the raw per-frame probabilities, as in ``train.py test``.
+of the raw per-frame probabilities (a finished video's leave each track's warm-up out, as ``train.py test``
+does: ``pipeline.inference.files``).
 
 A causal average puts every change late by about its time constant. ``settle`` is for a finished video:
 the same average run forwards and then backwards (no delay), the same segment rule, and the video's label

@@ -124,7 +124,7 @@ class _TrackLog:
     probabilities (settled at the end; a few bytes a frame) and, for the plot, its gates."""
 
     def __init__(self, names: list[str], smoothing: Smoothing, t: float, curves: bool):
-        self.smoothing = smoothing  # its warmup_frames set
+        self.smoothing = smoothing  # warmup_frames set (analyse_video fills in the checkpoint's)
         self.timeline = Timeline(names, smoothing.smooth_s, smoothing.min_duration_s, smoothing.threshold, t, smoothing.max_novelty)
         self.first_s = self.last_s = t
         self.weight = 0.0

@@ -2,7 +2,7 @@
 
 The JSON and CSV are written frame by frame as results arrive, so memory stays flat on long videos.
 
-JSON schema (``schema_version`` 3)::
+JSON schema (``schema_version`` 4)::
 
     {
       "schema_version": 3,
