@@ -90,6 +90,25 @@ def test_another_person_does_not_stand_in_for_the_subjects_warm_up():
     assert segments[0].start_s == 0.0 and abs(segments[-1].end_s - 9 / 25) < 1e-9
 
 
+def test_a_stop_while_an_output_is_being_opened_leaves_no_partial_file(tmp_path, tiny_checkpoint, monkeypatch):
+    # a SIGTERM to a worker (or Ctrl-C) that lands after the CSV's file is made but before the video keeps its
+    # sink: nothing is left under a partial name (tests/test_workers.py's SIGTERM test hit this window once)
+    from pipeline.inference import files
+
+    made = files.CsvTimeline.__init__
+
+    def stopped(self, *args):
+        made(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.CsvTimeline, "__init__", stopped)
+    out = tmp_path / "o"
+    paths = files.OutputPaths(json=out / "c.json", csv=out / "c.csv")
+    with pytest.raises(KeyboardInterrupt):
+        files.analyse_video(str(write_clip(tmp_path / "c.avi", frames=10)), ActionPredictor(tiny_checkpoint, device="cpu"), paths, progress=False)
+    assert out.is_dir() and not list(out.iterdir())
+
+
 @pytest.fixture(scope="module")
 def ckpt25(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "fps25.ckpt", fps=25.0)

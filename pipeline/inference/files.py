@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pipeline.data.video import VideoError, VideoReader, is_truncated, prefetch
 from pipeline.inference.annotate import Overlay, Person, draw, enlarge, upscale
-from pipeline.inference.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, commit, plot_timeline
+from pipeline.inference.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, commit, partial, plot_timeline
 from pipeline.inference.predictor import ActionPredictor, Predictions
 from pipeline.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, settle
 
@@ -296,6 +296,9 @@ def analyse_video(
         predictor.inspect = False
         for sink in sinks.values():  # not committed: the video failed or the run was stopped half-way
             sink.abort()
+        for path in (out.json, out.csv, out.video):  # and a stop that came while a sink was made, or committed
+            if path:
+                partial(path).unlink(missing_ok=True)
 
 
 def _video_timeline(logs: dict[int, _TrackLog], names: list[str], smoothing: Smoothing, step_s: float):
