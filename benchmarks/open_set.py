@@ -49,7 +49,7 @@ from pipeline.errors import run_cli  # noqa: E402
 from pipeline.model.checkpoint import read_checkpoint  # noqa: E402
 from pipeline.model.classifier import ActionClassifier  # noqa: E402
 from pipeline.model.novelty import MotionRule, Novelty  # noqa: E402
-from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle, zero_phase  # noqa: E402
+from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, first_scored, settle, zero_phase  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def evaluate(a: argparse.Namespace, ckpt_path: Path, pair: tuple[str, str], fold
     for (p, logits, novelty, alone), y, v in zip(per_video(model, seqs), labels, videos):
         t, end = np.arange(len(p)) / fps, len(p) / fps
         truth = all_names[y]
-        k = min(len(p) - 1, hp["warmup_frames"])  # settled after the warm-up, as infer.py settles
+        k = first_scored(len(p), hp["warmup_frames"])  # settled after the warm-up, as infer.py settles
         label = lambda th=0.0, nov=None: settle(  # noqa: E731
             names, t[k:], p[k:], SMOOTH_S, MIN_DURATION_S, th, 0.0, end, novelty=None if nov is None else nov[k:], max_novelty=None if nov is None else 1.0
         )[1][0]

@@ -47,6 +47,7 @@ from pipeline.data.features import POSE_DIM, ExtractorConfig  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
 from pipeline.model.checkpoint import read_checkpoint  # noqa: E402
 from pipeline.model.classifier import ActionClassifier  # noqa: E402
+from pipeline.timeline import first_scored  # noqa: E402
 
 ENSEMBLED = ("span", "mix_after_warmup")  # the rules whose seeds are also averaged as an ensemble
 RULES = ("span", "seen", "after_warmup", "mix_after_warmup", "share_0", "share_0.5", "share_1")
@@ -63,7 +64,7 @@ def video_scores(model, x: torch.Tensor, warmup: int) -> dict[str, torch.Tensor]
     gru, probe, share = model.head(out).softmax(-1)[0], model.probe_probs(x)[0], model.share
     frames = (1 - share) * gru + share * probe
     seen = x[0, :, x.shape[-1] - POSE_DIM] > 0.5  # the pose block's "present" flag
-    first = min(x.shape[1] - 1, warmup)  # as the loss: at least the last frame counts
+    first = first_scored(x.shape[1], warmup)  # as the loss: at least the last frame counts
     return {
         "span": frames.mean(0),
         "seen": frames[seen].mean(0) if seen.any() else frames.mean(0),

@@ -86,6 +86,13 @@ class Smoother:
         return self.value
 
 
+def first_scored(frames: int, warmup: int) -> int:
+    """The first of a track's ``frames`` that its settled label reads: after the ``warmup`` that training
+    leaves out of the GRU's loss, the last frame at least (``pipeline.model.classifier.scored_frames``, the
+    same rule over a batch)."""
+    return max(min(frames - 1, warmup), 0)
+
+
 def label_of(p: np.ndarray, class_names: list[str], threshold: float, novel: bool = False) -> tuple[str, float]:
     """The top class and its probability, or ``unknown`` when that probability is below ``threshold`` or the
     frame is ``novel`` (unlike what the model was trained on: ``pipeline.model.novelty``)."""

@@ -310,15 +310,21 @@ def test_export_then_run_the_folder_with_each_backend(capsys, tmp_path, tiny_exp
     assert out.startswith(f"exported: {tmp_path / 'exported'} (extractor.onnx, branches0.onnx") and "OpenVINO IR" in out
     docs = {}
     for backend, source in (("torch", ckpt), ("onnxruntime", tmp_path / "exported"), ("openvino", tmp_path / "exported")):
-        code, out, err = infer(capsys, str(clip), "-c", str(source), "--backend", backend, "--csv", str(tmp_path / f"{backend}.csv"))
+        code, out, err = infer(capsys, str(clip), "-c", str(source), "--backend", backend, "--csv", str(tmp_path / f"{backend}.csv"),
+                               "--json", str(tmp_path / f"{backend}.json"))  # fmt: skip
         assert code == 0, err
         with open(tmp_path / f"{backend}.csv") as f:
             docs[backend] = list(csv.reader(f))[1:]
+        # the export carries the checkpoint's warm-up, so the settled labels leave out the same frames
+        settled = json.loads((tmp_path / f"{backend}.json").read_text())
+        assert settled["smoothing"]["warmup_frames"] == 8, backend
+        docs[backend + " video"] = [settled["video"]["probs"][n] for n in settled["classes"]]
     for backend in ("onnxruntime", "openvino"):  # every frame and person: the same track, label and probabilities
         assert len(docs[backend]) == len(docs["torch"]) >= 16
         for got, want in zip(docs[backend], docs["torch"]):
             assert got[:4] == want[:4]
             assert max(abs(float(a) - float(b)) for a, b in zip(got[4:], want[4:])) < 1e-3
+        assert np.allclose(docs[backend + " video"], docs["torch video"], atol=1e-3)
     # a checkpoint with another backend runs the export beside it (made on first use: tests/test_export.py; an
     # export of this same checkpoint put there, so that it is reused, not made again)
     shutil.copytree(tmp_path / "exported", tmp_path / "best.export")

@@ -28,7 +28,7 @@ from pipeline.data.video import VideoError, VideoReader, is_truncated, prefetch
 from pipeline.inference.annotate import Overlay, Person, draw, enlarge, upscale
 from pipeline.inference.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, commit, partial, plot_timeline
 from pipeline.inference.predictor import ActionPredictor, Predictions
-from pipeline.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, settle
+from pipeline.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, first_scored, settle
 
 
 @dataclass
@@ -146,7 +146,7 @@ class _TrackLog:
     @property
     def first_scored(self) -> int:
         """The first of this track's frames that its label reads: after the warm-up, the last one at least."""
-        return min(len(self.times) - 1, self.smoothing.warmup_frames or 0)
+        return first_scored(len(self.times), self.smoothing.warmup_frames or 0)
 
     def result(self, track_id: int, names: list[str], step_s: float) -> TrackResult:
         end = self.last_s + step_s

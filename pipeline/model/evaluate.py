@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from pipeline.model.classifier import LEVELS
-from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, settle
+from pipeline.timeline import MIN_DURATION_S, SMOOTH_S, UNKNOWN, first_scored, settle
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
@@ -64,7 +64,7 @@ def rejected(pl_module: L.LightningModule, predictions: list) -> dict:
     out = {}
     for v, p, novelty in pl_module.test_frame_probs:
         if v in labels and len(p):
-            k = min(len(p) - 1, pl_module.hparams.warmup_frames)  # as infer.py: the warm-up left out
+            k = first_scored(len(p), pl_module.hparams.warmup_frames)  # as infer.py: the warm-up left out
             out[v] = settle(names, np.arange(k, len(p)) / fps, p[k:], SMOOTH_S, MIN_DURATION_S, threshold, 0.0, len(p) / fps, novelty=novelty[k:])[1][0]
     if not out:
         return {}
