@@ -4,6 +4,7 @@ process (``__main__`` as a user runs it) to stay fast; what could crash or must 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -68,7 +69,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "jpeg_as_mp4": d / "photo.mp4", "png_as_avi": d / "still.avi", "text": d / "notes.mp4", "random": d / "random.avi",
         "empty": d / "empty.mp4", "cut": d / "cut.avi", "raw": write_raw_avi(d / "raw.avi"), "folder": d / "nothing_here",
         "empty_ckpt": d / "empty.ckpt", "half_ckpt": d / "half.ckpt", "text_ckpt": d / "text.ckpt", "foreign_ckpt": d / "foreign.ckpt",
-        "long_name": d / ("x" * 251 + ".avi"), "broken_link": d / "gone.avi",
+        "pickle_ckpt": d / "model.pt", "long_name": d / ("x" * 251 + ".avi"), "broken_link": d / "gone.avi",
     }  # fmt: skip
     shutil.copy(jpeg, out["jpeg_as_mp4"])
     shutil.copy(png, out["png_as_avi"])
@@ -83,6 +84,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out["half_ckpt"].write_bytes(raw[: len(raw) // 2])
     out["text_ckpt"].write_text("this is not a checkpoint")
     torch.save({"state_dict": {}}, out["foreign_ckpt"])
+    torch.save({"model": argparse.Namespace(layers=3)}, out["pickle_ckpt"])  # Python objects, as a YOLO .pt holds
     shutil.copy(good, out["long_name"])
     os.symlink(d / "never-there.avi", out["broken_link"])
     return out
@@ -164,11 +166,12 @@ def test_infer_without_checkpoint_or_source(capsys, files):
 
 BAD_CHECKPOINTS = {
     "missing": ("nowhere.ckpt", "not found"),
-    "empty": ("empty_ckpt", "not a readable checkpoint"),
-    "truncated": ("half_ckpt", "not a readable checkpoint"),
-    "text": ("text_ckpt", "not a readable checkpoint"),
-    "foreign": ("foreign_ckpt", "not a checkpoint of this pipeline"),
-    "a-video": ("good", "not a readable checkpoint"),
+    "empty": ("empty_ckpt", "not a readable checkpoint (empty file)"),
+    "truncated": ("half_ckpt", "not a readable checkpoint (damaged or cut short"),
+    "text": ("text_ckpt", "not a readable checkpoint (not a PyTorch file)"),
+    "foreign": ("foreign_ckpt", "not a checkpoint of this pipeline (no class names"),
+    "pickled-objects": ("pickle_ckpt", "not a checkpoint of this pipeline (it holds Python objects such as argparse.Namespace"),
+    "a-video": ("good", "not a readable checkpoint (not a PyTorch file)"),
 }
 
 
@@ -177,7 +180,9 @@ def test_infer_bad_checkpoint(capsys, tmp_path, files, name):
     key, message = BAD_CHECKPOINTS[name]
     ckpt = str(files[key]) if key in files else str(tmp_path / key)
     code, _, err = run_tool(capsys, "infer.py", str(files["good"]), "-c", ckpt, "-q")
-    assert message in one_error_line(code, err)
+    line = one_error_line(code, err)
+    assert message in line
+    assert key == "nowhere.ckpt" or "give a .ckpt that train.py wrote" in line  # what to do, not torch's advice
 
 
 def test_infer_weights_that_are_not_the_checkpoints(capsys, tmp_path, files):
@@ -424,7 +429,7 @@ def test_train_predict_is_not_offered(capsys):
     assert "invalid choice: 'predict'" in one_error_line(*run_tool(capsys, "train.py", "predict")[::2])
 
 
-@pytest.mark.parametrize("key", ["empty_ckpt", "half_ckpt", "text_ckpt", "foreign_ckpt"])
+@pytest.mark.parametrize("key", ["empty_ckpt", "half_ckpt", "text_ckpt", "foreign_ckpt", "pickle_ckpt"])
 def test_train_bad_checkpoint(capsys, tmp_path, toy, files, key):
     code, _, err = run_tool(capsys, "train.py", *train_args(tmp_path, toy, "--ckpt_path", str(files[key]), sub="test"))
     assert "checkpoint" in one_error_line(code, err)

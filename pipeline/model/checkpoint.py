@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -19,12 +20,27 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: {_unreadable(e)}; {WHAT_TO_GIVE}") from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "extractor" not in hp or "class_names" not in hp:
-        raise CheckpointError(f"{path}: not a checkpoint of this pipeline (no class names or extractor record)")
+        raise CheckpointError(f"{path}: not a checkpoint of this pipeline (no class names or extractor record); {WHAT_TO_GIVE}")
     return ckpt
+
+
+WHAT_TO_GIVE = "give a .ckpt that train.py wrote (runs/NAME/version_N/checkpoints/best-*.ckpt)"
+
+
+def _unreadable(e: Exception) -> str:
+    """What torch.load's failure means for a user, in a few words instead of its page of advice."""
+    text = str(e)
+    foreign = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if foreign:  # a pickle of Python objects (a YOLO .pt, a whole pickled model), never loaded unsafely here
+        return f"not a checkpoint of this pipeline (it holds Python objects such as {foreign.group(1)}: another tool's model file?)"
+    if isinstance(e, EOFError) and not text:
+        return "not a readable checkpoint (empty file)"
+    if isinstance(e, EOFError) or "zip archive" in text or "corrupted" in text:
+        return "not a readable checkpoint (damaged or cut short: copy it again)"
+    return "not a readable checkpoint (not a PyTorch file)"
 
 
 def check_extractor(record: dict, identity, feature_dim: int, source: str = "the checkpoint") -> None:
