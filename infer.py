@@ -250,7 +250,7 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
         return export_main(a)
     if a.live or a.realtime or a.serve or any(str(s).isdigit() for s in a.sources):
         return live_main(a)
-    sources = expand_sources(a.sources)
+    sources = expand_sources(a.sources, a.output)  # not the annotated videos of an earlier run into a folder inside
     if a.archive:
         return archive_main(a, sources)
     single = OutputPaths(a.save_video, a.json, a.csv, a.plot)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import write_clip
 
-from pipeline.data.video import FrameSampler, VideoError, VideoReader, open_capture, prefetch
+from pipeline.data.video import FrameSampler, VideoError, VideoReader, expand_sources, open_capture, prefetch
 
 
 def test_reads_every_frame_as_uint8_bgr(tmp_path):
@@ -136,3 +136,17 @@ def test_uncompressed_avi_decodes_every_frame_and_rewinds(tmp_path):
     while cap.read()[0]:
         pass
     assert cap.set(cv2.CAP_PROP_POS_FRAMES, 0) and int(cap.read()[1][0, 0, 0]) == 0  # --realtime --loop
+
+
+def test_a_source_folder_leaves_out_the_annotated_videos_of_its_output_folder(tmp_path):
+    # `infer.py clips/ -o clips/out` run twice must not label its own annotated videos the second time
+    write_clip(tmp_path / "clips" / "a.avi", frames=2)
+    write_clip(tmp_path / "clips" / "out" / "a.avi", frames=2)  # an earlier run's output
+    folder, glob_ = str(tmp_path / "clips"), str(tmp_path / "clips" / "**" / "*.avi")
+    assert expand_sources([folder]) == [str(tmp_path / "clips" / "a.avi"), str(tmp_path / "clips" / "out" / "a.avi")]
+    assert expand_sources([folder], tmp_path / "clips" / "out") == [str(tmp_path / "clips" / "a.avi")]
+    assert expand_sources([glob_], tmp_path / "clips" / "out") == [str(tmp_path / "clips" / "a.avi")]
+    named = str(tmp_path / "clips" / "out" / "a.avi")  # a file named on purpose is taken as it is
+    assert expand_sources([named], tmp_path / "clips" / "out") == [named]
+    with pytest.raises(VideoError, match="only videos are under the output folder"):
+        expand_sources([str(tmp_path / "clips" / "out")], tmp_path / "clips" / "out")

@@ -359,13 +359,20 @@ def read_list(path: str | Path) -> list[str]:
     return [n if is_stream(n) or Path(n).is_absolute() else str(path.parent / n) for n in names]
 
 
-def expand_sources(items: list[str]) -> list[str]:
+def expand_sources(items: list[str], outputs: str | Path | None = None) -> list[str]:
     """Command-line sources -> videos: files and URLs as given, folders -> their videos, globs expanded, a
     ``.txt`` or ``.csv`` list -> the videos it names (``read_list``).
 
-    A name that is none of these is kept, so that reading it gives the usual one-line error.
+    A name that is none of these is kept, so that reading it gives the usual one-line error. A folder's or
+    glob's videos under ``outputs`` (the run's output folder, when it lies inside a source folder) are left
+    out: they are this tool's own annotated videos from an earlier run, not footage to label.
     """
     out: list[str] = []
+    mine = Path(outputs).resolve() if outputs is not None else None
+
+    def footage(found: list) -> list[str]:
+        return [str(p) for p in found if mine is None or not Path(p).resolve().is_relative_to(mine)]
+
     for item in items:
         if not is_stream(item) and Path(item).suffix.lower() in LIST_EXTENSIONS and Path(item).is_file():
             out += read_list(item)
@@ -375,15 +382,19 @@ def expand_sources(items: list[str]) -> list[str]:
             found = list_videos(item)
             if not found:
                 raise VideoError(f"{item}: folder holds no video files ({', '.join(VIDEO_EXTENSIONS[:4])}, ...)")
-            out += [str(p) for p in found]
+            out += footage(found) or _only_outputs(item, outputs)
         elif any(c in item for c in "*?["):
             found = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
             if not found:
                 raise VideoError(f"{item}: no files match")
-            out += found
+            out += footage(found) or _only_outputs(item, outputs)
         else:
             out.append(item)
     return out
+
+
+def _only_outputs(item: str, outputs: str | Path | None) -> list[str]:
+    raise VideoError(f"{item}: its only videos are under the output folder {outputs} (this tool's outputs); give the footage's own folder or another --output")
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
