@@ -17,9 +17,10 @@ extraction) and scores them several ways (the run's own rule checked against its
   all frames (the probe is trained on every frame);
 * ``mix_after_warmup``: the fused frames averaged after the frames the GRU's loss leaves out (what a stream
   can do without the two parts apart);
-* ``share_0``, ``share_0.5``, ``share_1``: ``span`` with the probe's share set to 0 (the GRU alone), 0.5 and
-  1 (the probe alone) instead of the one validation chose: which part carries over to the test videos
-  (with the summary the probe is the time-blind model, ``pipeline.model.rnn``).
+* ``share_0``, ``share_0.5``, ``share_1``: the run's own rule (``span`` before the warm-up rule,
+  ``mix_after_warmup`` since) with the probe's share set to 0 (the GRU alone), 0.5 and 1 (the probe alone)
+  instead of the one the run used: which part carries over to the test videos (with the summary the probe
+  is the time-blind model, ``pipeline.model.rnn``).
 
 When the cross-validation ran several seeds (``--seeds 0 1 2``), each fold's seeds are also averaged as an
 ensemble (the mean of their ``span`` probabilities per video), beside the mean of the seeds' own scores on the
@@ -57,20 +58,22 @@ class ReplayError(Exception):
     """A cross-validation summary or one of its runs that cannot be replayed."""
 
 
-def video_scores(model, x: torch.Tensor, warmup: int) -> dict[str, torch.Tensor]:
-    """One video's class probabilities under each rule, from its (T, D) features."""
+def video_scores(model, x: torch.Tensor, warmup: int, own_rule_warmup: bool = True) -> dict[str, torch.Tensor]:
+    """One video's class probabilities under each rule, from its (T, D) features; ``own_rule_warmup``: the
+    run scored videos after the warm-up (the ``share_*`` rules then do too)."""
     x = x[None].float()
     out = model.outputs(x, torch.tensor([x.shape[1]]))[0]
     gru, probe, share = model.head(out).softmax(-1)[0], model.probe_probs(x)[0], model.share
     frames = (1 - share) * gru + share * probe
     seen = x[0, :, x.shape[-1] - POSE_DIM] > 0.5  # the pose block's "present" flag
     first = first_scored(x.shape[1], warmup)  # as the loss: at least the last frame counts
+    own = first if own_rule_warmup else 0
     return {
         "span": frames.mean(0),
         "seen": frames[seen].mean(0) if seen.any() else frames.mean(0),
         "after_warmup": (1 - share) * gru[first:].mean(0) + share * probe.mean(0),
         "mix_after_warmup": frames[first:].mean(0),
-        **{f"share_{s:g}": (1 - s) * gru.mean(0) + s * probe.mean(0) for s in (0.0, 0.5, 1.0)},
+        **{f"share_{s:g}": (1 - s) * gru[own:].mean(0) + s * probe[own:].mean(0) for s in (0.0, 0.5, 1.0)},
     }
 
 
@@ -103,7 +106,7 @@ def replay_fold(row: dict, args: dict, cached: dict) -> dict:
         if seq is None:
             raise ReplayError(f"{v['path']}: no cached features under {dm.cache.dir}; run cross_validate.py again")
         with torch.no_grad():
-            scores = video_scores(classifier.model, torch.from_numpy(seq), hp.get("warmup_frames", 8))
+            scores = video_scores(classifier.model, torch.from_numpy(seq), hp.get("warmup_frames", 8), reported == "mix_after_warmup")
         labels = {r: names[int(p.argmax())] for r, p in scores.items()}
         probs[v["path"]] = ({r: scores[r] for r in ENSEMBLED}, names.index(v["label"]))
         if labels[reported] != v["predicted"]:

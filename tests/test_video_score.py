@@ -21,3 +21,6 @@ def test_the_replay_scores_a_video_as_train_py_test_does():
     assert torch.allclose(scores["mix_after_warmup"], masked_mean(frames, torch.tensor([20]), clf.hparams.warmup_frames)[0], atol=1e-6)
     assert torch.allclose(scores["span"], frames[0].mean(0), atol=1e-6)  # the rule of reports made before the warm-up
     assert not torch.allclose(scores["span"], scores["mix_after_warmup"], atol=1e-4)
+    # the parts apart follow the run's own rule: at the share it used they give its score
+    assert torch.allclose(scores["share_0.5"], scores["mix_after_warmup"], atol=1e-6)
+    assert torch.allclose(video_scores(m, x, clf.hparams.warmup_frames, own_rule_warmup=False)["share_0.5"], scores["span"], atol=1e-6)
