@@ -48,8 +48,8 @@ def test_gates_follow_the_equations():
 def test_timeline_plot_shows_the_cells_gate_values(tiny_checkpoint, tmp_path, monkeypatch):
     captured = {}
 
-    def capture(path, times, probs, names, segments, title="", gates=None, tracks=None, duration_s=None):
-        captured.update(times=times, gates=gates)
+    def capture(path, times, probs, names, segments, title="", gates=None, tracks=None, duration_s=None, warmup=None):
+        captured.update(times=times, gates=gates, warmup=warmup)
         return Path(path)
 
     monkeypatch.setattr(inference, "plot_timeline", capture)
@@ -62,6 +62,7 @@ def test_timeline_plot_shows_the_cells_gate_values(tiny_checkpoint, tmp_path, mo
         _, _, gates = ExplicitGRU(predictor.model.rnn)(predictor.model.embed(features[None]))
     expected = {k: v[0].numpy() for k, v in mean_gate_activity(gates).items()}
     assert len(captured["times"]) == 37
+    assert predictor.warmup_frames == 8 and captured["warmup"] == (captured["times"][0], captured["times"][8])  # greyed: not in the label
     for k in ("update", "reset"):
         np.testing.assert_allclose(captured["gates"][k], expected[k], atol=1e-5)
 

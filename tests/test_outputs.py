@@ -37,3 +37,27 @@ def test_the_plotted_line_breaks_where_nobody_was_seen(tmp_path):
     times = np.arange(0, 3, 1 / fps)
     cols = line_columns(plot_timeline(tmp_path / "seen.png", times, np.tile([0.8, 0.2], (len(times), 1)), ["a", "b"], seg, duration_s=3.0))
     assert np.diff(cols).max() <= 2
+
+
+
+def test_the_subjects_warm_up_is_greyed_and_nothing_else_changes(tmp_path):
+    # the video's label leaves the subject's first frames out: the plot says so where they are
+    times = np.arange(0, 3, 1 / 25)
+    probs = np.tile([0.8, 0.2], (len(times), 1))
+    seg = [Segment(0.0, 3.0, "a", 0.8)]
+
+    def drawn(name: str, warmup=None) -> np.ndarray:
+        return cv2.imread(str(plot_timeline(tmp_path / name, times, probs, ["a", "b"], seg, duration_s=3.0, warmup=warmup))).astype(int)
+
+    plain = drawn("plain.png")
+    start = line_columns(tmp_path / "plain.png")[0]  # t = 0
+    spans = {}
+    for end in (1.0, 2.0):
+        warm = drawn(f"warm{end:g}.png", (0.0, end))
+        changed = np.flatnonzero((np.abs(warm - plain).max(axis=2) > 30).any(axis=0))
+        assert abs(changed.min() - start) <= 2 and len(changed) == changed.max() - changed.min() + 1  # one band from t = 0
+        spans[end] = changed.max() - changed.min()
+        x = int(changed.mean())
+        row = warm.shape[0] // 3
+        assert np.ptp(warm[row, x]) < 40 and warm[row, x].mean() < plain[row, x].mean() - 30  # grey, darker than the segment's shade
+    assert abs(spans[2.0] / spans[1.0] - 2) < 0.05  # as long as the warm-up, and nothing else moved

@@ -343,10 +343,11 @@ def _plot(path: Path, source: str, result: VideoResult, logs: dict[int, _TrackLo
         times, probs = np.asarray(log.times), np.stack(log.probs)
         gates = {"update": np.array([g[0] for g in log.gates]), "reset": np.array([g[1] for g in log.gates])} if log.gates else None
         title += f", main subject #{result.main_track}" if len(logs) > 1 else ""
+        warmup = (float(times[0]), float(times[log.first_scored])) if log.first_scored else None
     else:
-        times, probs, gates = np.zeros(0), np.zeros((0, len(names))), None
+        times, probs, gates, warmup = np.zeros(0), np.zeros((0, len(names))), None, None
     bands = [(tr.id, tr.segments) for tr in result.tracks]
-    plot_timeline(path, times, probs, names, result.segments, title, gates, bands, result.duration_s)
+    plot_timeline(path, times, probs, names, result.segments, title, gates, bands, result.duration_s, warmup)
 
 
 def plan_outputs(sources: list[str], out_dir: Path | None, single: OutputPaths | None) -> list[tuple[str, OutputPaths | None]]:

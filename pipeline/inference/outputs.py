@@ -245,6 +245,9 @@ def broken_at_gaps(times: np.ndarray, values: np.ndarray, gap_s: float) -> tuple
     return np.insert(np.asarray(times, float), cut, np.nan), np.insert(np.asarray(values, float), cut, np.nan, axis=0)
 
 
+WARMUP_GREY = (0.55, 0.55, 0.55)  # over the subject's warm-up, above the lines: they do not count there
+
+
 def plot_timeline(
     path: Path,
     times: np.ndarray,
@@ -255,10 +258,12 @@ def plot_timeline(
     gates: dict[str, np.ndarray] | None = None,
     tracks: list[tuple[int, list[Segment]]] | None = None,
     duration_s: float | None = None,
+    warmup: tuple[float, float] | None = None,
 ) -> Path:
     """Class probabilities over time with the segments shaded; with ``tracks`` ([(id, segments)], more than
     one) a panel with one band per person, coloured by action; with ``gates`` ({"update": (T,), "reset":
-    (T,)}) a panel of the GRU's mean gate activity."""
+    (T,)}) a panel of the GRU's mean gate activity. ``warmup`` (start, end seconds): the subject's first
+    frames, greyed: the video's label leaves them out, so what the lines do there is not what it says."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,6 +281,9 @@ def plot_timeline(
     for seg in segments:
         ax.axvspan(seg.start_s, seg.end_s, color=color_of.get(seg.label, (0.6, 0.6, 0.6)), alpha=0.15, lw=0)
         ax.text((seg.start_s + seg.end_s) / 2, 1.02, seg.label, ha="center", va="bottom", fontsize=8, clip_on=False)
+    if warmup is not None and warmup[1] > warmup[0]:
+        ax.axvspan(*warmup, color=WARMUP_GREY, alpha=0.35, lw=0, zorder=3)
+        ax.text(warmup[0], 0.98, " warm-up", ha="left", va="top", fontsize=7, color="0.3", zorder=4)
     step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     gap_s = max(GAP_S, 3 * step)  # a few missed frames bridged; a person lost for longer, a break
     lines_t, lines_p = broken_at_gaps(times, probs, gap_s)
