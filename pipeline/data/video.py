@@ -370,8 +370,11 @@ def expand_sources(items: list[str], outputs: str | Path | None = None) -> list[
     out: list[str] = []
     mine = Path(outputs).resolve() if outputs is not None else None
 
-    def footage(found: list) -> list[str]:
-        return [str(p) for p in found if mine is None or not Path(p).resolve().is_relative_to(mine)]
+    def footage(item: str, found: list) -> list[str]:
+        kept = [str(p) for p in found if mine is None or not Path(p).resolve().is_relative_to(mine)]
+        if not kept:
+            raise VideoError(f"{item}: its only videos are under the output folder {outputs} (this tool's outputs); give the footage's own folder or another --output")
+        return kept
 
     for item in items:
         if not is_stream(item) and Path(item).suffix.lower() in LIST_EXTENSIONS and Path(item).is_file():
@@ -382,19 +385,15 @@ def expand_sources(items: list[str], outputs: str | Path | None = None) -> list[
             found = list_videos(item)
             if not found:
                 raise VideoError(f"{item}: folder holds no video files ({', '.join(VIDEO_EXTENSIONS[:4])}, ...)")
-            out += footage(found) or _only_outputs(item, outputs)
+            out += footage(item, found)
         elif any(c in item for c in "*?["):
             found = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
             if not found:
                 raise VideoError(f"{item}: no files match")
-            out += footage(found) or _only_outputs(item, outputs)
+            out += footage(item, found)
         else:
             out.append(item)
     return out
-
-
-def _only_outputs(item: str, outputs: str | Path | None) -> list[str]:
-    raise VideoError(f"{item}: its only videos are under the output folder {outputs} (this tool's outputs); give the footage's own folder or another --output")
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
