@@ -23,6 +23,14 @@ needs_shared = pytest.mark.skipif(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n 2``, the README's command) each worker, and each process its tests start, has
+    one thread for torch and NumPy: the workers share the cores instead of each taking all of them."""
+    if getattr(config.option, "numprocesses", None):  # set before the workers start: they inherit it
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+
+
 def write_clip(path: Path, frames: int = 16, size: tuple[int, int] = (80, 64), fps: float = 25.0, seed: int = 0, speed: float = 2.0) -> Path:
     """A clip of a stick figure walking across a textured background (MJPG .avi)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +99,25 @@ def run_script(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: f
     """Run a repo script as a user would, capturing its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_infer(*args: str) -> tuple[int, str, str]:
+    """``infer.py`` run in this process as a user runs it (``__main__``): exit code, stdout, stderr. A process
+    start less (5 s of imports), and what the run calls can be patched (``graphs_from``)."""
+    import contextlib
+    import io
+    import runpy
+
+    code, out, err, argv = 0, io.StringIO(), io.StringIO(), sys.argv
+    try:
+        sys.argv = ["infer.py", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(ROOT / "infer.py"), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
 
 
 def free_port() -> int:
@@ -180,6 +207,21 @@ def tiny_export(tiny_checkpoint) -> Path:
     from pipeline.inference.export import cached_export
 
     return cached_export(tiny_checkpoint)
+
+
+CROWD = {"layers": (16, 19), "imgsz": 96}  # the crowd-seeing extractor of tests/test_export.py and tests/test_quantize.py
+
+
+@pytest.fixture(scope="session")
+def crowd_export(tmp_path_factory) -> tuple[Path, Path]:
+    """A checkpoint of a crowd-seeing random extractor (pooled layers, an untrained GRU) and its export: the
+    extractor traced once (half a minute), its graphs taken by the tests that export the same extractor."""
+    from pipeline.inference.export import export
+
+    tmp = tmp_path_factory.mktemp("crowd")
+    ckpt = make_checkpoint(tmp / "crowd.ckpt", weights=str(seeing_weights(tmp / "crowd.pt", bias=11)), **CROWD)
+    export(ckpt, tmp / "exported")
+    return ckpt, tmp / "exported"
 
 
 def graphs_from(folder: Path, monkeypatch: pytest.MonkeyPatch, keep: tuple[str, ...] = ()) -> None:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import graphs_from, make_checkpoint, seeing_weights, write_clip
+from conftest import CROWD, graphs_from, make_checkpoint, seeing_weights, write_clip
 
 from pipeline.data.video import VideoReader
 from pipeline.inference.export import ExportError, cached_export, export, read_manifest
@@ -18,33 +18,30 @@ from pipeline.model.classifier import ActionClassifier
 from pipeline.model.novelty import Novelty, PrototypeRule
 
 RUNTIMES = ["onnxruntime", "openvino"]
-FIRST: list = []  # the module's first export (the gru's), whose extractor graphs the lstm's export takes
 
 
 @pytest.fixture(scope="module", params=["gru", "lstm"])
-def exported(request, tmp_path_factory):
+def exported(request, crowd_export, tmp_path_factory):
     """A crowd-seeing random extractor with pooled layers and an untrained classifier (a frame probe fused
-    in), exported."""
+    in), exported: the extractor's graphs are the session's (``crowd_export``, traced from the same weights),
+    the step, where the cells and heads differ, is traced here."""
     tmp = tmp_path_factory.mktemp(f"export_{request.param}")
     weights = str(seeing_weights(tmp / "crowd.pt", bias=11))
     g = torch.Generator().manual_seed(1)
-    kw = dict(layers=(16, 19), imgsz=96, cell=request.param, rejection={"threshold": 0.4}, weights=weights, probe_share=0.5)
+    kw = dict(cell=request.param, rejection={"threshold": 0.4}, weights=weights, probe_share=0.5, **CROWD)
     dim = torch.load(make_checkpoint(tmp / "plain.ckpt", **kw), weights_only=False)["hyper_parameters"]["input_dim"]
     hidden = ActionClassifier(dim, ["a", "b"], {}).model.state_shape[1]  # the default's state: the GRU's and the summary
     protos = PrototypeRule(0.3 * torch.randn(2, hidden, generator=g), torch.eye(hidden), 1.0, 8, 0.05)  # around the limit
     ckpt = make_checkpoint(tmp / "c.ckpt", novelty=Novelty(prototypes=protos), **kw)
-    # tested here, as an export of its own costs half a minute: a new folder's parents are made (gru), an old
-    # export in the way is replaced whole (lstm)
+    # a new folder's parents are made (gru), an old export in the way is replaced whole (lstm)
     folder = tmp / "new" / "exported"
     with pytest.MonkeyPatch.context() as monkeypatch:
         if request.param == "lstm":
             folder.mkdir(parents=True)
             (folder / "export.json").write_text("{}")
             (folder / "old.onnx").write_text("stale")
-            if FIRST:  # the same extractor's graphs, traced for the gru: only the step, where the cells differ, is traced
-                graphs_from(FIRST[0], monkeypatch, keep=("step.onnx",))
+        graphs_from(crowd_export[1], monkeypatch, keep=("step.onnx",))
         export(ckpt, folder)
-    FIRST.append(folder)
     assert read_manifest(folder)["class_names"] == ["walk", "wave"] and not (folder / "old.onnx").exists()
     return ckpt, folder
 

@@ -4,14 +4,17 @@ that a GPU session has minutes for never rots."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 
 from conftest import ROOT
 
 
 def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     out = tmp_path / "gpu_check.json"
-    r = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHON": sys.executable}  # the Python running the suite, wherever its environment lives
+    r = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "onnxruntime" in r.stdout.splitlines()[0]  # its first line: what this onnxruntime offers
     doc = json.loads(out.read_text())

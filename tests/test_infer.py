@@ -5,16 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import runpy
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, graphs_from, make_checkpoint, write_clip
+from conftest import graphs_from, make_checkpoint, run_infer, write_clip
 from test_download import server  # noqa: F401  (fixture)
 
 from pipeline.data.extract import extract_video
@@ -33,19 +31,8 @@ TOP_KEYS = {
 }  # fmt: skip
 
 
-def infer(capsys, *args: str) -> tuple[int, str, str]:
-    """Run infer.py in this process as a user would (``__main__``), returning exit code, stdout, stderr."""
-    code = 0
-    old = sys.argv
-    try:
-        sys.argv = ["infer.py", *args, "--quiet"]
-        runpy.run_path(str(ROOT / "infer.py"), run_name="__main__")
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+def infer(*args: str) -> tuple[int, str, str]:
+    return run_infer(*args, "--quiet")
 
 
 def one_line_error(code: int, err: str) -> str:
@@ -114,9 +101,9 @@ def ckpt25(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "fps25.ckpt", fps=25.0)
 
 
-def test_outputs_schema_and_frame_rate_mapping(capsys, tmp_path, ckpt25):
+def test_outputs_schema_and_frame_rate_mapping(tmp_path, ckpt25):
     clip = write_clip(tmp_path / "in" / "clip50.avi", frames=40, fps=50.0)  # the model was trained at 25 fps
-    code, out, err = infer(capsys, str(clip), "-c", str(ckpt25), "--output", str(tmp_path / "out"), "--min-segment", "0.1")
+    code, out, err = infer(str(clip), "-c", str(ckpt25), "--output", str(tmp_path / "out"), "--min-segment", "0.1")
     assert code == 0, err
     assert "clip50.avi:" in out
 
@@ -175,20 +162,20 @@ def test_outputs_schema_and_frame_rate_mapping(capsys, tmp_path, ckpt25):
     assert (tmp_path / "out" / "clip50.png").stat().st_size > 5000
 
 
-def test_single_outputs_and_summary_only_json(capsys, tmp_path, tiny_checkpoint):
+def test_single_outputs_and_summary_only_json(tmp_path, tiny_checkpoint):
     clip = write_clip(tmp_path / "a.avi", frames=12)
-    code, _, err = infer(capsys, str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "r" / "a.json"), "--no-frames")
+    code, _, err = infer(str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "r" / "a.json"), "--no-frames")
     assert code == 0, err
     doc = json.loads((tmp_path / "r" / "a.json").read_text())
     assert doc["frames"] == [] and doc["processed_frames"] == 12 and doc["segments"]
     assert not (tmp_path / "r" / "a.mp4").exists()
 
 
-def test_folder_with_a_bad_file_processes_the_rest(capsys, tmp_path, tiny_checkpoint):
+def test_folder_with_a_bad_file_processes_the_rest(tmp_path, tiny_checkpoint):
     for i in range(2):
         write_clip(tmp_path / "in" / f"good{i}.avi", frames=10, seed=i)
     (tmp_path / "in" / "broken.avi").write_bytes(os.urandom(2048))
-    code, out, err = infer(capsys, str(tmp_path / "in"), "-c", str(tiny_checkpoint), "--output", str(tmp_path / "out"))
+    code, out, err = infer(str(tmp_path / "in"), "-c", str(tiny_checkpoint), "--output", str(tmp_path / "out"))
     assert code == 0, err
     assert "good0.avi:" in out and "good1.avi:" in out
     assert "failed: 1 of 3 videos" in err and "broken.avi" in err and "Traceback" not in err
@@ -212,43 +199,43 @@ def _zero_frame_video(path: Path) -> Path:
     ],
     ids=["missing", "corrupt", "zero-frames", "non-video", "unreadable-url"],
 )
-def test_bad_source_is_a_one_line_error(capsys, tmp_path, tiny_checkpoint, make, message):
-    code, _, err = infer(capsys, str(make(tmp_path)), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "o.json"))
+def test_bad_source_is_a_one_line_error(tmp_path, tiny_checkpoint, make, message):
+    code, _, err = infer(str(make(tmp_path)), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "o.json"))
     assert message in one_line_error(code, err)
     assert not (tmp_path / "o.json").exists()  # no half-written output left behind
 
 
-def test_output_that_cannot_be_written(capsys, tmp_path, tiny_checkpoint):
+def test_output_that_cannot_be_written(tmp_path, tiny_checkpoint):
     clip = write_clip(tmp_path / "a.avi", frames=5)
     (tmp_path / "file").write_text("x")
-    code, _, err = infer(capsys, str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "file" / "out.json"))
+    code, _, err = infer(str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "file" / "out.json"))
     assert "cannot write" in one_line_error(code, err)
-    code, _, err = infer(capsys, str(clip), "-c", str(tiny_checkpoint), "--save-video", str(tmp_path / "out.xyz"))
+    code, _, err = infer(str(clip), "-c", str(tiny_checkpoint), "--save-video", str(tmp_path / "out.xyz"))
     assert "cannot write video" in one_line_error(code, err)
 
 
-def test_wrong_checkpoint_and_misused_options(capsys, tmp_path, tiny_checkpoint):
+def test_wrong_checkpoint_and_misused_options(tmp_path, tiny_checkpoint):
     clip = write_clip(tmp_path / "a.avi", frames=5)
-    code, _, err = infer(capsys, str(clip), "-c", str(tmp_path / "none.ckpt"))
+    code, _, err = infer(str(clip), "-c", str(tmp_path / "none.ckpt"))
     assert "not found" in one_line_error(code, err)
-    code, _, err = infer(capsys, str(clip), str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "x.json"))
+    code, _, err = infer(str(clip), str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "x.json"))
     assert "--output DIR" in one_line_error(code, err)
 
 
-def test_http_url_source(capsys, tmp_path, tiny_checkpoint, server):  # noqa: F811
+def test_http_url_source(tmp_path, tiny_checkpoint, server):  # noqa: F811
     base, www = server
     write_clip(www / "remote.avi", frames=12)
-    code, out, err = infer(capsys, f"{base}/remote.avi", "-c", str(tiny_checkpoint), "--json", str(tmp_path / "r.json"))
+    code, out, err = infer(f"{base}/remote.avi", "-c", str(tiny_checkpoint), "--json", str(tmp_path / "r.json"))
     assert code == 0, err
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["source"].startswith("http://") and doc["processed_frames"] == 12
 
 
-def test_the_checkpoints_rejection_threshold_labels_what_the_model_does_not_know(capsys, tmp_path):
+def test_the_checkpoints_rejection_threshold_labels_what_the_model_does_not_know(tmp_path):
     # a model whose scores all fall under the threshold it was calibrated with: every frame is "unknown"
     ckpt = make_checkpoint(tmp_path / "reject.ckpt", rejection={"threshold": 0.99, "quantile": 0.05})
     clip = write_clip(tmp_path / "odd.avi", frames=30)
-    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv"))
+    code, out, err = infer(str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv"))
     assert code == 0, err
     doc = json.loads((tmp_path / "o.json").read_text())
     assert doc["smoothing"]["threshold"] == 0.99
@@ -257,12 +244,12 @@ def test_the_checkpoints_rejection_threshold_labels_what_the_model_does_not_know
     assert {p["label"] for f in doc["frames"] for p in f["tracks"]} == {"unknown"}
     assert {row.split(",")[3] for row in (tmp_path / "o.csv").read_text().splitlines()[1:]} == {"unknown"}
     # --threshold still overrides it
-    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "p.json"), "--threshold", "0")
+    code, out, err = infer(str(clip), "-c", str(ckpt), "--json", str(tmp_path / "p.json"), "--threshold", "0")
     assert code == 0, err
     assert json.loads((tmp_path / "p.json").read_text())["label"] in ("walk", "wave")
 
 
-def test_motion_unlike_every_training_video_is_unknown(capsys, tmp_path):
+def test_motion_unlike_every_training_video_is_unknown(tmp_path):
     # the random test extractor gives one steady pose on any clip; the model's training people all swung
     # their arms (their keypoints moved), so the steady person in this clip moves unlike any of them
     plain = make_checkpoint(tmp_path / "plain.ckpt", class_names=("swing", "sway"))
@@ -273,7 +260,7 @@ def test_motion_unlike_every_training_video_is_unknown(capsys, tmp_path):
         x[:, -POSE_DIM:][:, 6:40:2] += 0.1 * torch.sin(torch.arange(len(x))[:, None] * (0.5 + 0.1 * k))
     rules = {name: Novelty(motion=MotionRule.fit(tracks, ["ann", "bob", "cid"], [], 16, 0.05, 8)) for name, tracks in (("swing", swinging), ("steady", [steady] * 3))}
     ckpt = make_checkpoint(tmp_path / "novel.ckpt", class_names=("swing", "sway"), novelty=rules["swing"])
-    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv"))
+    code, out, err = infer(str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv"))
     assert code == 0, err
     doc = json.loads((tmp_path / "o.json").read_text())
     assert doc["label"] == doc["video"]["label"] == "unknown" and "steady.avi: unknown" in out
@@ -283,34 +270,34 @@ def test_motion_unlike_every_training_video_is_unknown(capsys, tmp_path):
     assert set(labels[8:]) == {"unknown"} and "unknown" not in labels[:7]  # judged from the 8th frame of the track on
     assert [row.split(",")[3] for row in (tmp_path / "o.csv").read_text().splitlines()[1:]] == labels
     # --threshold replaces the checkpoint's rules; and a model trained on steady people knows this one
-    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "p.json"), "--threshold", "0")
+    code, out, err = infer(str(clip), "-c", str(ckpt), "--json", str(tmp_path / "p.json"), "--threshold", "0")
     doc = json.loads((tmp_path / "p.json").read_text())
     assert code == 0 and doc["label"] in ("swing", "sway") and doc["smoothing"]["rules"] is None
     familiar = make_checkpoint(tmp_path / "familiar.ckpt", class_names=("swing", "sway"), novelty=rules["steady"])
-    code, out, err = infer(capsys, str(clip), "-c", str(familiar), "--json", str(tmp_path / "f.json"))
+    code, out, err = infer(str(clip), "-c", str(familiar), "--json", str(tmp_path / "f.json"))
     assert code == 0 and json.loads((tmp_path / "f.json").read_text())["label"] in ("swing", "sway")
 
 
-def test_the_background_class_is_no_action(capsys, tmp_path):
+def test_the_background_class_is_no_action(tmp_path):
     ckpt = make_checkpoint(tmp_path / "bg.ckpt", class_names=("background", "walk"), bias={"background": 10.0})
     clip = write_clip(tmp_path / "idle.avi", frames=30)
-    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--save-video", str(tmp_path / "o.avi"))
+    code, out, err = infer(str(clip), "-c", str(ckpt), "--json", str(tmp_path / "o.json"), "--save-video", str(tmp_path / "o.avi"))
     assert code == 0, err
     doc = json.loads((tmp_path / "o.json").read_text())
     assert doc["segments"] == [] and doc["label"] == "background"  # never a segment
     assert {p["label"] for f in doc["frames"] for p in f["tracks"]} == {"background"}
 
 
-def test_export_then_run_the_folder_with_each_backend(capsys, tmp_path, tiny_export, monkeypatch):
+def test_export_then_run_the_folder_with_each_backend(tmp_path, tiny_export, monkeypatch):
     ckpt = make_checkpoint(tmp_path / "best.ckpt", rejection={"threshold": 0.3})  # tiny_checkpoint's weights
     graphs_from(tiny_export, monkeypatch)  # traced once for the session; the rest of the export runs here
     clip = write_clip(tmp_path / "a.avi", frames=16)
-    code, out, err = infer(capsys, "--export", str(tmp_path / "exported"), "-c", str(ckpt))
+    code, out, err = infer("--export", str(tmp_path / "exported"), "-c", str(ckpt))
     assert code == 0, err
     assert out.startswith(f"exported: {tmp_path / 'exported'} (extractor.onnx, branches0.onnx") and "OpenVINO IR" in out
     docs = {}
     for backend, source in (("torch", ckpt), ("onnxruntime", tmp_path / "exported"), ("openvino", tmp_path / "exported")):
-        code, out, err = infer(capsys, str(clip), "-c", str(source), "--backend", backend, "--csv", str(tmp_path / f"{backend}.csv"),
+        code, out, err = infer(str(clip), "-c", str(source), "--backend", backend, "--csv", str(tmp_path / f"{backend}.csv"),
                                "--json", str(tmp_path / f"{backend}.json"))  # fmt: skip
         assert code == 0, err
         with open(tmp_path / f"{backend}.csv") as f:
@@ -329,9 +316,9 @@ def test_export_then_run_the_folder_with_each_backend(capsys, tmp_path, tiny_exp
     # export of this same checkpoint put there, so that it is reused, not made again)
     shutil.copytree(tmp_path / "exported", tmp_path / "best.export")
     stamp = (tmp_path / "best.export" / "export.json").stat().st_mtime_ns
-    code, out, err = infer(capsys, str(clip), "-c", str(ckpt), "--backend", "onnxruntime")
+    code, out, err = infer(str(clip), "-c", str(ckpt), "--backend", "onnxruntime")
     assert code == 0 and (tmp_path / "best.export" / "export.json").stat().st_mtime_ns == stamp, err
-    code, _, err = infer(capsys, str(clip), "-c", str(tmp_path / "exported"), "--backend", "torch")
+    code, _, err = infer(str(clip), "-c", str(tmp_path / "exported"), "--backend", "torch")
     assert "without PyTorch weights" in one_line_error(code, err)
-    code, _, err = infer(capsys, str(clip), "--export", str(tmp_path / "x"), "-c", str(ckpt))
+    code, _, err = infer(str(clip), "--export", str(tmp_path / "x"), "-c", str(ckpt))
     assert "give no videos" in one_line_error(code, err)

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import graphs_from, make_checkpoint, run_script, seeing_weights, write_clip
+from conftest import graphs_from, make_checkpoint, run_infer, run_script, write_clip
 
 from pipeline.data.features import ExtractorConfig
 from pipeline.data.video import VideoReader
@@ -18,26 +18,27 @@ from pipeline.inference.predictor import ActionPredictor
 
 
 @pytest.fixture(scope="module")
-def setting(tmp_path_factory):
-    """A crowd-seeing random extractor, its checkpoint listing training clips, and those clips."""
+def setting(crowd_export, tmp_path_factory):
+    """A crowd-seeing random extractor's checkpoint listing its training clips, and those clips."""
     tmp = tmp_path_factory.mktemp("int8")
-    weights = str(seeing_weights(tmp / "crowd.pt", bias=11))
-    ckpt = make_checkpoint(tmp / "c.ckpt", layers=(16, 19), imgsz=96, weights=weights)
     clips = [write_clip(tmp / "clips" / f"{i}.avi", frames=12, size=(120, 96), seed=i) for i in range(5)]
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(crowd_export[0], weights_only=False)
     state["train_videos"] = [str(c) for c in clips]  # as train.py records them
-    torch.save(state, ckpt)
-    return tmp, ckpt, clips
+    torch.save(state, tmp / "c.ckpt")
+    return tmp, tmp / "c.ckpt", clips
 
 
 @pytest.fixture(scope="module")
-def int8_folder(setting):
-    """``infer.py --export DIR --int8`` as a user runs it."""
+def int8_folder(setting, crowd_export):
+    """``infer.py --export DIR --int8`` as a user runs it; the fp32 graphs are the session's export of the
+    same checkpoint (``crowd_export``): calibration, quantization and the check run here."""
     tmp, ckpt, _ = setting
     folder = tmp / "int8"
-    r = run_script("infer.py", "--export", str(folder), "-c", str(ckpt), "--int8", "--calibration-frames", "40", "-q")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "int8 extractor: calibrated on" in r.stdout and "held-out" in r.stdout
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        graphs_from(crowd_export[1], monkeypatch)
+        code, out, err = run_infer("--export", str(folder), "-c", str(ckpt), "--int8", "--calibration-frames", "40", "-q")
+    assert code == 0, err[-2000:]
+    assert "int8 extractor: calibrated on" in out and "held-out" in out
     return folder
 
 
