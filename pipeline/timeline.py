@@ -24,6 +24,7 @@ UNKNOWN = "unknown"  # below the rejection threshold: none of the trained action
 SMOOTH_S = 0.3  # default time constant of the probability smoothing (infer.py --smooth)
 MIN_DURATION_S = 0.5  # default time a label must hold to open a segment (infer.py --min-segment)
 NOBODY = "nobody"  # the video-level label when no person was tracked at all
+WARMING = "warming up"  # shown for a track's first frames: the warm-up its label leaves out, as training does
 
 
 @dataclass
@@ -91,6 +92,11 @@ def first_scored(frames: int, warmup: int) -> int:
     leaves out of the GRU's loss, the last frame at least (``pipeline.model.classifier.scored_frames``, the
     same rule over a batch)."""
     return max(min(frames - 1, warmup), 0)
+
+
+def warming(frames: int, warmup: int) -> bool:
+    """Whether a track's latest frame, its ``frames``-th, is still in its ``warmup`` (shown as ``WARMING``)."""
+    return frames <= warmup
 
 
 def label_of(p: np.ndarray, class_names: list[str], threshold: float, novel: bool = False) -> tuple[str, float]:

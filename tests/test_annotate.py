@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.inference import annotate
-from pipeline.inference.annotate import FONT, MIN_SIDE, Overlay, Person, _text, color_of, draw
+from pipeline.inference.annotate import FONT, MIN_SIDE, Overlay, Person, _text, color_of, draw, headline
 
 
 def pixels_of(img: np.ndarray, color) -> np.ndarray:
@@ -70,16 +70,32 @@ def test_before_there_is_a_model_only_skeletons_are_drawn():
     assert (np.abs(labelled.astype(int) - 128).sum(-1) > 30)[:100].any()  # the check above can see text
 
 
-def test_unknown_is_drawn_without_a_score():
-    """``unknown``'s score is the top known action's: drawn, it would read as confidence in ``unknown``."""
+@pytest.mark.parametrize("label", ["unknown", "warming up"])
+def test_what_is_no_action_is_drawn_grey_without_a_score(label):
+    """``unknown``'s score is the top known action's: drawn, it would read as confidence in ``unknown``; a new
+    person's first frames (``warming up``) have no label yet."""
     frame = np.full((360, 480, 3), 128, np.uint8)
     box = np.array([230, 110, 300, 310.0])
 
     def drawn(label: str, score: float) -> np.ndarray:
         return draw(frame.copy(), Overlay(label, score, [("wave", 0.6)], [Person(1, box, None, label, score)], main=1))
 
-    assert np.array_equal(drawn("unknown", 0.89), drawn("unknown", 0.12))  # label and person tag alike
+    assert np.array_equal(drawn(label, 0.89), drawn(label, 0.12))  # label and person tag alike
     assert not np.array_equal(drawn("wave", 0.89), drawn("wave", 0.12))  # an action keeps its score
+    head = slice(0, 28)  # the label's rows, above the bars
+    assert not pixels_of(drawn(label, 0.89)[head], annotate.GREEN).any() and pixels_of(drawn("wave", 0.89)[head], annotate.GREEN).any()
+
+
+def test_the_headline_is_what_the_served_page_shows():
+    box = np.array([230, 110, 300, 310.0])
+    one, two = [Person(3, box, None, "wave", 0.87)], [Person(3, box, None, "wave", 0.87), Person(4, box, None, "walk", 0.5)]
+    assert headline(Overlay("wave", 0.87, [], one, main=3)) == "wave 87%"
+    assert headline(Overlay("wave", 0.87, [], two, main=3)) == "#3 wave 87%"  # which person, when there are several
+    assert headline(Overlay("unknown", 0.4, [], one, main=3)) == "unknown"
+    assert headline(Overlay("warming up", 0.0, [], one, main=3)) == "warming up"
+    assert headline(Overlay("nobody", 0.0, [])) == "nobody"
+    assert headline(Overlay("idle", 0.9, [], one, main=3, background="idle")) == "no action"
+    assert headline(Overlay("", 0.0, [])) == ""  # no model yet
 
 
 

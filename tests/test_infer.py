@@ -162,6 +162,20 @@ def test_outputs_schema_and_frame_rate_mapping(tmp_path, ckpt25):
     assert (tmp_path / "out" / "clip50.png").stat().st_size > 5000
 
 
+def test_the_annotated_video_shows_a_persons_warm_up_as_no_label_yet(tmp_path, tiny_checkpoint, monkeypatch):
+    """The frames a track's label leaves out (the checkpoint's warm-up, 8) are drawn as ``warming up``, without
+    bars, as the timeline plot greys them; from the ninth the person's action and its bars."""
+    from pipeline.inference import files
+
+    drawn, real = [], files.draw
+    monkeypatch.setattr(files, "draw", lambda frame, o, *a: (drawn.append(o), real(frame, o, *a))[1])
+    code, _, err = infer(str(write_clip(tmp_path / "a.avi", frames=16)), "-c", str(tiny_checkpoint), "--save-video", str(tmp_path / "a.mp4"))
+    assert code == 0, err
+    assert len(drawn) == 16 and all(len(o.people) == 1 for o in drawn)  # the test model sees one person in every frame
+    assert [o.label for o in drawn[:8]] == [o.people[0].label for o in drawn[:8]] == ["warming up"] * 8 and not any(o.top for o in drawn[:8])
+    assert all(o.label in ("walk", "wave") and o.people[0].label == o.label and len(o.top) == 2 for o in drawn[8:])
+
+
 def test_single_outputs_and_summary_only_json(tmp_path, tiny_checkpoint):
     clip = write_clip(tmp_path / "a.avi", frames=12)
     code, _, err = infer(str(clip), "-c", str(tiny_checkpoint), "--json", str(tmp_path / "r" / "a.json"), "--no-frames")

@@ -12,9 +12,9 @@ import pytest
 from conftest import ROOT, free_port, run_script, wait_for_url, write_clip
 
 from pipeline.data.video import VideoError
-from pipeline.inference.predictor import ActionPredictor
+from pipeline.inference.predictor import ActionPredictor, Predictions
 from pipeline.live.capture import LatestFrameCapture, open_live
-from pipeline.live.loop import LiveOptions, run_live
+from pipeline.live.loop import LiveLabels, LiveOptions, run_live
 
 
 class SlowPredictor:
@@ -196,3 +196,25 @@ def test_the_tap_sees_every_frame_before_the_consumer_can_draw_on_it(tmp_path):
     indices = [i for i, _ in seen]
     assert not any(handed for _, handed in seen)  # every frame reached the tap first
     assert indices == list(range(indices[0], indices[0] + len(indices))) and indices[-1] == 11  # none skipped
+
+
+def test_a_new_persons_first_frames_read_warming_up():
+    """Each track's first ``warmup_frames`` (the checkpoint's: what its labels leave out, as training does) are
+    drawn as ``warming up``, without bars; a person who joins later warms up on their own; a reset starts over."""
+
+    def frame(*tracks: int) -> Predictions:
+        n = len(tracks)
+        return Predictions(
+            frames=1, frame=np.zeros(n, np.int64), track=np.array(tracks), probs=np.tile([0.2, 0.8], (n, 1)),
+            boxes=np.zeros((n, 4)), keypoints=np.zeros((n, 17, 3)), scores=np.ones(n), weight=np.arange(n, 0, -1.0), novelty=np.zeros(n),
+        )  # fmt: skip
+
+    labels = LiveLabels(["walk", "wave"], 0.0, 0.0, warmup_frames=3)
+    seen = [labels.update(frame(1), t / 10, {1}) for t in range(5)]
+    assert [o.label for o in seen] == ["warming up"] * 3 + ["wave"] * 2
+    assert [o.top for o in seen[:3]] == [[]] * 3 and seen[3].top[0][0] == "wave"
+    two = labels.update(frame(1, 2), 0.5, {1, 2})
+    assert [(p.track, p.label) for p in two.people] == [(1, "wave"), (2, "warming up")] and two.label == "wave"  # 1 is the main subject
+    labels.reset()
+    assert labels.update(frame(1), 0.6, {1}).label == "warming up"
+    assert LiveLabels(["walk", "wave"], 0.0, 0.0).update(frame(1), 0.0, {1}).label == "wave"  # no warm-up: labelled at once

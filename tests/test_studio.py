@@ -97,7 +97,7 @@ def test_record_train_twice_and_the_model_goes_live(studio, tmp_path):
     assert not (tmp_path / "src" / "runs").exists()
     assert info["unknown"].endswith("model state unlike the examples")  # the page says what "unknown" means
     assert studio.job_status["state"] == "done" and len(studio.job_status["history"]) == 3
-    wait_for(lambda: studio.state()["label"] != "", 30, "a live label")
+    wait_for(lambda: studio.state()["label"] not in ("", "warming up"), 30, "a live label after the warm-up")
     assert studio.state()["label"] in ("moving", "still", "unknown", "nobody")
 
 

@@ -17,12 +17,13 @@ import cv2
 import numpy as np
 
 from pipeline.data.features import SKELETON
-from pipeline.timeline import UNKNOWN
+from pipeline.timeline import NOBODY, UNKNOWN, WARMING
 
 GREEN, WHITE, GREY, BLACK, ORANGE = (80, 200, 80), (255, 255, 255), (150, 150, 150), (0, 0, 0), (0, 165, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 pixels
 MIN_SIDE = 360  # pixels: smaller frames are drawn enlarged
+NO_SCORE = (UNKNOWN, WARMING, NOBODY)  # labels that are no action: drawn grey, without a score
 
 
 # distinct BGR colours, one per track id (id modulo their number)
@@ -74,9 +75,19 @@ def enlarge(frame: np.ndarray) -> np.ndarray:
 
 
 def scored(label: str, score: float) -> str:
-    """What follows a label: its score (" 87%"), but nothing after ``unknown``: its score is the top known
-    action's, and would read as confidence in ``unknown`` (the bars show the actions' scores)."""
-    return "" if label == UNKNOWN else f" {score:.0%}"
+    """What follows a label: its score (" 87%"), but nothing after ``unknown`` (its score is the top known
+    action's, and would read as confidence in ``unknown``; the bars show the actions' scores), ``warming up``
+    or ``nobody``."""
+    return "" if label in NO_SCORE else f" {score:.0%}"
+
+
+def headline(o: Overlay) -> str:
+    """The main subject's label as it reads top-left (and on the served page): "wave 87%", "#3 unknown",
+    "no action"; empty before there is a model."""
+    who = f"#{o.main} " if o.main is not None and len(o.people) > 1 else ""
+    if o.label == o.background:
+        return f"{who}no action"
+    return f"{who}{o.label}{scored(o.label, o.score)}" if o.label else ""
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color=WHITE, thickness: int = 1) -> Rect:
@@ -146,11 +157,9 @@ def draw(frame: np.ndarray, o: Overlay, kpt_conf: float = 0.5) -> np.ndarray:
         tags.append((tag, (x0, y0, x1, y1), color))
     # label and score, top-left (none before there is a model: the teaching app's first minutes)
     taken: list[Rect] = []  # what the people's tags must not cover
-    who = f"#{o.main} " if o.main is not None and len(o.people) > 1 else ""
-    if o.label == o.background:
-        taken.append(_text(frame, f"{who}no action", (int(8 * s), int(30 * s)), 0.9 * s, GREY, lw))
-    elif o.label:
-        taken.append(_text(frame, f"{who}{o.label}{scored(o.label, o.score)}", (int(8 * s), int(30 * s)), 0.9 * s, GREEN if o.label != UNKNOWN else GREY, lw))
+    if o.label:
+        action = o.label not in NO_SCORE and o.label != o.background
+        taken.append(_text(frame, headline(o), (int(8 * s), int(30 * s)), 0.9 * s, GREEN if action else GREY, lw))
     # top-k bars under it
     bar_w, bar_h, y = int(110 * s), max(int(12 * s), 6), int(42 * s)
     for name, p in o.top:

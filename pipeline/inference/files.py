@@ -28,7 +28,7 @@ from pipeline.data.video import VideoError, VideoReader, is_truncated, prefetch
 from pipeline.inference.annotate import Overlay, Person, draw, enlarge, upscale
 from pipeline.inference.outputs import CsvTimeline, JsonTimeline, OutputError, VideoSink, check_writable, commit, partial, plot_timeline
 from pipeline.inference.predictor import ActionPredictor, Predictions
-from pipeline.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, Segment, Timeline, first_scored, settle
+from pipeline.timeline import MIN_DURATION_S, NOBODY, SMOOTH_S, WARMING, Segment, Timeline, first_scored, settle, warming
 
 
 @dataclass
@@ -233,8 +233,9 @@ def analyse_video(
                             })  # fmt: skip
                         if "csv" in sinks:
                             sinks["csv"].frame(i, t, tid, label, score, p)
-                        if "video" in sinks:
-                            people.append(Person(tid, preds.boxes[r], preds.keypoints[r], label, score))
+                        if "video" in sinks:  # drawn as the label reads it: the warm-up is no action yet
+                            shown = (WARMING, 0.0) if warming(len(log.times), smoothing.warmup_frames) else (label, score)
+                            people.append(Person(tid, preds.boxes[r], preds.keypoints[r], *shown))
                     if "json" in sinks:
                         sinks["json"].frame(i, t, entries)
                     processed += 1
@@ -329,8 +330,8 @@ def _overlay(people: list[Person], logs: dict[int, _TrackLog], names: list[str],
     if not people:
         return Overlay(NOBODY, 0.0, [], fps=fps)
     main = max(people, key=lambda p: logs[p.track].weight)
-    smoothed = logs[main.track].timeline.smoothed
-    return Overlay(main.label, main.score, _top(smoothed, names, 3), people, main.track, fps=fps, background=background)
+    top = [] if main.label == WARMING else _top(logs[main.track].timeline.smoothed, names, 3)
+    return Overlay(main.label, main.score, top, people, main.track, fps=fps, background=background)
 
 
 def _plot(path: Path, source: str, result: VideoResult, logs: dict[int, _TrackLog], names: list[str]) -> None:

@@ -26,12 +26,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.inference.annotate import Overlay, Person, draw
+from pipeline.inference.annotate import Overlay, Person, draw, headline
 from pipeline.inference.outputs import VideoSink
 from pipeline.inference.predictor import ActionPredictor, Predictions
 from pipeline.live.capture import LatestFrameCapture
 from pipeline.live.serve import FrameServer
-from pipeline.timeline import NOBODY, Smoother, label_of
+from pipeline.timeline import NOBODY, WARMING, Smoother, label_of, warming
 
 WINDOW = "yolo-gru-actions (q: quit, r: reset, space: pause, s: snapshot)"
 
@@ -84,35 +84,43 @@ def check_display() -> None:
 
 class LiveLabels:
     """Predictions -> what to draw: display smoothing per track, ``unknown`` below the threshold or for motion
-    more novel than ``max_novelty``, and the main subject (the track with the largest running subject weight)
-    whose label goes top-left."""
+    more novel than ``max_novelty``, ``warming up`` for a track's first ``warmup_frames`` (the checkpoint's:
+    what its labels leave out, as training does), and the main subject (the track with the largest running
+    subject weight) whose label goes top-left."""
 
-    def __init__(self, names: list[str], smooth_s: float, threshold: float, background: str | None = None, max_novelty: float | None = 1.0):
+    def __init__(
+        self, names: list[str], smooth_s: float, threshold: float, background: str | None = None, max_novelty: float | None = 1.0,
+        warmup_frames: int = 0,
+    ):  # fmt: skip
         self.names, self.smooth_s, self.threshold, self.background, self.max_novelty = names, smooth_s, threshold, background, max_novelty
+        self.warmup_frames = warmup_frames
         self.smoothers: dict[int, Smoother] = {}
         self.weights: dict[int, float] = {}
+        self.frames: dict[int, int] = {}  # per track: the frames it was labelled on
 
     def reset(self) -> None:
         self.smoothers.clear()
         self.weights.clear()
+        self.frames.clear()
 
     def update(self, pred: Predictions, t: float, alive: Container[int]) -> Overlay:
         """The overlay of one processed frame at time ``t``; tracks not in ``alive`` are forgotten."""
         for tid in [k for k in self.smoothers if k not in alive]:  # tracks the tracker dropped
-            del self.smoothers[tid], self.weights[tid]
+            del self.smoothers[tid], self.weights[tid], self.frames[tid]
         people = []
         for r in range(len(pred.track)):
             tid = int(pred.track[r])
             p = self.smoothers.setdefault(tid, Smoother(self.smooth_s)).add(t, pred.probs[r])
             self.weights[tid] = self.weights.get(tid, 0.0) + float(pred.weight[r])
+            self.frames[tid] = self.frames.get(tid, 0) + 1
             novel = self.max_novelty is not None and float(pred.novelty[r]) > self.max_novelty
-            label, score = label_of(p, self.names, self.threshold, novel)
+            label, score = (WARMING, 0.0) if warming(self.frames[tid], self.warmup_frames) else label_of(p, self.names, self.threshold, novel)
             people.append(Person(tid, pred.boxes[r], pred.keypoints[r], label, score))
         if not people:
             return Overlay(NOBODY, 0.0, [])
         main = max(people, key=lambda q: self.weights[q.track])
         p = self.smoothers[main.track].value
-        top = [(self.names[i], float(p[i])) for i in np.argsort(-p)[:3]]
+        top = [] if main.label == WARMING else [(self.names[i], float(p[i])) for i in np.argsort(-p)[:3]]
         return Overlay(main.label, main.score, top, people, main.track, background=self.background)
 
 
@@ -121,7 +129,7 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
     names = predictor.class_names
     fps = predictor.fps or capture.fps
     min_gap = 1.0 / fps if predictor.fps else 0.0
-    labels = LiveLabels(names, opts.smooth_s, opts.threshold, predictor.background, opts.max_novelty)
+    labels = LiveLabels(names, opts.smooth_s, opts.threshold, predictor.background, opts.max_novelty, predictor.warmup_frames)
     stats = LiveStats()
     sink: VideoSink | None = None
     server: FrameServer | None = None
@@ -171,7 +179,7 @@ def run_live(predictor: ActionPredictor, capture: LatestFrameCapture, opts: Live
                 overlay.status = "paused" if paused else capture.status
             frame = draw(frame, overlay)  # enlarged when the source is small
             if server:
-                server.publish(frame, {"label": overlay.label, "score": overlay.score, "fps": overlay.fps or 0.0,
+                server.publish(frame, {"label": overlay.label, "score": overlay.score, "text": headline(overlay), "fps": overlay.fps or 0.0,
                                        "latency_ms": latency_ms or 0.0, "status": overlay.status})  # fmt: skip
             if opts.save_video:
                 if sink is None:

@@ -26,7 +26,7 @@ img{display:block;width:100%;height:auto;max-height:calc(100vh - 6em);object-fit
 <script>
 async function poll(){
   try{const s=await (await fetch('/status',{cache:'no-store'})).json();
-      document.getElementById('label').textContent=s.label+' '+Math.round(100*s.score)+'%';
+      document.getElementById('label').textContent=s.text;
       document.getElementById('info').textContent=s.fps.toFixed(1)+' fps, '+Math.round(s.latency_ms)+' ms'+(s.status?' | '+s.status:'');}
   catch(e){document.getElementById('info').textContent='disconnected';}
   setTimeout(poll,300);}
@@ -82,7 +82,7 @@ class FrameServer:
             raise OutputError(f"--serve {address}: give HOST:PORT, e.g. 127.0.0.1:8080")
         self.bus = FrameBus(quality)
         self._lock = threading.Lock()
-        self._status: dict = {"label": "waiting", "score": 0.0, "fps": 0.0, "latency_ms": 0.0, "status": None}
+        self._status: dict = {"label": "waiting", "score": 0.0, "text": "waiting for frames...", "fps": 0.0, "latency_ms": 0.0, "status": None}
         server = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -166,7 +166,7 @@ class Studio:
             "background": predictor.background,
             "val_top1": max((h.get("val_top1", 0.0) for h in history), default=None), "train_seconds": (training or {}).get("seconds"),
         }  # fmt: skip
-        labels = LiveLabels(predictor.class_names, self.opts.smooth_s, predictor.rejection_threshold, predictor.background)
+        labels = LiveLabels(predictor.class_names, self.opts.smooth_s, predictor.rejection_threshold, predictor.background, warmup_frames=predictor.warmup_frames)
         return predictor, labels, info
 
     @property
