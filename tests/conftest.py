@@ -107,8 +107,10 @@ def run_infer(*args: str) -> tuple[int, str, str]:
     import contextlib
     import io
     import runpy
+    import signal
 
     code, out, err, argv = 0, io.StringIO(), io.StringIO(), sys.argv
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # run_cli leaves its own
     try:
         sys.argv = ["infer.py", *args]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -117,6 +119,8 @@ def run_infer(*args: str) -> tuple[int, str, str]:
         code = e.code if isinstance(e.code, int) else 1
     finally:
         sys.argv = argv
+        for sig, handler in handlers.items():  # a Ctrl-C later in the suite is pytest's, not an instant exit
+            signal.signal(sig, handler)
     return code, out.getvalue(), err.getvalue()
 
 
