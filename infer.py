@@ -241,9 +241,8 @@ def archive_main(a: argparse.Namespace, sources: list[str]) -> int:
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     from pipeline.data.video import VideoError, check_source, expand_sources
-    from pipeline.inference.files import OutputPaths, analyse_many
     from pipeline.inference.outputs import OutputError
-    from pipeline.inference.workers import analyse_parallel, default_workers
+    from pipeline.model.checkpoint import check_exists
 
     a = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     if a.export:
@@ -253,8 +252,7 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     sources = expand_sources(a.sources, a.output)  # not the annotated videos of an earlier run into a folder inside
     if a.archive:
         return archive_main(a, sources)
-    single = OutputPaths(a.save_video, a.json, a.csv, a.plot)
-    if len(sources) > 1 and any(vars(single).values()):
+    if len(sources) > 1 and any((a.save_video, a.json, a.csv, a.plot)):
         raise OutputError(f"{len(sources)} videos: use --output DIR instead of --save-video/--json/--csv/--plot")
     bad = []
     for s in sources:  # before the model loads (seconds): a wrong name is said at once
@@ -264,6 +262,11 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
             bad.append(e)
     if bad and len(bad) == len(sources):
         raise bad[0] if len(bad) == 1 else VideoError(f"none of the {len(sources)} videos can be read, e.g. {bad[0]}")
+    check_exists(a.checkpoint)
+    from pipeline.inference.files import OutputPaths, analyse_many  # torch, Ultralytics and Lightning: seconds
+    from pipeline.inference.workers import analyse_parallel, default_workers
+
+    single = OutputPaths(a.save_video, a.json, a.csv, a.plot)
     signal.signal(signal.SIGTERM, _stop)  # a killed batch says what it finished and keeps no partial file
     predictor = _predictor(a)
     device = predictor.device.type
@@ -290,8 +293,5 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
 if __name__ == "__main__":
     args = parse_args()  # usage errors and --help before torch and the models load (seconds)
     from pipeline.errors import run_cli
-    from pipeline.inference.outputs import OutputError
-    from pipeline.inference.workers import WorkerError
-    from pipeline.live.loop import DisplayError
 
-    run_cli(lambda: sys.exit(main(args)), extra=(OutputError, DisplayError, WorkerError))
+    run_cli(lambda: sys.exit(main(args)))

@@ -55,7 +55,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     from pipeline.errors import run_cli
-    from pipeline.inference.outputs import OutputError
-    from pipeline.teach.examples import ExampleError
 
-    run_cli(main, (ExampleError, OutputError))
+    run_cli(main)

@@ -7,20 +7,15 @@ import signal
 import sys
 from collections.abc import Callable
 
-from pipeline.data.cache import CacheError
-from pipeline.data.features import DeviceError
-from pipeline.data.video import VideoError
-from pipeline.data.videoset import DatasetError
-from pipeline.data.weights import WeightsError
-from pipeline.inference.export import ExportError
-from pipeline.model.checkpoint import CheckpointError
-from pipeline.options import OptionError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (WeightsError, VideoError, DatasetError, CheckpointError, DeviceError, OptionError, CacheError, ExportError)
+class UserError(Exception):
+    """A mistake the user can mend (a wrong path, option, file or checkpoint): the command-line tools print it
+    on one line, with no traceback. Each module's own error derives from it, so this module imports nothing
+    heavy and a tool says what is wrong before torch and the models load."""
 
 
 def run_cli(main: Callable[[], object], extra: tuple[type[BaseException], ...] = ()) -> None:
-    """Run ``main``; a known user error prints ``error: ...`` on one line and exits with status 2.
+    """Run ``main``; a ``UserError`` (or one of ``extra``) prints ``error: ...`` on one line and exits with status 2.
 
     Once ``main`` is over, a Ctrl-C or SIGTERM (one arriving while the interpreter shuts down, in an exit
     handler) ends the process at once with 130 / 143: the work is done or cleaned up, and a
@@ -30,7 +25,7 @@ def run_cli(main: Callable[[], object], extra: tuple[type[BaseException], ...] =
             stream.reconfigure(errors="backslashreplace")
     try:
         main()
-    except (*USER_ERRORS, *extra) as e:
+    except (UserError, *extra) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from pipeline.errors import UserError
+
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")  # what runs the models (pipeline.inference.runtime)
 MAX_PEOPLE = 16  # default cap on people per frame: a crowd beyond this is rarely about one action each
 TRACKERS = ("bytetrack", "botsort")  # Ultralytics' trackers, by their config names
 
 
-class OptionError(ValueError):
+class OptionError(UserError, ValueError):
     """An option value outside its range, or not one of its choices."""
 
 

@@ -242,6 +242,23 @@ def test_infer_all_sources_missing_is_said_before_the_model_loads(capsys, tmp_pa
     assert "none of the 2 videos" in one_error_line(code, err)
 
 
+@pytest.mark.parametrize("what", ["video", "checkpoint"])
+def test_infer_missing_video_or_checkpoint_is_said_before_torch_loads(tmp_path, files, what):
+    """A wrong name is said in an instant: the error classes and the checks import neither torch nor Ultralytics
+    (they took seconds to load before a missing file was named)."""
+    video, ckpt = (tmp_path / "gone.avi", files["ckpt"]) if what == "video" else (files["good"], tmp_path / "gone.ckpt")
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print(sorted(m for m in ('torch', 'ultralytics', 'lightning') if m in sys.modules)))\n"
+        f"sys.argv = ['infer.py', {str(video)!r}, '-c', {str(ckpt)!r}]\n"
+        "runpy.run_path('infer.py', run_name='__main__')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "gone" in r.stderr, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: " + (f"{video}: no such file" if what == "video" else f"checkpoint {ckpt} not found")), r.stderr
+    assert r.stdout.strip() == "[]", r.stdout
+
+
 # ---- infer.py: batches go on past bad files ---------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.data.tracking import main_track, track_sequence
 from pipeline.data.video import is_truncated
+from pipeline.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Sequence:
         return sorted(int(t) for t in np.unique(self.track))
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """A feature cache folder that cannot be made or written."""
 
 

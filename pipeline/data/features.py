@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.weights import WeightsIdentity, load_pose_model
+from pipeline.errors import UserError
 from pipeline.options import MAX_PEOPLE, OptionError, check_choice, check_range
 
 # The pose model finds people in a short input badly whatever their size: two 110 px tall Weizmann actors side
@@ -172,7 +173,7 @@ def letterbox_shape(height: int, width: int, imgsz: int) -> tuple[int, int, int,
     return h, w, math.ceil(h / STRIDE) * STRIDE, math.ceil(w / STRIDE) * STRIDE, r
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError, RuntimeError):
     """A device name torch does not know, or one this machine does not have."""
 
 

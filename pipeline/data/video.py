@@ -31,11 +31,13 @@ import cv2  # noqa: E402
 # run time too, since cv2 may have been imported (and its log level read) before this module
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
+from pipeline.errors import UserError  # noqa: E402
+
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
 FALLBACK_FPS = 30.0  # for sources that report no frame rate (some streams and webcams)
 
 
-class VideoError(RuntimeError):
+class VideoError(UserError, RuntimeError):
     """A source that cannot be opened or yields no frames. The message names the source."""
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from pipeline.data.video import VIDEO_EXTENSIONS
 from pipeline.data.video import list_videos as video_files
+from pipeline.errors import UserError
 
 DEFAULT_FOLDS = 5  # stratified folds when --data.num_folds is not given (fewer for a class with fewer videos)
 log = logging.getLogger("lightning.pytorch")  # shown by Lightning's console handler
@@ -32,7 +33,7 @@ LAYOUTS = ("folders", "csv", "ucf101", "hmdb51")
 SPLITS = ("group", "scene", "stratified", "official")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset that cannot be listed or split; the message says what to fix."""
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.errors import UserError
 
-class WeightsError(RuntimeError):
+
+class WeightsError(UserError, RuntimeError):
     """The weights cannot be found, fetched or used."""
 
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from pipeline.data.features import FeatureExtractor
 from pipeline.data.weights import sha256_file
+from pipeline.errors import UserError
 from pipeline.model.checkpoint import CheckpointError
 from pipeline.model.rnn import ActionRNN
 
@@ -49,7 +50,7 @@ OPSET = 18  # the dynamo exporter's lowest (ONNX Runtime >= 1.14 and OpenVINO re
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}  # the pip extra that installs each runtime
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An exported folder that is missing, incomplete or from another version, or a model that cannot be exported."""
 
 

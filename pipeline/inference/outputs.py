@@ -55,13 +55,14 @@ from typing import IO
 import cv2
 import numpy as np
 
+from pipeline.errors import UserError
 from pipeline.timeline import Segment
 
 SCHEMA_VERSION = 4  # 3: video label = most time, "share", settled segments; 4: labels settled after each track's warm-up
 GAP_S = 0.2  # a plotted line breaks where the subject went unseen for longer than this (or 3 frame steps)
 
 
-class OutputError(RuntimeError):
+class OutputError(UserError, RuntimeError):
     """An output file that cannot be written."""
 
 

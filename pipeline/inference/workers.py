@@ -28,12 +28,13 @@ from tqdm import tqdm
 from pipeline.data.features import resolve_device
 from pipeline.data.tracking import TrackerConfig
 from pipeline.data.video import VideoError
+from pipeline.errors import UserError
 from pipeline.inference.files import DISK_FULL, OutputPaths, VideoResult, analyse_video, plan_outputs, summary_line
 from pipeline.inference.outputs import OutputError
 from pipeline.options import MAX_PEOPLE
 
 
-class WorkerError(RuntimeError):
+class WorkerError(UserError, RuntimeError):
     """A worker process could not start, or died, or the outputs cannot be written: the run stops."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.errors import UserError
 from pipeline.inference.annotate import Overlay, Person, draw, headline
 from pipeline.inference.outputs import VideoSink
 from pipeline.inference.predictor import ActionPredictor, Predictions
@@ -36,7 +37,7 @@ from pipeline.timeline import NOBODY, WARMING, Smoother, label_of, warming
 WINDOW = "yolo-gru-actions (q: quit, r: reset, space: pause, s: snapshot)"
 
 
-class DisplayError(RuntimeError):
+class DisplayError(UserError, RuntimeError):
     """No screen to show the window on."""
 
 

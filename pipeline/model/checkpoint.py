@@ -5,15 +5,23 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
+from pipeline.errors import UserError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, unreadable, foreign, or does not fit the data or extractor."""
+
+
+def check_exists(path: str | Path) -> None:
+    """A checkpoint (or exported folder) that is not there, said before torch and the models load (seconds)."""
+    if not Path(path).exists():
+        raise CheckpointError(f"checkpoint {path} not found")
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict, after checking it is one of ours (hyper-parameters with classes and extractor)."""
+    import torch  # here, so that this module's error and checks load in an instant
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")

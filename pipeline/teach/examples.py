@@ -24,12 +24,13 @@ from pipeline.data.extract import extract_video, extractor_record
 from pipeline.data.features import FeatureExtractor
 from pipeline.data.video import VideoError, list_videos
 from pipeline.data.videoset import DatasetDefinition
+from pipeline.errors import UserError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 MIN_CLIPS = 3  # per action: one goes to validation (the rejection threshold is fitted there), two or more train
 
 
-class ExampleError(ValueError):
+class ExampleError(UserError, ValueError):
     """A request the examples cannot honour (a bad name, a clip that is not there); the message says why."""
 
 

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import UserError
 from pipeline.inference.outputs import OutputError, VideoSink
 from pipeline.live.capture import LiveFrame
 
 
-class RecordingError(RuntimeError):
+class RecordingError(UserError, RuntimeError):
     """A recording that cannot start (one is under way) or could not be written."""
 
 
