@@ -9,8 +9,8 @@ from pathlib import Path
 from conftest import ROOT
 
 PACKAGE = ROOT / "pipeline"
-# what a module may import: its own stage and the ones before it (options and timeline sit below all)
-STAGES = {"options": 0, "timeline": 0, "data": 1, "model": 2, "inference": 3, "live": 4, "teach": 5, "errors": 6, "cli": 6}
+# what a module may import: its own stage and the ones before it (errors, options and timeline sit below all)
+STAGES = {"errors": 0, "options": 0, "timeline": 0, "data": 1, "model": 2, "inference": 3, "live": 4, "teach": 5, "cli": 6}
 
 
 def modules() -> dict[str, Path]:
