@@ -13,6 +13,7 @@ from pipeline.data.features import POSE_DIM
 from pipeline.model.checkpoint import read_checkpoint
 from pipeline.model.classifier import PROBE_SHARES, ActionClassifier, masked_mean
 from pipeline.model.evaluate import stream_accuracy
+from pipeline.model.frame_probe import fit_probe
 
 POOLED = 8
 
@@ -102,7 +103,14 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
     # each stream's frame probe (fitted before training) and its share (chosen at each validation) travel too
     assert set(state["probe_shares"]) == {"pose", "fused"} and set(state["probe_shares"].values()) <= set(PROBE_SHARES)
     assert {n: m.share for n, m in again.streams.items()} == state["probe_shares"]
-    assert all(m.probe_weight.abs().sum() > 0 and torch.equal(m.probe_weight, model.streams[n].probe_weight) for n, m in again.streams.items())
+    # the probe validation judged was fitted on the training clips; the checkpoint's on training and validation
+    # clips together, with the L2 weight validation chose (as the time-blind baseline is refitted)
+    for n, m in again.streams.items():
+        fitted = model.streams[n]
+        rows = [fitted.probe_input(x[None])[0] for x in (*train[0], *val[0])]
+        refit, bias, _ = fit_probe(rows, [*train[1], *val[1]], [], [], 2, 8, float(fitted.probe_l2))
+        assert torch.allclose(m.probe_weight, refit) and torch.allclose(m.probe_bias, bias), n
+        assert not torch.allclose(m.probe_weight, fitted.probe_weight, atol=1e-3) and float(m.probe_l2) == float(fitted.probe_l2)
     with torch.no_grad():
         far = [again.novelty.prototypes.novelty(again.model.outputs(x[None])[0][0], torch.arange(1, 17)) for x in val[0]]
     assert abs(torch.cat([f[8:] for f in far]).gt(1).float().mean().item() - 0.1) <= 1 / 64

@@ -190,6 +190,7 @@ class ActionClassifier(L.LightningModule):
         self._val_out: dict[str, list[torch.Tensor]] = {}  # per stream, the validation tracks' GRU outputs
         self._train_out: dict[str, list[torch.Tensor]] = {}  # per stream, the training tracks' GRU outputs, this validation's weights
         self._train_labels: list[int] = []
+        self._saved_probes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per stream, the probe the checkpoint gets
         self._val_mix: dict[str, list[tuple[torch.Tensor, ...]]] = {}  # per stream, the validation videos' GRU and probe probabilities
         self.test_frame_probs: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # the kept stream's, per test frame: probabilities, novelty
 
@@ -224,6 +225,10 @@ class ActionClassifier(L.LightningModule):
         for key in ("state_dict", "current_model_state"):
             if key in checkpoint:
                 checkpoint[key]["_extra_state"] = self.get_extra_state()
+        for name, (weight, bias) in self._saved_probes.items():  # fitted on training and validation videos
+            for key in ("state_dict", "current_model_state"):
+                if key in checkpoint:
+                    checkpoint[key][f"streams.{name}.probe_weight"], checkpoint[key][f"streams.{name}.probe_bias"] = weight, bias
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and "train" in getattr(dm, "data", {}):
             # what an INT8 export calibrates on by default (``pipeline.inference.quantize``): the user's own footage
@@ -237,8 +242,8 @@ class ActionClassifier(L.LightningModule):
         if stage == "fit" and dm is not None and "train" in getattr(dm, "data", {}) and self.hparams.probe_share != 0:
             seqs, labels, _ = dm.data["train"]
             val, val_labels, _ = dm.data.get("val", ([], [], []))
-            for m in self.streams.values():
-                m.fit_probe(seqs, labels, val, val_labels)
+            for name, m in self.streams.items():
+                self._saved_probes[name] = m.fit_probe(seqs, labels, val, val_labels, self.hparams.warmup_frames)
                 m.share = self.hparams.probe_share or 0.0  # None: chosen at each validation
         if stage == "fit" and dm is not None and "train" in getattr(dm, "data", {}) and self.hparams.motion_quantile > 0:
             seqs, _, videos = dm.data["train"]

@@ -187,13 +187,22 @@ class ActionRNN(nn.Module):
         return x
 
     @torch.no_grad()
-    def fit_probe(self, train: list[torch.Tensor], train_labels: list[int], val: list[torch.Tensor], val_labels: list[int]) -> None:
-        """Fit the probe on these videos' features (after ``set_normalization``)."""
+    def fit_probe(
+        self, train: list[torch.Tensor], train_labels: list[int], val: list[torch.Tensor], val_labels: list[int], warmup: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fit the probe on these videos' features (after ``set_normalization``), its L2 weight chosen on the
+        validation videos. Returns the same fit on the training and validation videos together, for the
+        checkpoint (as the time-blind baseline is refitted): validation goes on judging the probe it did not
+        see."""
         rows = [self.probe_input(v[None].to(self.mean.device).float())[0] for v in (*train, *val)]
-        w, b, l2 = fit_probe(rows[: len(train)], train_labels, rows[len(train) :], val_labels, len(self.probe_bias))
+        w, b, l2 = fit_probe(rows[: len(train)], train_labels, rows[len(train) :], val_labels, len(self.probe_bias), warmup)
         self.probe_l2.fill_(l2)
         self.probe_weight.copy_(w)
         self.probe_bias.copy_(b)
+        if not val:
+            return w, b
+        w, b, _ = fit_probe(rows, [*train_labels, *val_labels], [], [], len(self.probe_bias), warmup, l2)
+        return w, b
 
     def probe_input(self, x: torch.Tensor, rep: torch.Tensor | None = None) -> torch.Tensor:
         """Features (B, T, D) -> what the probe reads at each frame (B, T, D): the normalised frame, or with a
