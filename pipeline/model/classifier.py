@@ -234,6 +234,12 @@ class ActionClassifier(L.LightningModule):
             # what an INT8 export calibrates on by default (``pipeline.inference.quantize``): the user's own footage
             checkpoint["train_videos"] = [str(Path(v.path).resolve()) for v in dm.data["train"][2]]
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a resumed fit (the probes are fitted again first): validation goes on judging the ones without its videos
+        for name in self._saved_probes:
+            m = self.streams[name]
+            checkpoint["state_dict"][f"streams.{name}.probe_weight"], checkpoint["state_dict"][f"streams.{name}.probe_bias"] = m.probe_weight, m.probe_bias
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and dm is not None and getattr(dm, "mean", None) is not None:
