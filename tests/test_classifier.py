@@ -120,6 +120,9 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
 
     # test scores the kept stream and records every stream's video probabilities for the report
     trainer.test(model, evals, verbose=False)
+    tested = {"state_dict": dict(ckpt["state_dict"])}  # a test from the checkpoint reads its probes
+    model.on_load_checkpoint(tested)
+    assert all(torch.equal(tested["state_dict"][f"streams.{n}.probe_weight"], m.probe_weight) for n, m in again.streams.items())
     assert sorted(model.test_stream_probs) == ["fused", "pose"] and all(len(v) == 16 for v in model.test_stream_probs.values())
     acc = stream_accuracy(model.test_stream_probs, model.test_predictions)
     assert set(acc) == {"pose", "fused", "mean"} and acc[kept] == max(acc["pose"], acc["fused"])

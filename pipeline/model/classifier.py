@@ -235,7 +235,10 @@ class ActionClassifier(L.LightningModule):
             checkpoint["train_videos"] = [str(Path(v.path).resolve()) for v in dm.data["train"][2]]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # a resumed fit (the probes are fitted again first): validation goes on judging the ones without its videos
+        # a resumed fit (the probes are fitted again first): validation goes on judging the ones without its videos;
+        # a test after the fit reads the checkpoint's
+        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
         for name in self._saved_probes:
             m = self.streams[name]
             checkpoint["state_dict"][f"streams.{name}.probe_weight"], checkpoint["state_dict"][f"streams.{name}.probe_bias"] = m.probe_weight, m.probe_bias
