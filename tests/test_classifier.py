@@ -111,9 +111,9 @@ def test_the_stream_with_the_lower_validation_loss_is_kept_and_saved(tmp_path, v
         refit, bias, _ = fit_probe(rows, [*train[1], *val[1]], [], [], 2, 8, float(fitted.probe_l2))
         assert torch.allclose(m.probe_weight, refit) and torch.allclose(m.probe_bias, bias), n
         assert not torch.allclose(m.probe_weight, fitted.probe_weight, atol=1e-3) and float(m.probe_l2) == float(fitted.probe_l2)
-    resumed = {"state_dict": dict(ckpt["state_dict"])}  # a fit resumed from it keeps validation's probes
-    model.on_load_checkpoint(resumed)
-    assert all(torch.equal(resumed["state_dict"][f"streams.{n}.probe_weight"], m.probe_weight) for n, m in model.streams.items())
+    resumed = {key: dict(ckpt["state_dict"]) for key in ("state_dict", "current_model_state")}  # a fit resumed from it
+    model.on_load_checkpoint(resumed)  # keeps validation's probes, in the raw weights the averaging restores too
+    assert all(torch.equal(resumed[key][f"streams.{n}.probe_weight"], m.probe_weight) for n, m in model.streams.items() for key in resumed)
     with torch.no_grad():
         far = [again.novelty.prototypes.novelty(again.model.outputs(x[None])[0][0], torch.arange(1, 17)) for x in val[0]]
     assert abs(torch.cat([f[8:] for f in far]).gt(1).float().mean().item() - 0.1) <= 1 / 64

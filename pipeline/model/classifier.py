@@ -225,10 +225,7 @@ class ActionClassifier(L.LightningModule):
         for key in ("state_dict", "current_model_state"):
             if key in checkpoint:
                 checkpoint[key]["_extra_state"] = self.get_extra_state()
-        for name, (weight, bias) in self._saved_probes.items():  # fitted on training and validation videos
-            for key in ("state_dict", "current_model_state"):
-                if key in checkpoint:
-                    checkpoint[key][f"streams.{name}.probe_weight"], checkpoint[key][f"streams.{name}.probe_bias"] = weight, bias
+        _put_probes(checkpoint, self._saved_probes)  # fitted on training and validation videos
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and "train" in getattr(dm, "data", {}):
             # what an INT8 export calibrates on by default (``pipeline.inference.quantize``): the user's own footage
@@ -237,11 +234,8 @@ class ActionClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # a resumed fit (the probes are fitted again first): validation goes on judging the ones without its videos;
         # a test after the fit reads the checkpoint's
-        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
-            return
-        for name in self._saved_probes:
-            m = self.streams[name]
-            checkpoint["state_dict"][f"streams.{name}.probe_weight"], checkpoint["state_dict"][f"streams.{name}.probe_bias"] = m.probe_weight, m.probe_bias
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            _put_probes(checkpoint, {name: (self.streams[name].probe_weight, self.streams[name].probe_bias) for name in self._saved_probes})
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -420,6 +414,15 @@ class ActionClassifier(L.LightningModule):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _put_probes(checkpoint: dict, probes: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Each stream's probe weight and bias into the checkpoint's weights, the averaged ones and (for a resumed
+    fit, which the weight-averaging callback restores from them) the raw ones."""
+    for key in ("state_dict", "current_model_state"):
+        for name, (weight, bias) in probes.items():
+            if key in checkpoint:
+                checkpoint[key][f"streams.{name}.probe_weight"], checkpoint[key][f"streams.{name}.probe_bias"] = weight, bias
 
 
 class EMA(EMAWeightAveraging):
