@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from pipeline.data.datamodule import ActionDataModule
 from pipeline.data.extract import StderrProgressBar
@@ -33,6 +34,20 @@ from pipeline.options import OptionError
 
 LINKS = (("data.feature_dim", "model.input_dim"), ("data.class_names", "model.class_names"), ("data.extractor_info", "model.extractor"))
 LINKED_HPARAMS = ("input_dim", "class_names", "extractor", "_instantiator", "_class_path")
+
+
+def reserve_version(root: Path) -> int:
+    """The next free ``version_N`` under ``root``, created here: a logger only names its folder when it first
+    writes, minutes later, so two runs started together (cross-validation in parallel) would take the same one."""
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(d.name.split("_")[1]) for d in root.glob("version_*") if d.name.split("_")[1].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
 
 
 class OneLineParser(LightningArgumentParser):
@@ -98,9 +113,11 @@ class ActionCLI(LightningCLI):
                 args.name = DatasetDefinition.load(cfg.data.dataset).name
 
     def after_instantiate_classes(self) -> None:
-        # TensorBoard and CSV loggers in one folder would each pick the next free version: share the first's,
-        # so that a run is one folder
+        # TensorBoard and CSV loggers in one folder would each pick the next free version: share one, reserved
+        # now, so that a run is one folder and two runs started together never share it
         loggers = [lg for lg in self.trainer.loggers if hasattr(lg, "_version")]
+        if loggers and loggers[0]._version is None and rank_zero_only.rank == 0:
+            loggers[0]._version = reserve_version(Path(loggers[0].root_dir))
         for lg in loggers[1:]:
             if lg._version is None:
                 lg._version = loggers[0].version

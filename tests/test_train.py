@@ -13,7 +13,7 @@ from conftest import ROOT, TINY_MODEL, make_dataset, run_script
 from test_download import server  # noqa: F401  (fixture)
 from test_extract import _bad_files
 
-from pipeline.cli import leave_process_group, unknown_rules
+from pipeline.cli import leave_process_group, reserve_version, unknown_rules
 from pipeline.data.features import POSE_DIM
 
 
@@ -218,6 +218,17 @@ def test_the_unknown_line_names_the_rules_their_limits_and_shares():
     )
     assert unknown_rules({"motion": motion, "threshold": 0.0}) == "motion unlike training (past the limit: 5% of known clips)"
     assert unknown_rules({"threshold": 0.0}) == ""
+
+
+def test_runs_started_together_get_their_own_version_folder(tmp_path):
+    """A logger names its folder only when it first writes; two fits started together (cross-validation in two
+    shells) took the same ``version_N`` and overwrote each other's checkpoints and reports."""
+    root = tmp_path / "runs" / "pushfit"
+    assert [reserve_version(root) for _ in range(3)] == [0, 1, 2]  # nothing written in them yet
+    assert sorted(d.name for d in root.iterdir()) == ["version_0", "version_1", "version_2"]
+    (root / "version_7").mkdir()
+    (root / "version_x").mkdir()  # not a run's number
+    assert reserve_version(root) == 8
 
 
 @pytest.mark.parametrize("config", ["weizmann.yaml", "weizmann_pose.yaml", "teach.yaml"])
