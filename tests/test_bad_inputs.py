@@ -242,11 +242,22 @@ def test_infer_all_sources_missing_is_said_before_the_model_loads(capsys, tmp_pa
     assert "none of the 2 videos" in one_error_line(code, err)
 
 
-@pytest.mark.parametrize("what", ["video", "checkpoint"])
+BEFORE_TORCH = {  # what is given, and the start of its error
+    "video": ("gone.avi", "ckpt", "{video}: no such file"),
+    "checkpoint": ("good", "gone.ckpt", "checkpoint {ckpt} not found"),
+    "empty-checkpoint": ("good", "empty_ckpt", "{ckpt}: not a readable checkpoint (empty file)"),
+    "cut-checkpoint": ("good", "half_ckpt", "{ckpt}: not a readable checkpoint (damaged or cut short"),
+    "text-checkpoint": ("good", "text_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),
+    "video-as-checkpoint": ("good", "good", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),
+}
+
+
+@pytest.mark.parametrize("what", BEFORE_TORCH)
 def test_infer_missing_video_or_checkpoint_is_said_before_torch_loads(tmp_path, files, what):
-    """A wrong name is said in an instant: the error classes and the checks import neither torch nor Ultralytics
-    (they took seconds to load before a missing file was named)."""
-    video, ckpt = (tmp_path / "gone.avi", files["ckpt"]) if what == "video" else (files["good"], tmp_path / "gone.ckpt")
+    """A wrong name, or a file that cannot be a checkpoint, is said in an instant: the error classes and the
+    checks import neither torch nor Ultralytics (they took seconds to load before the file was named)."""
+    video, ckpt, message = BEFORE_TORCH[what]
+    video, ckpt = (files[k] if k in files else tmp_path / k for k in (video, ckpt))
     code = (
         "import atexit, runpy, sys\n"
         "atexit.register(lambda: print(sorted(m for m in ('torch', 'ultralytics', 'lightning') if m in sys.modules)))\n"
@@ -254,8 +265,8 @@ def test_infer_missing_video_or_checkpoint_is_said_before_torch_loads(tmp_path, 
         "runpy.run_path('infer.py', run_name='__main__')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "gone" in r.stderr, (r.returncode, r.stderr)
-    assert r.stderr.startswith("error: " + (f"{video}: no such file" if what == "video" else f"checkpoint {ckpt} not found")), r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: " + message.format(video=video, ckpt=ckpt)), r.stderr
     assert r.stdout.strip() == "[]", r.stdout
 
 

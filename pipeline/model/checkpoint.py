@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 from pipeline.errors import UserError
@@ -13,9 +14,30 @@ class CheckpointError(UserError, RuntimeError):
 
 
 def check_exists(path: str | Path) -> None:
-    """A checkpoint (or exported folder) that is not there, said before torch and the models load (seconds)."""
-    if not Path(path).exists():
+    """A checkpoint (or exported folder) that is not there, or a file that cannot be one, said before torch
+    and the models load (seconds)."""
+    path = Path(path)
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} not found")
+    if path.is_file():
+        _sniff(path)
+
+
+def _sniff(path: Path) -> None:
+    """Refuse a file that cannot be a checkpoint from its first and last bytes (no torch): ``torch.save``
+    writes a zip archive (older releases a pickle, left to ``torch.load``)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+        whole = zipfile.is_zipfile(path) if head.startswith(b"PK") else False
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not head:
+        raise CheckpointError(f"{path}: not a readable checkpoint (empty file); {WHAT_TO_GIVE}")
+    if head.startswith(b"PK") and not whole:
+        raise CheckpointError(f"{path}: not a readable checkpoint (damaged or cut short: copy it again); {WHAT_TO_GIVE}")
+    if not head.startswith((b"PK", b"\x80")):
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch file); {WHAT_TO_GIVE}")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -25,6 +47,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    _sniff(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
