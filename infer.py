@@ -245,6 +245,7 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     from pipeline.model.checkpoint import check_exists
 
     a = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
+    check_exists(a.checkpoint)  # every mode: a wrong checkpoint is said before torch loads
     if a.export:
         return export_main(a)
     if a.live or a.realtime or a.serve or any(str(s).isdigit() for s in a.sources):
@@ -262,7 +263,6 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
             bad.append(e)
     if bad and len(bad) == len(sources):
         raise bad[0] if len(bad) == 1 else VideoError(f"none of the {len(sources)} videos can be read, e.g. {bad[0]}")
-    check_exists(a.checkpoint)
     from pipeline.inference.files import OutputPaths, analyse_many  # torch, Ultralytics and Lightning: seconds
     from pipeline.inference.workers import analyse_parallel, default_workers
 

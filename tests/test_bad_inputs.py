@@ -249,6 +249,8 @@ BEFORE_TORCH = {  # what is given, and the start of its error
     "cut-checkpoint": ("good", "half_ckpt", "{ckpt}: not a readable checkpoint (damaged or cut short"),
     "text-checkpoint": ("good", "text_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),
     "video-as-checkpoint": ("good", "good", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),
+    "export": ("--export", "text_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),  # every mode
+    "live": ("--live", "text_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),
 }
 
 
@@ -258,10 +260,11 @@ def test_infer_missing_video_or_checkpoint_is_said_before_torch_loads(tmp_path, 
     checks import neither torch nor Ultralytics (they took seconds to load before the file was named)."""
     video, ckpt, message = BEFORE_TORCH[what]
     video, ckpt = (files[k] if k in files else tmp_path / k for k in (video, ckpt))
+    mode = {"--export": ["--export", str(tmp_path / "out")], "--live": ["--live", "--source", "0", "--no-show"]}.get(video.name, [str(video)])
     code = (
         "import atexit, runpy, sys\n"
         "atexit.register(lambda: print(sorted(m for m in ('torch', 'ultralytics', 'lightning') if m in sys.modules)))\n"
-        f"sys.argv = ['infer.py', {str(video)!r}, '-c', {str(ckpt)!r}]\n"
+        f"sys.argv = ['infer.py', *{mode!r}, '-c', {str(ckpt)!r}]\n"
         "runpy.run_path('infer.py', run_name='__main__')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
