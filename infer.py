@@ -240,7 +240,7 @@ def archive_main(a: argparse.Namespace, sources: list[str]) -> int:
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> int:
-    from pipeline.data.video import VideoError, check_source, expand_sources
+    from pipeline.data.video import check_sources, expand_sources
     from pipeline.inference.outputs import OutputError
     from pipeline.model.checkpoint import check_exists
 
@@ -255,14 +255,7 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
         return archive_main(a, sources)
     if len(sources) > 1 and any((a.save_video, a.json, a.csv, a.plot)):
         raise OutputError(f"{len(sources)} videos: use --output DIR instead of --save-video/--json/--csv/--plot")
-    bad = []
-    for s in sources:  # before the model loads (seconds): a wrong name is said at once
-        try:
-            check_source(s)
-        except VideoError as e:
-            bad.append(e)
-    if bad and len(bad) == len(sources):
-        raise bad[0] if len(bad) == 1 else VideoError(f"none of the {len(sources)} videos can be read, e.g. {bad[0]}")
+    check_sources(sources)  # before the model loads (seconds): a wrong name or a file no decoder opens is said at once
     from pipeline.inference.files import OutputPaths, analyse_many  # torch, Ultralytics and Lightning: seconds
     from pipeline.inference.workers import analyse_parallel, default_workers
 

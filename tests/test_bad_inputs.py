@@ -245,6 +245,8 @@ def test_infer_all_sources_missing_is_said_before_the_model_loads(capsys, tmp_pa
 BEFORE_TORCH = {  # what is given, and the start of its error
     "video": ("gone.avi", "ckpt", "{video}: no such file"),
     "checkpoint": ("good", "gone.ckpt", "checkpoint {ckpt} not found"),
+    "random-bytes-video": ("random", "ckpt", "{video}: cannot open file (not a video"),
+    "text-video": ("text", "ckpt", "{video}: cannot open file (not a video"),
     "empty-checkpoint": ("good", "empty_ckpt", "{ckpt}: not a readable checkpoint (empty file)"),
     "cut-checkpoint": ("good", "half_ckpt", "{ckpt}: not a readable checkpoint (damaged or cut short"),
     "text-checkpoint": ("good", "text_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),

@@ -212,6 +212,22 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     return cap
 
 
+def check_sources(sources: list[str]) -> None:
+    """Raise VideoError when none of ``sources`` can be read, before any model loads (seconds): every file is
+    checked cheaply (``check_source``), and files are opened in order until one opens. A batch with some bad
+    files goes on (each is reported where it fails); a stream is judged when it is read."""
+    bad = []
+    for s in sources:
+        try:
+            if check_source(s) is None and not is_stream(s):
+                open_capture(s).release()
+            return
+        except VideoError as e:
+            bad.append(e)
+    if bad:
+        raise bad[0] if len(bad) == 1 else VideoError(f"none of the {len(sources)} videos can be read, e.g. {bad[0]}")
+
+
 def probe(cap: cv2.VideoCapture, source: str | int) -> VideoInfo:
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
