@@ -112,13 +112,13 @@ def test_outputs_schema_and_frame_rate_mapping(tmp_path, ckpt25):
     for k, t in TOP_KEYS.items():
         assert isinstance(doc[k], t), k
     assert doc["classes"] == ["walk", "wave"] and doc["fps"] == 25.0 and doc["source_fps"] == 50.0
-    assert doc["schema_version"] == 4 and doc["frame_count"] == 40 and doc["processed_frames"] == 20 == len(doc["frames"])
+    assert doc["schema_version"] == 5 and doc["frame_count"] == 40 and doc["processed_frames"] == 20 == len(doc["frames"])
     for f in doc["frames"]:
         assert set(f) == set(FRAME_KEYS) and all(isinstance(f[k], t) for k, t in FRAME_KEYS.items())
         assert len(f["tracks"]) == 1  # the test model sees one person
         for p in f["tracks"]:
             assert set(p) == set(PERSON_KEYS) and all(isinstance(p[k], t) for k, t in PERSON_KEYS.items())
-            assert len(p["top"]) == 2 and p["label"] in doc["classes"] and len(p["box"]) == 4
+            assert len(p["top"]) == 2 and p["label"] in (*doc["classes"], "warming up") and len(p["box"]) == 4
     assert [t["id"] for t in doc["tracks"]] == [doc["main_track"]]
     for t in doc["tracks"]:
         assert set(t) == set(TRACK_KEYS) and all(isinstance(t[k], ty) for k, ty in TRACK_KEYS.items())
@@ -169,11 +169,17 @@ def test_the_annotated_video_shows_a_persons_warm_up_as_no_label_yet(tmp_path, t
 
     drawn, real = [], files.draw
     monkeypatch.setattr(files, "draw", lambda frame, o, *a: (drawn.append(o), real(frame, o, *a))[1])
-    code, _, err = infer(str(write_clip(tmp_path / "a.avi", frames=16)), "-c", str(tiny_checkpoint), "--save-video", str(tmp_path / "a.mp4"))
+    clip = str(write_clip(tmp_path / "a.avi", frames=16))
+    code, _, err = infer(clip, "-c", str(tiny_checkpoint), "--save-video", str(tmp_path / "a.mp4"), "--json", str(tmp_path / "a.json"), "--csv", str(tmp_path / "a.csv"))
     assert code == 0, err
     assert len(drawn) == 16 and all(len(o.people) == 1 for o in drawn)  # the test model sees one person in every frame
     assert [o.label for o in drawn[:8]] == [o.people[0].label for o in drawn[:8]] == ["warming up"] * 8 and not any(o.top for o in drawn[:8])
     assert all(o.label in ("walk", "wave") and o.people[0].label == o.label and len(o.top) == 2 for o in drawn[8:])
+    # the JSON and CSV say per frame what the picture shows; the probabilities stay the model's
+    frames = [f["tracks"][0] for f in json.loads((tmp_path / "a.json").read_text())["frames"]]
+    rows = list(csv.DictReader((tmp_path / "a.csv").open()))
+    assert [f["label"] for f in frames] == [r["label"] for r in rows] == [o.people[0].label for o in drawn]
+    assert all(f["score"] == 0 and f["top"][0][1] > 0 for f in frames[:8])
 
 
 def test_single_outputs_and_summary_only_json(tmp_path, tiny_checkpoint):
@@ -255,8 +261,8 @@ def test_the_checkpoints_rejection_threshold_labels_what_the_model_does_not_know
     assert doc["smoothing"]["threshold"] == 0.99
     assert doc["label"] == doc["video"]["label"] == "unknown" and "odd.avi: unknown" in out
     assert {s["label"] for s in doc["segments"]} == {"unknown"}
-    assert {p["label"] for f in doc["frames"] for p in f["tracks"]} == {"unknown"}
-    assert {row.split(",")[3] for row in (tmp_path / "o.csv").read_text().splitlines()[1:]} == {"unknown"}
+    assert {p["label"] for f in doc["frames"][8:] for p in f["tracks"]} == {"unknown"}  # after the warm-up
+    assert {row.split(",")[3] for row in (tmp_path / "o.csv").read_text().splitlines()[9:]} == {"unknown"}
     # --threshold still overrides it
     code, out, err = infer(str(clip), "-c", str(ckpt), "--json", str(tmp_path / "p.json"), "--threshold", "0")
     assert code == 0, err
@@ -299,7 +305,7 @@ def test_the_background_class_is_no_action(tmp_path):
     assert code == 0, err
     doc = json.loads((tmp_path / "o.json").read_text())
     assert doc["segments"] == [] and doc["label"] == "background"  # never a segment
-    assert {p["label"] for f in doc["frames"] for p in f["tracks"]} == {"background"}
+    assert {p["label"] for f in doc["frames"][8:] for p in f["tracks"]} == {"background"}  # after the warm-up
 
 
 def test_export_then_run_the_folder_with_each_backend(tmp_path, tiny_export, monkeypatch):

@@ -199,7 +199,7 @@ def test_outputs_per_person(predictor, tmp_path):
     out = OutputPaths.in_folder(tmp_path / "out", "two")
     r = analyse_video(str(clip), predictor, out, batch_size=8, progress=False)
     doc = json.loads(out.json.read_text())
-    assert doc["schema_version"] == 4 and len(doc["tracks"]) == 2 == len(r.tracks)
+    assert doc["schema_version"] == 5 and len(doc["tracks"]) == 2 == len(r.tracks)
     first, second = doc["tracks"]
     # a newcomer is labelled from their second frame: the tracker confirms a new track on its second detection
     assert first["first_s"] == 0 and abs(second["first_s"] - 11 / 25) < 1e-6 and abs(second["last_s"] - 30 / 25) < 1e-6

@@ -226,6 +226,8 @@ def analyse_video(
                         log = logs.get(tid) or logs.setdefault(tid, _TrackLog(names, smoothing, t, bool(out.plot)))
                         gates = (float(preds.gates["update"][r]), float(preds.gates["reset"][r])) if preds.gates else None
                         label, score = log.add(t, p, float(preds.novelty[r]), float(preds.weight[r]), gates)
+                        if warming(len(log.times), smoothing.warmup_frames):  # no action yet, as live shows it
+                            label, score = WARMING, 0.0
                         if "json" in sinks:
                             entries.append({
                                 "id": tid, "box": [round(float(v), 1) for v in preds.boxes[r]], "label": label,
@@ -233,9 +235,8 @@ def analyse_video(
                             })  # fmt: skip
                         if "csv" in sinks:
                             sinks["csv"].frame(i, t, tid, label, score, p)
-                        if "video" in sinks:  # drawn as the label reads it: the warm-up is no action yet
-                            shown = (WARMING, 0.0) if warming(len(log.times), smoothing.warmup_frames) else (label, score)
-                            people.append(Person(tid, preds.boxes[r], preds.keypoints[r], *shown))
+                        if "video" in sinks:
+                            people.append(Person(tid, preds.boxes[r], preds.keypoints[r], label, score))
                     if "json" in sinks:
                         sinks["json"].frame(i, t, entries)
                     processed += 1

@@ -2,10 +2,10 @@
 
 The JSON and CSV are written frame by frame as results arrive, so memory stays flat on long videos.
 
-JSON schema (``schema_version`` 4)::
+JSON schema (``schema_version`` 5)::
 
     {
-      "schema_version": 3,
+      "schema_version": 5,
       "source": str,                 # path or URL
       "checkpoint": str,
       "classes": [str, ...],
@@ -22,7 +22,7 @@ JSON schema (``schema_version`` 4)::
          "tracks": [                 # every person seen in this frame
            {"id": int,               # track id, stable while the person stays in view
             "box": [x0, y0, x1, y1], # source pixels
-            "label": str, "score": float,   # that person's smoothed label (causal, as live)
+            "label": str, "score": float,   # that person's smoothed label (causal, as live; "warming up", 0, in the track's first warmup_frames)
             "top": [[str, float], ...]}     # top-k raw probabilities
          ]}
       ],
@@ -58,7 +58,7 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.timeline import Segment
 
-SCHEMA_VERSION = 4  # 3: video label = most time, "share", settled segments; 4: labels settled after each track's warm-up
+SCHEMA_VERSION = 5  # 3: video label = most time, "share", settled segments; 4: labels settled after each track's warm-up; 5: frames in it "warming up"
 GAP_S = 0.2  # a plotted line breaks where the subject went unseen for longer than this (or 3 frame steps)
 
 
