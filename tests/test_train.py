@@ -236,8 +236,11 @@ def test_every_config_parses_with_the_settings_it_documents(config):
     r = run_script("train.py", "fit", "--config", f"configs/{config}", "--print_config")
     assert r.returncode == 0, r.stderr[-2000:]
     model, data = (yaml.safe_load(r.stdout)[k] for k in ("model", "data"))
-    probe, summary, layers = {"weizmann.yaml": (0.5, 128, [16, 19, 22]), "weizmann_pose.yaml": (0.0, 0, []), "teach.yaml": (0.0, 0, [])}[config]
+    probe, summary, layers, tilt = {
+        "weizmann.yaml": (0.5, 128, [16, 19, 22], (15, 0.15)), "weizmann_pose.yaml": (0.0, 0, [], (0, 0)), "teach.yaml": (0.0, 0, [], (0, 0))
+    }[config]  # fmt: skip
     assert model["probe_share"] == probe and model["summary_frames"] == summary and data["extractor"]["layers"] == layers
+    assert (data["tilt"], data["shear"]) == tilt
 
 
 def test_a_few_clips_per_class_train_with_fewer_folds_and_stdout_holds_only_the_results(tmp_path):
