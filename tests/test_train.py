@@ -222,13 +222,24 @@ def test_the_unknown_line_names_the_rules_their_limits_and_shares():
 
 def test_runs_started_together_get_their_own_version_folder(tmp_path):
     """A logger names its folder only when it first writes; two fits started together (cross-validation in two
-    shells) took the same ``version_N`` and overwrote each other's checkpoints and reports."""
-    root = tmp_path / "runs" / "pushfit"
-    assert [reserve_version(root) for _ in range(3)] == [0, 1, 2]  # nothing written in them yet
-    assert sorted(d.name for d in root.iterdir()) == ["version_0", "version_1", "version_2"]
-    (root / "version_7").mkdir()
-    (root / "version_x").mkdir()  # not a run's number
-    assert reserve_version(root) == 8
+    shells) took the same ``version_N`` and overwrote each other's checkpoints and reports. Two CLIs built and
+    not yet run (nothing logged) stand for them: each reserves its own folder, shared by its two loggers."""
+    from pipeline.cli import ActionCLI, OneLineParser
+    from pipeline.data.datamodule import ActionDataModule
+    from pipeline.model.classifier import ActionClassifier
+
+    root = make_dataset(tmp_path / "mine", classes=("walk", "wave"), actors=("ann", "bob", "cid"), frames=10)
+    loggers = json.dumps([
+        {"class_path": f"lightning.pytorch.loggers.{kind}", "init_args": {"save_dir": str(tmp_path / "runs"), "name": "auto"}}
+        for kind in ("TensorBoardLogger", "CSVLogger")
+    ])  # fmt: skip
+    args = ["--config", "configs/weizmann.yaml", "--data.dataset", str(root), "--data.split", "stratified", "--data.extractor.weights",
+            TINY_MODEL, "--data.extractor.imgsz", "64", "--data.cache_dir", str(tmp_path / "cache"), "--trainer.logger", loggers]  # fmt: skip
+    clis = [ActionCLI(ActionClassifier, ActionDataModule, parser_class=OneLineParser, run=False, args=args) for _ in range(2)]
+    assert [[lg.version for lg in cli.trainer.loggers] for cli in clis] == [[0, 0], [1, 1]]
+    assert sorted(d.name for d in (tmp_path / "runs" / "mine").iterdir()) == ["version_0", "version_1"]
+    (tmp_path / "runs" / "mine" / "version_x").mkdir()  # not a run's number
+    assert reserve_version(tmp_path / "runs" / "mine") == 2
 
 
 @pytest.mark.parametrize("config", ["weizmann.yaml", "weizmann_pose.yaml", "teach.yaml"])
