@@ -69,7 +69,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "jpeg_as_mp4": d / "photo.mp4", "png_as_avi": d / "still.avi", "text": d / "notes.mp4", "random": d / "random.avi",
         "empty": d / "empty.mp4", "cut": d / "cut.avi", "raw": write_raw_avi(d / "raw.avi"), "folder": d / "nothing_here",
         "empty_ckpt": d / "empty.ckpt", "half_ckpt": d / "half.ckpt", "text_ckpt": d / "text.ckpt", "foreign_ckpt": d / "foreign.ckpt",
-        "pickle_ckpt": d / "model.pt", "long_name": d / ("x" * 251 + ".avi"), "broken_link": d / "gone.avi",
+        "pickle_ckpt": d / "model.pt", "legacy_ckpt": d / "legacy.ckpt", "binary_ckpt": d / "binary.ckpt", "long_name": d / ("x" * 251 + ".avi"), "broken_link": d / "gone.avi",
     }  # fmt: skip
     shutil.copy(jpeg, out["jpeg_as_mp4"])
     shutil.copy(png, out["png_as_avi"])
@@ -85,6 +85,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out["text_ckpt"].write_text("this is not a checkpoint")
     torch.save({"state_dict": {}}, out["foreign_ckpt"])
     torch.save({"model": argparse.Namespace(layers=3)}, out["pickle_ckpt"])  # Python objects, as a YOLO .pt holds
+    torch.save({"state_dict": {}}, out["legacy_ckpt"], _use_new_zipfile_serialization=False)  # torch before 1.6
+    out["binary_ckpt"].write_bytes(b"\x80" + np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())  # a pickle's first byte
     shutil.copy(good, out["long_name"])
     os.symlink(d / "never-there.avi", out["broken_link"])
     return out
@@ -170,6 +172,7 @@ BAD_CHECKPOINTS = {
     "truncated": ("half_ckpt", "not a readable checkpoint (damaged or cut short"),
     "text": ("text_ckpt", "not a readable checkpoint (not a PyTorch file)"),
     "foreign": ("foreign_ckpt", "not a checkpoint of this pipeline (no class names"),
+    "legacy-foreign": ("legacy_ckpt", "not a checkpoint of this pipeline (no class names"),  # read, not refused unread
     "pickled-objects": ("pickle_ckpt", "not a checkpoint of this pipeline (it holds Python objects such as argparse.Namespace"),
     "a-video": ("good", "not a readable checkpoint (not a PyTorch file)"),
 }
@@ -250,6 +253,7 @@ BEFORE_TORCH = {  # what is given, and the start of its error
     "empty-checkpoint": ("good", "empty_ckpt", "{ckpt}: not a readable checkpoint (empty file)"),
     "cut-checkpoint": ("good", "half_ckpt", "{ckpt}: not a readable checkpoint (damaged or cut short"),
     "text-checkpoint": ("good", "text_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),
+    "binary-checkpoint": ("good", "binary_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),
     "video-as-checkpoint": ("good", "good", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),
     "export": ("--export", "text_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),  # every mode
     "live": ("--live", "text_ckpt", "{ckpt}: not a readable checkpoint (not a PyTorch file)"),

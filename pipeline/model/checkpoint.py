@@ -23,12 +23,15 @@ def check_exists(path: str | Path) -> None:
         _sniff(path)
 
 
+LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")  # torch.save's first pickle, before zip files
+
+
 def _sniff(path: Path) -> None:
     """Refuse a file that cannot be a checkpoint from its first and last bytes (no torch): ``torch.save``
-    writes a zip archive (older releases a pickle, left to ``torch.load``)."""
+    writes a zip archive; older releases a pickle that opens with torch's magic number (left to ``torch.load``)."""
     try:
         with path.open("rb") as f:
-            head = f.read(4)
+            head = f.read(32)
         whole = zipfile.is_zipfile(path) if head.startswith(b"PK") else False
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
@@ -36,7 +39,7 @@ def _sniff(path: Path) -> None:
         raise CheckpointError(f"{path}: not a readable checkpoint (empty file); {WHAT_TO_GIVE}")
     if head.startswith(b"PK") and not whole:
         raise CheckpointError(f"{path}: not a readable checkpoint (damaged or cut short: copy it again); {WHAT_TO_GIVE}")
-    if not head.startswith((b"PK", b"\x80")):
+    if not (head.startswith(b"PK") or (head.startswith(b"\x80") and LEGACY_MAGIC in head)):
         raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch file); {WHAT_TO_GIVE}")
 
 
