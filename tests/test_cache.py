@@ -1,5 +1,6 @@
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -17,13 +18,14 @@ def test_save_load_round_trip(tmp_path):
     cache = FeatureCache(tmp_path / "cache", "key1", {"imgsz": 64})
     entry = cache.entry(video, tmp_path / "data")
     assert entry.name.startswith("walk__ann_walk.") and not entry.is_file()
-    cache.save(entry, seq())
+    cache.save(entry, replace(seq(), frame_size=(640, 360)))
     got = FeatureCache.load(entry)
     assert cache.entry(video, tmp_path / "data").is_file()
     np.testing.assert_array_equal(got.features, seq().features)
     np.testing.assert_array_equal(got.frame, seq().frame)
     np.testing.assert_array_equal(got.track, seq().track)
     assert got.frame_index.tolist() == [0, 2, 4, 6, 8] and got.fps == 12.5 and got.source_fps == 25.0
+    assert got.frame_size == (640, 360) and got.aspect == 640 / 360
     assert (cache.dir / "extractor.json").is_file()
 
 

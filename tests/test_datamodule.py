@@ -1,9 +1,12 @@
 """Training crops: the augmentations that make other footage of the same action out of one video."""
 
+import math
+
+import numpy as np
 import torch
 
 from pipeline.data.datamodule import CropDataset
-from pipeline.data.features import KCONF, KXY, POSE_DIM, reframe
+from pipeline.data.features import KCONF, KXY, POSE_DIM, reframe, tilted
 
 
 def frames(n: int, dim: int = 4 + POSE_DIM) -> torch.Tensor:
@@ -84,9 +87,49 @@ def test_balance_draws_each_class_as_often_whatever_its_size():
     dm.clip_len, dm.flip, dm.noise, dm.speed, dm.zoom, dm.drop, dm.min_len, dm.tilt, dm.shear = 4, 0, 0, 0, 0, 0, None, 0, 0
     dm.std = torch.ones(1)
     labels = [0] * 90 + [1] * 10
-    dm.data = {"train": ([frames(4) for _ in labels], labels, [])}
+    dm.data, dm.aspects = {"train": ([frames(4) for _ in labels], labels, [])}, {}
     for balance, low, high in ((False, 0.05, 0.15), (True, 0.4, 0.6)):
         dm.balance = balance
         torch.manual_seed(0)
         drawn = torch.cat([b["y"] for _ in range(20) for b in dm.train_dataloader()]).float()
         assert low < drawn.mean() < high  # the small class's share of the crops drawn
+
+
+def test_each_video_is_tilted_in_its_own_frame_shape():
+    """A 4:3 or portrait video's skeleton turns in its own pixels: the crop is ``tilted`` at that video's aspect."""
+    x = frames(8)
+    x[:, -POSE_DIM:][:, KXY] = torch.rand(34) * 0.8 + 0.1
+    x[:, -POSE_DIM:][:, KCONF] = 0.9
+    crops = {}
+    for aspect in (4 / 3, 9 / 16, None):
+        torch.manual_seed(0)
+        crops[aspect] = CropDataset([x], [0], clip_len=8, flip=0, noise=0, std=torch.ones(1), tilt=20, aspects=[aspect])[0][0]
+    torch.manual_seed(0)
+    torch.randint(0, 1, ())  # the crop's start, drawn first
+    angle, sh = (torch.rand(2) * 2 - 1).mul(torch.tensor([math.radians(20), 0.0])).tolist()
+    for aspect, crop in crops.items():
+        assert torch.allclose(crop, tilted(x, angle, sh, aspect or 16 / 9))
+    assert not torch.allclose(crops[4 / 3], crops[None]) and not torch.allclose(crops[9 / 16], crops[4 / 3])
+
+
+def test_setup_reads_each_training_videos_aspect_from_its_entry_or_its_header(tmp_path):
+    """Entries written since frame sizes are cached carry the aspect; older ones fall back to the file's header."""
+    from conftest import make_dataset, seeing_weights
+
+    from pipeline.data.cache import FeatureCache
+    from pipeline.data.datamodule import ActionDataModule
+    from pipeline.data.features import ExtractorConfig
+
+    root = make_dataset(tmp_path / "data")  # 80x64 clips
+    extractor = ExtractorConfig(weights=str(seeing_weights(tmp_path / "w.pt")), imgsz=64, layers=(16,))
+    dm = ActionDataModule(str(root), root=str(root), extractor=extractor, cache_dir=str(tmp_path / "cache"), tilt=10, split="stratified", num_folds=2)
+    dm.prepare_features("fit", {"accelerator": "cpu", "devices": 1})
+    videos = dm.splits["train"]
+    first = dm.cache.entry(videos[0].path, dm.root)
+    assert FeatureCache.load(first).frame_size == (80, 64)
+    with np.load(first) as z:  # as an entry written before frame sizes were
+        old = {k: z[k] for k in z.files if k != "frame_size"}
+    np.savez(first, **old)
+    assert FeatureCache.load(first).aspect is None
+    dm.setup("fit")
+    assert dm.aspects["train"] == [80 / 64] * len(videos)

@@ -62,6 +62,7 @@ def test_extract_video_matches_cache_and_respects_fps(tmp_path, extractor, weigh
     clip = write_clip(tmp_path / "c.avi", frames=20, fps=25)
     seq = extract_video(extractor, clip, batch_size=7)  # batches that do not divide the length
     assert seq.features.shape == (20, extractor.feature_dim) and seq.track_ids() == [1]
+    assert seq.frame_size == (80, 64) and seq.aspect == 80 / 64  # what the box and keypoints are relative to
     np.testing.assert_array_equal(seq.frame_index, np.arange(20))
     np.testing.assert_array_equal(seq.frame, np.arange(20))
     sub = extract_video(FeatureExtractor(ExtractorConfig(weights=weights, imgsz=64, layers=(16,), fps=12.5)), clip)

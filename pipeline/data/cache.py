@@ -37,6 +37,12 @@ class Sequence:
     fps: float
     source_fps: float
     declared_frames: int = 0  # the container's frame count (0: unknown)
+    frame_size: tuple[int, int] = (0, 0)  # the decoded frames' width and height (0: unknown, an entry from before)
+
+    @property
+    def aspect(self) -> float | None:
+        """The frames' width over height, which the features' box and keypoints are relative to; None if unknown."""
+        return self.frame_size[0] / self.frame_size[1] if self.frame_size[0] > 0 and self.frame_size[1] > 0 else None
 
     @property
     def frames_read(self) -> int:
@@ -118,6 +124,7 @@ class FeatureCache:
                     fps=np.float64(seq.fps),
                     source_fps=np.float64(seq.source_fps),
                     declared_frames=np.int64(seq.declared_frames),
+                    frame_size=np.asarray(seq.frame_size, np.int64),
                 )
                 f.flush()
                 os.fsync(f.fileno())
@@ -130,7 +137,10 @@ class FeatureCache:
     def load(path: Path) -> Sequence:
         with np.load(path) as z:
             declared = int(z["declared_frames"]) if "declared_frames" in z.files else 0
-            return Sequence(z["features"], z["frame"], z["track"], z["frame_index"], float(z["fps"]), float(z["source_fps"]), declared)
+            size = tuple(int(v) for v in z["frame_size"]) if "frame_size" in z.files else (0, 0)
+            return Sequence(
+                z["features"], z["frame"], z["track"], z["frame_index"], float(z["fps"]), float(z["source_fps"]), declared, size
+            )  # fmt: skip
 
 
 def fingerprint(path: Path, sample: int = 1 << 16) -> str:

@@ -24,6 +24,7 @@ from pipeline.data.download import download_dataset
 from pipeline.data.extract import extract_features, extractor_record
 from pipeline.data.features import ExtractorConfig, FeatureExtractor, mirror_features, reframe, tilted
 from pipeline.data.scenes import with_scene_groups
+from pipeline.data.video import frame_aspect
 from pipeline.data.videoset import DatasetDefinition, DatasetError, Video, list_videos, make_splits
 from pipeline.options import check_range
 
@@ -37,15 +38,18 @@ class CropDataset(Dataset):
     ``[1 / (1 + speed), 1 + speed]``, reframed (zoom in ``[1 / (1 + zoom), 1 + zoom]``, moved up to ``zoom / 2``
     of the frame), the skeleton turned by up to ``tilt`` degrees and sheared by up to ``shear`` (one draw per crop, as
     a camera's roll holds for a clip), mirrored with probability ``flip``, each frame lost (the "nobody" vector, as when the
-    detector misses the person) with probability ``drop``: what other footage of the same action looks like."""
+    detector misses the person) with probability ``drop``: what other footage of the same action looks like.
+    ``aspects``: each video's frame width over height, so that the skeleton turns in pixels, not in the frame's
+    stretched units (None or a missing one: 16:9)."""
 
     def __init__(
         self, seqs: list[torch.Tensor], labels: list[int], clip_len: int, flip: float, noise: float, std: torch.Tensor,
         speed: float = 0.0, zoom: float = 0.0, drop: float = 0.0, min_len: int | None = None, tilt: float = 0.0,
-        shear: float = 0.0,
+        shear: float = 0.0, aspects: list[float | None] | None = None,
     ):  # fmt: skip
         self.seqs, self.labels, self.clip_len, self.flip, self.noise, self.std = seqs, labels, clip_len, flip, noise, std
         self.speed, self.zoom, self.drop, self.min_len, self.tilt, self.shear = speed, zoom, drop, min_len, tilt, shear
+        self.aspects = aspects or [None] * len(seqs)
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -64,7 +68,7 @@ class CropDataset(Dataset):
             x = reframe(x, z, dx, dy)
         if self.tilt or self.shear:
             angle, sh = (torch.rand(2) * 2 - 1).mul(torch.tensor([math.radians(self.tilt), self.shear])).tolist()
-            x = tilted(x, angle, sh)
+            x = tilted(x, angle, sh, self.aspects[i] or 16 / 9)
         if self.flip and torch.rand(()) < self.flip:
             x = mirror_features(x)
         if self.noise:
@@ -215,6 +219,7 @@ class ActionDataModule(L.LightningDataModule):
         self.truncated: dict[str, tuple[int, int]] = {}  # path: (frames read, frames declared)
         self._reported: set[tuple[str, str]] = set()
         self.data: dict[str, tuple[list[torch.Tensor], list[int], list[Video]]] = {}
+        self.aspects: dict[str, list[float | None]] = {}  # per split and video: frame width over height
         self.mean = self.std = None
 
     @property
@@ -263,7 +268,7 @@ class ActionDataModule(L.LightningDataModule):
         for name in STAGE_SPLITS.get(stage, ()):
             if name in self.data or (name == "test" and not splits[name]):
                 continue  # a fit with no test split (--data.test_fraction 0) trains and validates all the same
-            seqs, labels, kept = [], [], []
+            seqs, labels, kept, aspects = [], [], [], []
             for v in splits[name]:
                 try:
                     entry = self.cache.entry(v.path, self.root)
@@ -280,9 +285,12 @@ class ActionDataModule(L.LightningDataModule):
                 seqs.append(torch.from_numpy(seq))
                 labels.append(v.label)
                 kept.append(v)
+                if name == "train" and (self.tilt or self.shear):  # an entry from before frame sizes: the header says
+                    aspects.append(cached.aspect or frame_aspect(v.path))
             if not seqs:
                 raise DatasetError(f"no usable videos in the {name} split ({len(splits[name])} listed)")
             self.data[name] = (seqs, labels, kept)
+            self.aspects[name] = aspects
         if "train" in self.data and self.mean is None:
             frames = torch.cat(self.data["train"][0])
             self.mean, self.std = frames.mean(0), frames.std(0)
@@ -304,7 +312,7 @@ class ActionDataModule(L.LightningDataModule):
         seqs, labels, _ = self.data["train"]
         crops = CropDataset(
             seqs, labels, self.clip_len, self.flip, self.noise, self.std, self.speed, self.zoom, self.drop, self.min_len,
-            self.tilt, self.shear,
+            self.tilt, self.shear, self.aspects.get("train"),
         )  # fmt: skip
         if not self.balance:
             return self._loader(crops, shuffle=True)

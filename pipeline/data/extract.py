@@ -43,8 +43,9 @@ def extract_video(
     reader = VideoReader(str(source), fps=cfg.fps, max_frames=cfg.max_frames)
     tracker = PersonTracker(TrackerConfig(conf=cfg.conf), fps=reader.fps)
     feats, frame, track, index = [], [], [], []
-    seen = 0
+    seen, size = 0, (0, 0)
     for idx, frames, _ in prefetch(reader.batches(batch_size)):
+        size = (frames.shape[2], frames.shape[1])
         with guard or contextlib.nullcontext():
             det = extractor(frames)
         host = torch.cat([det.boxes, det.scores[:, None], det.frame[:, None].float(), det.features], 1).cpu().numpy()  # one copy
@@ -58,7 +59,7 @@ def extract_video(
     declared = reader.info.frame_count if cfg.max_frames is None else 0  # a cap reads fewer on purpose
     seq = Sequence(
         np.concatenate(feats).astype(np.float32), np.concatenate(frame), np.concatenate(track), np.concatenate(index), reader.fps,
-        reader.info.fps, declared,
+        reader.info.fps, declared, size,
     )  # fmt: skip
     if seq.truncated:
         log.warning("%s: read %d of %d declared frames (corrupt or cut short); features of the frames read", source, seq.frames_read, declared)

@@ -241,6 +241,19 @@ def probe(cap: cv2.VideoCapture, source: str | int) -> VideoInfo:
     )
 
 
+def frame_aspect(source: str | Path) -> float | None:
+    """The frames' width over height as the file's header declares it; None when it cannot be opened or says nothing."""
+    try:
+        cap = open_capture(source)
+    except VideoError:
+        return None
+    try:
+        info = probe(cap, source)
+    finally:
+        cap.release()
+    return info.width / info.height if info.width > 0 and info.height > 0 else None
+
+
 class FrameSampler:
     """Decide which source frames to keep so that the kept ones run at ``target_fps``.
 
