@@ -583,7 +583,7 @@ def tilted(x: torch.Tensor, angle: float, shear: float = 0.0, aspect: float = 16
     """Features (..., D) as if the camera had rolled by ``angle`` radians and seen the body sheared by
     ``shear`` (x moves by ``shear`` times its height from the box's centre): a slanted floor, a tilted phone,
     another perspective. The keypoints turn about the box's centre in pixels (``aspect``, the frame's width
-    over height, makes x and y one unit; guessed, as ``pipeline.model.body`` does); the box keeps its centre
+    over height, makes x and y one unit; training passes each video's own); the box keeps its centre
     and grows or shrinks with the confident keypoints' extent, as a detector's box follows the body. Frames
     with nobody stay all-zero; the pooled block is left as it is."""
     x = x.clone()
