@@ -168,6 +168,7 @@ def seeing_weights(path: Path, bias: float = 8.0) -> Path:
 def make_checkpoint(
     path: Path, class_names=("walk", "wave"), fps: float | None = None, layers=(16,), cell: str = "gru", seed: int = 0, weights: str | None = None,
     imgsz: int = 64, rejection: dict | None = None, bias: dict[str, float] | None = None, novelty=None, probe_share: float = 0.0,
+    velocity: bool = False,
 ) -> Path:
     """A checkpoint as ``train.py`` writes it, for a random-init extractor that sees one person per frame
     (``seeing_weights``) and an untrained classifier with non-trivial normalisation statistics: fast, and
@@ -181,7 +182,7 @@ def make_checkpoint(
     weights = weights or str(seeing_weights(path.parent / "tiny-person.pt"))
     record = extractor_record(FeatureExtractor(ExtractorConfig(weights=weights, imgsz=imgsz, layers=tuple(layers), fps=fps)))
     torch.manual_seed(seed)
-    clf = ActionClassifier(record["feature_dim"], list(class_names), record, cell=cell)
+    clf = ActionClassifier(record["feature_dim"], list(class_names), record, cell=cell, velocity=velocity)
     mean, std = torch.randn(record["feature_dim"]) * 0.1, torch.rand(record["feature_dim"]) + 0.5
     for stream in clf.streams.values():
         stream.set_normalization(mean, std)

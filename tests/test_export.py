@@ -28,9 +28,10 @@ def exported(request, crowd_export, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"export_{request.param}")
     weights = str(seeing_weights(tmp / "crowd.pt", bias=11))
     g = torch.Generator().manual_seed(1)
-    kw = dict(cell=request.param, rejection={"threshold": 0.4}, weights=weights, probe_share=0.5, **CROWD)
+    # the LSTM's cell also reads the pose's change (velocity), whose means ride in its state
+    kw = dict(cell=request.param, rejection={"threshold": 0.4}, weights=weights, probe_share=0.5, velocity=request.param == "lstm", **CROWD)
     dim = torch.load(make_checkpoint(tmp / "plain.ckpt", **kw), weights_only=False)["hyper_parameters"]["input_dim"]
-    hidden = ActionClassifier(dim, ["a", "b"], {}).model.state_shape[1]  # the default's state: the GRU's and the summary
+    hidden = ActionClassifier(dim, ["a", "b"], {}, velocity=kw["velocity"]).model.state_shape[1]  # the GRU's, the summary's, the velocity's
     protos = PrototypeRule(0.3 * torch.randn(2, hidden, generator=g), torch.eye(hidden), 1.0, 8, 0.05)  # around the limit
     ckpt = make_checkpoint(tmp / "c.ckpt", novelty=Novelty(prototypes=protos), **kw)
     # a new folder's parents are made (gru), an old export in the way is replaced whole (lstm)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_checkpoint, write_clip
+from conftest import REAL_WEIGHTS, WEIZMANN, make_checkpoint, needs_shared, write_clip
 
 from pipeline.data.extract import extract_video
 from pipeline.data.features import POSE_DIM
 from pipeline.data.video import VideoReader
 from pipeline.inference.predictor import ActionPredictor
 from pipeline.model.checkpoint import CheckpointError
+from pipeline.model.gates import ExplicitGRU, mean_gate_activity
 from pipeline.model.novelty import MotionRule, Novelty, PrototypeRule
 
 
@@ -49,6 +50,27 @@ def test_batched_frames_give_the_same_results_as_one_at_a_time(predictor, tmp_pa
     with torch.inference_mode():
         offline = predictor.model(features[None])[0][0].softmax(-1).numpy()
     np.testing.assert_allclose(batched, offline, atol=1e-4)
+
+
+@needs_shared
+def test_velocity_streams_through_the_predictor_as_over_the_whole_track(tmp_path):
+    """A real person doing jumping jacks (the tiny extractor's pose does not move): the change the cell reads rides in the
+    carried state, so batched steps, the gate panel's cell and the offline forward all agree."""
+    ckpt = make_checkpoint(tmp_path / "moving.ckpt", weights=str(REAL_WEIGHTS), imgsz=320, layers=(), velocity=True)
+    predictor = ActionPredictor(ckpt, device="cpu", max_people=1)
+    predictor.inspect = True
+    frames = np.stack([f for _, f in VideoReader(WEIZMANN / "jack" / "daria_jack.avi")][:24])
+    streamed = [predictor(frames[i : i + 8]) for i in range(0, len(frames), 8)]
+    features = torch.from_numpy(extract_video(predictor.extractor, WEIZMANN / "jack" / "daria_jack.avi").subject()[:24])
+    assert (features[:, 0] > 0.5).all()  # seen in every frame, so one row a frame
+    with torch.inference_mode():
+        model = predictor.model
+        change = model._moving(model.normalise(features[None]), features[None], None)[0][0, :, -POSE_DIM:]
+        assert change[2:].abs().mean() > 0.01  # the jacks move: the change is not all zeros
+        offline = model(features[None])[0][0].softmax(-1).numpy()
+        gates = mean_gate_activity(ExplicitGRU(model.rnn)(model.embed(features[None]))[2])
+    np.testing.assert_allclose(np.concatenate([p.probs for p in streamed]), offline, atol=1e-4)
+    np.testing.assert_allclose(np.concatenate([p.gates["update"] for p in streamed]), gates["update"][0].numpy(), atol=1e-5)
 
 
 def rules_for(features: torch.Tensor, hidden: int) -> Novelty:

@@ -2,16 +2,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.model.rnn import ActionRNN, running_mean
+from pipeline.data.features import POSE_DIM
+from pipeline.model.rnn import ActionRNN
 
 
+@pytest.mark.parametrize("velocity", [False, True])
 @pytest.mark.parametrize("summary", [0, 5])  # 5 frames: the decaying mean crosses chunk boundaries
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
-def test_streaming_steps_equal_the_full_sequence_forward(cell, summary):
+def test_streaming_steps_equal_the_full_sequence_forward(cell, summary, velocity):
     torch.manual_seed(0)
-    m = ActionRNN(input_dim=12, num_classes=4, hidden_size=16, num_layers=2, proj_dim=8, cell=cell, summary_frames=summary).eval()
-    m.set_normalization(torch.randn(12), torch.rand(12) + 0.5)
-    x = torch.randn(3, 20, 12)
+    d = POSE_DIM + 4  # a pooled block, then the pose block
+    m = ActionRNN(d, num_classes=4, hidden_size=16, num_layers=2, proj_dim=8, cell=cell, summary_frames=summary, velocity=velocity).eval()
+    m.set_normalization(torch.randn(d), torch.rand(d) + 0.5)
+    x = torch.randn(3, 20, d)
+    x[..., 4] = (torch.rand(3, 20) > 0.2).float()  # the pose block's "present": some frames nobody seen
     full, _ = m(x)
     hidden, steps = None, []
     for t in range(20):
@@ -20,30 +24,18 @@ def test_streaming_steps_equal_the_full_sequence_forward(cell, summary):
     assert (torch.stack(steps, 1) - full).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("velocity", [False, True])
 @pytest.mark.parametrize("summary", [0, 3])
-def test_padding_does_not_change_the_valid_frames(summary):
+def test_padding_does_not_change_the_valid_frames(summary, velocity):
     torch.manual_seed(0)
-    m = ActionRNN(input_dim=6, num_classes=3, hidden_size=8, summary_frames=summary).eval()
-    a, b = torch.randn(7, 6), torch.randn(4, 6)
-    batch = torch.zeros(2, 7, 6)
+    m = ActionRNN(input_dim=POSE_DIM, num_classes=3, hidden_size=8, summary_frames=summary, velocity=velocity).eval()
+    a, b = torch.randn(7, POSE_DIM).abs(), torch.randn(4, POSE_DIM).abs()
+    batch = torch.zeros(2, 7, POSE_DIM)
     batch[0], batch[1, :4] = a, b
     out, h = m(batch, torch.tensor([7, 4]))
     alone, h_b = m(b[None])
     assert (out[1, :4] - alone[0]).abs().max() < 1e-5
     assert (h[:, 1] - h_b[:, 0]).abs().max() < 1e-5  # final state is the one at the sequence's own end
-
-
-def test_running_mean_is_the_decayed_mean_and_resumes_from_its_state():
-    torch.manual_seed(0)
-    v, decay = torch.randn(2, 45, 3), 0.9
-    mean, fill = running_mean(v, None, decay)
-    s, w = torch.zeros(2, 3), torch.zeros(2, 1)
-    for t in range(45):  # the definition, one frame at a time
-        s, w = decay * s + v[:, t], decay * w + 1
-        assert torch.allclose(mean[:, t], s / w, atol=1e-5) and torch.allclose(fill[:, t], w * (1 - decay), atol=1e-6)
-    head, _ = running_mean(v[:, :17], None, decay)
-    tail, _ = running_mean(v[:, 17:], torch.cat([fill[:, 16], mean[:, 16]], 1), decay)
-    assert torch.allclose(torch.cat([head, tail], 1), mean, atol=1e-5)
 
 
 def test_the_summary_is_the_time_blind_mean_and_spread_riding_in_the_state():

@@ -223,7 +223,7 @@ class ActionPredictor:
             rows.append(idx)
             tracks.append(ids)
             if self.inspect and self._inspector is not None:
-                gates.append(self._gates(x, ids, template))
+                gates.append(self._gates(x, ids, template, state[0]))
         c = len(self.class_names)
         rows_all = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         sel = torch.from_numpy(rows_all).to(self.step_device)
@@ -251,11 +251,12 @@ class ActionPredictor:
             self.novelty.prototypes.novelty(h, age[0, :, 0]) if self.novelty.prototypes else None,
         )
 
-    def _gates(self, x: torch.Tensor, ids: np.ndarray, template: list[torch.Tensor]) -> torch.Tensor:
-        """Mean update and reset gate (len(ids), 2) of this step, from the explicit GRU cell with its own state per track."""
+    def _gates(self, x: torch.Tensor, ids: np.ndarray, template: list[torch.Tensor], before: torch.Tensor) -> torch.Tensor:
+        """Mean update and reset gate (len(ids), 2) of this step, from the explicit GRU cell with its own state per
+        track (``before``: the model's state before the step, which carries what velocity reads)."""
         n = self.model.rnn.hidden_size  # the cell's own state, before the summary's running means
         alive, slots = self.gate_states.alive(self.frame_no - 1, ids, [template[0][..., :n]])
-        _, h, g = self._inspector(self.model.embed(x[:, None].float()), self.gate_states.state[0][:, slots])
+        _, h, g = self._inspector(self.model.embed(x[:, None].float(), before), self.gate_states.state[0][:, slots])
         self.gate_states.state[0][:, slots] = h
         m = mean_gate_activity(g)
         return torch.stack([m["update"][: len(ids), 0], m["reset"][: len(ids), 0]], 1)

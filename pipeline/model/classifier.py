@@ -87,6 +87,8 @@ class ActionClassifier(L.LightningModule):
         ``bones``, ``angles``, ``confident``), appended to the features; ``aspect``: the frame shape
         (width / height) their geometry assumes. [] (the default): the features as extracted.
     framing: False hides the box's place and size in the frame from the model (``pipeline.model.rnn``).
+    velocity: the cell also reads how fast the pose features change (``pipeline.model.velocity``), the motion
+        stream beside the joints.
     pooled_dropout: chance of hiding the pooled backbone block from a training sequence of the fused stream.
     probe_share: share of each stream's per-frame probabilities given to its probe (a linear model of the
         frame alone, or with the summary of the frames' running mean, fitted before training,
@@ -127,6 +129,7 @@ class ActionClassifier(L.LightningModule):
         body: list[str] | None = None,
         aspect: float = 16 / 9,
         framing: bool = True,
+        velocity: bool = False,
         probe_share: float | None = None,
         streams: str = "auto",
         lr: float = 2e-3,
@@ -164,7 +167,7 @@ class ActionClassifier(L.LightningModule):
                 name: ActionRNN(
                     input_dim, len(class_names), hidden_size, num_layers, proj_dim, dropout, input_dropout, cell,
                     pooled_dim, 1.0 if name == "pose" else pooled_dropout, summary_frames, tuple(body or ()), aspect, framing,
-                    summary_head,
+                    summary_head, velocity,
                 )  # fmt: skip
                 for name in names
             }

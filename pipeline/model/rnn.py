@@ -18,6 +18,10 @@ so at a validation-chosen share of 1 the model is that baseline; ``summary_head`
 for the probe alone (the head reads the cell's state, as without a summary). It is O(1) a frame: the running means
 ride in the recurrent state, after the cell's own ``hidden_size`` values on the last layer, so everything
 that carries the state (streaming, export, live) carries them unchanged; ``state_shape`` is its size.
+
+Velocity (``velocity`` True): the cell also reads how fast the pose features (and the body blocks) change
+(``pipeline.model.velocity``), the motion stream beside the joints; its carried means ride in the state after
+the summary's. The probe and the summary's probe input do not read it: the probe stays the time-blind model.
 """
 
 from __future__ import annotations
@@ -30,29 +34,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from pipeline.data.features import POSE_DIM
 from pipeline.model.body import block_dims, body_features, check_blocks
 from pipeline.model.frame_probe import fit_probe
-from pipeline.options import check_choice, check_range
+from pipeline.model.running import running_mean
+from pipeline.model.velocity import carry_dim, velocity
+from pipeline.options import OptionError, check_choice, check_range
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # LSTM carries (h, c)
-
-
-def running_mean(v: torch.Tensor, start: torch.Tensor | None, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Values (B, T, F) -> after each frame, their mean weighted ``decay ** age`` (B, T, F) and its fill (B, T, 1).
-
-    ``start`` (B, 1 + F): the fill and mean carried from earlier frames (None: none). The fill is the weight
-    summed so far as a share of its limit ``1 / (1 - decay)``: 1 for a long history. Computed in chunks of
-    that many frames, each in closed form (a cumulative sum scaled by ``decay ** -t`` stays within e)."""
-    b, t, f = v.shape
-    limit = 1.0 / (1.0 - decay)
-    s = v.new_zeros(b, 1 + f) if start is None else torch.cat([start[:, :1] * limit, start[:, 1:] * start[:, :1] * limit], 1)
-    sums = []
-    for chunk in torch.cat([v.new_ones(b, t, 1), v], -1).split(max(1, int(limit)), dim=1):
-        p = decay ** torch.arange(1, chunk.shape[1] + 1, device=v.device, dtype=v.dtype)[None, :, None]
-        sums.append(p * (s[:, None] + torch.cumsum(chunk / p, 1)))
-        s = sums[-1][:, -1]
-    seq = torch.cat(sums, 1)
-    weight = seq[..., :1]
-    return seq[..., 1:] / weight.clamp(min=1e-12), weight / limit
 
 
 class Summarise(nn.Module):
@@ -92,7 +79,8 @@ class ActionRNN(nn.Module):
     ``body``: body-relative blocks (``pipeline.model.body``) computed from the pose block of each frame and
     appended to it before normalisation (so the probe and the summary read them too); ``aspect``: the frame
     shape they assume. ``framing`` False: the box's place and size in the frame are hidden (zeroed after
-    normalisation), so the model reads the body, not where the camera put it.
+    normalisation), so the model reads the body, not where the camera put it. ``velocity``: the cell also
+    reads the change of the pose features and body blocks (``pipeline.model.velocity``).
     """
 
     def __init__(
@@ -112,6 +100,7 @@ class ActionRNN(nn.Module):
         aspect: float = 16 / 9,
         framing: bool = True,
         summary_head: bool = True,
+        velocity: bool = False,
     ):
         super().__init__()
         check_choice("--model.cell", cell, sorted(CELLS))
@@ -124,22 +113,27 @@ class ActionRNN(nn.Module):
             check_range("--model.summary_frames", summary_frames, 2, 1_000_000)
         check_blocks(body)
         check_range("--model.aspect", aspect, 0.2, 5)
+        if velocity and input_dim < POSE_DIM:
+            raise OptionError(f"--model.velocity needs the pose block: the features have {input_dim} values, the pose block alone {POSE_DIM}")
         self.summary_frames = summary_frames
         self.body, self.aspect, self.framing = tuple(body), aspect, framing
         self.input_dim = input_dim
         width = self.width = input_dim + block_dims(self.body)  # what is normalised: the features, then the body blocks
         # the running means that ride in the state: fill, embedding, its square, cell output, normalised input
         self.summary_dim = 1 + 2 * proj_dim + hidden_size + width if summary_frames else 0
+        self.pose_start = input_dim - POSE_DIM  # the pose block, then the body blocks: what velocity reads
+        self.velocity_dim = width - self.pose_start if velocity else 0
+        self.carry_dim = carry_dim(self.velocity_dim) if velocity else 0  # its means, riding after the summary's
         self.pooled_dim, self.pooled_dropout = pooled_dim, pooled_dropout
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("std", torch.ones(width))
         self.proj = nn.Sequential(
-            nn.Dropout(input_dropout), nn.Linear(width, proj_dim), nn.LayerNorm(proj_dim), nn.GELU(), nn.Dropout(dropout)
+            nn.Dropout(input_dropout), nn.Linear(width + self.velocity_dim, proj_dim), nn.LayerNorm(proj_dim), nn.GELU(), nn.Dropout(dropout)
         )
         self.rnn = CELLS[cell](proj_dim, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
         if summary_frames and summary_head:
             self.head = nn.Sequential(Summarise(hidden_size, proj_dim), nn.Dropout(dropout), nn.Linear(2 * (hidden_size + proj_dim), num_classes))
-        elif summary_frames:  # the same layout of weights (head.2), reading the cell's state alone
+        elif summary_frames or velocity:  # the same layout of weights (head.2), reading the cell's state alone
             self.head = nn.Sequential(Cell(hidden_size), nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
         else:
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
@@ -152,7 +146,7 @@ class ActionRNN(nn.Module):
     @property
     def state_shape(self) -> tuple[int, int]:
         """The recurrent state's (layers, width) per sequence: the cell's, with the summary's running means."""
-        return self.rnn.num_layers, self.rnn.hidden_size + self.summary_dim
+        return self.rnn.num_layers, self.rnn.hidden_size + self.summary_dim + self.carry_dim
 
     @torch.no_grad()
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor, train: list[torch.Tensor] = ()) -> None:
@@ -210,8 +204,9 @@ class ActionRNN(nn.Module):
         carrying the earlier ones; without it, from these frames alone): the time-blind baseline, streaming."""
         if not self.summary_frames:
             return self.normalise(x)
-        if rep is not None:
-            return rep[..., -self.width :]
+        if rep is not None:  # the summary's last means, before the velocity's
+            end = self.rnn.hidden_size + self.summary_dim
+            return rep[..., end - self.width : end]
         return running_mean(self.normalise(x), None, 1.0 - 1.0 / self.summary_frames)[0]
 
     def probe_probs(self, x: torch.Tensor, rep: torch.Tensor | None = None) -> torch.Tensor:
@@ -226,13 +221,22 @@ class ActionRNN(nn.Module):
             return logits
         return ((1 - self.share) * logits.softmax(-1) + self.share * self.probe_probs(x, out)).clamp(min=1e-12).log()
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Features (B, T, D) -> the recurrent cell's input (B, T, proj_dim): normalise and project."""
-        return self.proj[-1](self._embed(self.normalise(x)))
+    def embed(self, x: torch.Tensor, hidden: Hidden | None = None) -> torch.Tensor:
+        """Features (B, T, D) -> the recurrent cell's input (B, T, proj_dim): normalise, with velocity append the
+        change from the frames before (``hidden``: the state after them, as ``forward``'s), and project."""
+        return self.proj[-1](self._embed(self._moving(self.normalise(x), x, self._split(hidden)[2])[0]))
+
+    def _moving(self, z: torch.Tensor, x: torch.Tensor, start: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``normalise``d features and the raw ones -> what the projection reads (with velocity, the change of
+        the pose part appended) and the velocity's carry after each frame (None without)."""
+        if not self.velocity_dim:
+            return z, None
+        change, carry = velocity(z[..., self.pose_start :], x[..., self.pose_start] > 0.5, start)  # the pose block's "present"
+        return torch.cat([z, change], -1), carry
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``normalise``d features -> as ``embed``, before the last dropout: what the summary averages (the same
-        in training and evaluation)."""
+        """What the projection reads (``_moving``) -> as ``embed``, before the last dropout: what the summary
+        averages (the same in training and evaluation)."""
         if self.training and 0 < self.pooled_dropout < 1 and self.pooled_dim:
             # drop the appearance block of whole sequences so the model cannot lean on it alone
             keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= self.pooled_dropout).to(x.dtype)
@@ -254,35 +258,44 @@ class ActionRNN(nn.Module):
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: Hidden | None = None
     ) -> tuple[torch.Tensor, Hidden]:
         """As ``forward``, but the per-frame representation that the head reads (B, T, state width): the cell's
-        output, then with a summary its running means. It is the last layer's state after each frame, the
-        space that the prototype rule measures (``pipeline.model.novelty``)."""
+        output, then with a summary its running means, then with velocity its carried means. It is the last
+        layer's state after each frame, the space that the prototype rule measures (``pipeline.model.novelty``)."""
         z = self.normalise(x)  # once: with body blocks it is the larger part of a step's work outside the cell
-        e = self._embed(z)
-        hidden, start = self._split(hidden)
+        hidden, start, moved = self._split(hidden)
+        zv, moved = self._moving(z, x, moved)
+        e = self._embed(zv)
         if lengths is not None:
             packed = pack_padded_sequence(self.proj[-1](e), lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, hidden = self.rnn(packed, hidden)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         else:
             out, hidden = self.rnn(self.proj[-1](e), hidden)
-        if not self.summary_frames:
+        riding = [moved] if moved is not None else []  # what rides in the state after the cell's own
+        if self.summary_frames:
+            mean, fill = running_mean(torch.cat([e, e * e, out, z], -1), start, 1.0 - 1.0 / self.summary_frames)
+            riding.insert(0, torch.cat([fill, mean], -1))
+        if not riding:
             return out, hidden
-        mean, fill = running_mean(torch.cat([e, e * e, out, z], -1), start, 1.0 - 1.0 / self.summary_frames)
-        summary = torch.cat([fill, mean], -1)
-        last = summary[:, -1] if lengths is None else summary[torch.arange(len(x), device=x.device), lengths.to(x.device) - 1]
-        return torch.cat([out, summary], -1), self._join(hidden, last)
+        rep = torch.cat([out, *riding], -1)
+        last = rep[:, -1] if lengths is None else rep[torch.arange(len(x), device=x.device), lengths.to(x.device) - 1]
+        return rep, self._join(hidden, last[:, out.shape[-1] :])
 
-    def _split(self, hidden: Hidden | None) -> tuple[Hidden | None, torch.Tensor | None]:
-        """A state of ``state_shape`` -> the cell's own, and the summary's (B, summary_dim) from the last layer."""
-        if hidden is None or not self.summary_frames:
-            return hidden, None
-        n = self.rnn.hidden_size
+    def _split(self, hidden: Hidden | None) -> tuple[Hidden | None, torch.Tensor | None, torch.Tensor | None]:
+        """A state of ``state_shape`` -> the cell's own, the summary's (B, summary_dim) and the velocity's
+        (B, carry_dim) from the last layer (None where the model has none)."""
+        if hidden is None or not self.summary_dim + self.carry_dim:
+            return hidden, None, None
+        n, s = self.rnn.hidden_size, self.summary_dim
+        last = (hidden[0] if isinstance(hidden, tuple) else hidden)[-1]
+        summary = last[:, n : n + s] if s else None
+        moved = last[:, n + s :] if self.carry_dim else None
         if isinstance(hidden, tuple):
-            return (hidden[0][..., :n].contiguous(), hidden[1][..., :n].contiguous()), hidden[0][-1, :, n:]
-        return hidden[..., :n].contiguous(), hidden[-1, :, n:]
+            return (hidden[0][..., :n].contiguous(), hidden[1][..., :n].contiguous()), summary, moved
+        return hidden[..., :n].contiguous(), summary, moved
 
     def _join(self, hidden: Hidden, summary: torch.Tensor) -> Hidden:
-        """The inverse of ``_split``: the summary after the last layer's cell state, zeros elsewhere."""
+        """The inverse of ``_split``: the summary's and velocity's means (``summary``) after the last layer's
+        cell state, zeros elsewhere."""
         pad = summary.new_zeros(self.rnn.num_layers, *summary.shape)
         pad[-1] = summary
         if isinstance(hidden, tuple):  # LSTM: h carries it, c has the same width
