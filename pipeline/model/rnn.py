@@ -145,7 +145,7 @@ class ActionRNN(nn.Module):
 
     @property
     def state_shape(self) -> tuple[int, int]:
-        """The recurrent state's (layers, width) per sequence: the cell's, with the summary's running means."""
+        """The recurrent state's (layers, width) per sequence: the cell's, then the summary's and the velocity's running means."""
         return self.rnn.num_layers, self.rnn.hidden_size + self.summary_dim + self.carry_dim
 
     @torch.no_grad()
