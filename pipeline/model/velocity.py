@@ -1,13 +1,16 @@
 """Normalised pose features -> how fast they change: the motion stream beside the joints (issue 31).
 
 A recurrent cell can learn to difference consecutive frames, but it must hold the last frame in its state to
-do it, and training's feature noise (0.1 of each feature's spread, every frame anew) is larger than a box's
-movement from one frame to the next (about 0.07 of its spread on Weizmann, 0.05 on pushfit). So the change is
-given to it: each frame's pose features minus their decayed mean over the frames before, over the frames
-the person was seen in. At ``decay`` 0.75 (a horizon of about 4 frames, 0.16 s at 25 fps) a steady movement
-reads about 4 times its change per frame while the noise reads about as one frame's. Nobody seen now, or
-nobody in the last frames: no change (zeros), so a lost frame, a track's first frame and a crop's first frame
-read as standing still, not as a jump.
+do it, and training's feature noise (``--data.noise``, 0.1 of each feature's spread, drawn anew every frame)
+is of the size of a box's movement from one frame to the next. So the change is given to it: each frame's
+pose features minus their decayed mean over the frames before, over the frames the person was seen in.
+At ``decay`` 0.75 (a horizon of about 4 frames, 0.16 s at 25 fps) a steady movement reads about 4 times its
+change per frame while the noise reads about as one frame's. Nobody seen now, or nobody in the last frames:
+no change (zeros), so a lost frame, a track's first frame and a crop's first frame read as standing still,
+not as a jump.
+
+Measured (README "Velocity: a motion stream"): level on pushfit's new scenes, a little worse on the lab
+sets, so it is an option, off by default.
 
 It streams in O(1): the decayed means are ``running_mean``'s, carried as its start (the fill, the weighted
 mean of the features, and the share of recent frames the person was seen in).
