@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.data.datamodule import CropDataset
@@ -133,3 +134,12 @@ def test_setup_reads_each_training_videos_aspect_from_its_entry_or_its_header(tm
     assert FeatureCache.load(first).aspect is None
     dm.setup("fit")
     assert dm.aspects["train"] == [80 / 64] * len(videos)
+    # and with no header to read either: 16:9, said once in a line
+    import pipeline.data.datamodule as datamodule
+
+    again = ActionDataModule(str(root), root=str(root), extractor=extractor, cache_dir=str(tmp_path / "cache"), tilt=10, split="stratified", num_folds=2)
+    again.prepare_features("fit", {"accelerator": "cpu", "devices": 1})
+    with pytest.MonkeyPatch.context() as mp, pytest.warns(UserWarning, match=r"1 training video\(s\) of unknown frame size.*16:9"):
+        mp.setattr(datamodule, "frame_aspect", lambda path: None)
+        again.setup("fit")
+    assert again.aspects["train"].count(None) == 1

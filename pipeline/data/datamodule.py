@@ -291,6 +291,11 @@ class ActionDataModule(L.LightningDataModule):
                 raise DatasetError(f"no usable videos in the {name} split ({len(splits[name])} listed)")
             self.data[name] = (seqs, labels, kept)
             self.aspects[name] = aspects
+            if aspects.count(None):  # moved or unreadable since extraction, with an entry from before frame sizes
+                rank_zero_warn(
+                    f"{aspects.count(None)} training video(s) of unknown frame size (no size in the cache, no readable header): "
+                    f"tilt and shear turn them as 16:9 frames; delete their entries in {self.cache.dir} to extract them again with their size"
+                )
         if "train" in self.data and self.mean is None:
             frames = torch.cat(self.data["train"][0])
             self.mean, self.std = frames.mean(0), frames.std(0)
