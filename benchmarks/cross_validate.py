@@ -86,7 +86,7 @@ def train_fold(a: argparse.Namespace, fold: int, seed: int, split_seed: int = 0)
         # with the checkpoint's rejection on, as infer.py labels the videos: an "unknown" counts as wrong
         "video_top1_rejecting": report["rejection"].get("test_video_top1_with_rejection", m["test/video_top1"]),
         "videos_unknown": report["rejection"].get("test_videos_unknown", 0.0),
-        "seconds": round(time.perf_counter() - t0, 1), "report": report_path,
+        "seconds": round(time.perf_counter() - t0, 1), "report": str(Path(report_path).resolve()),  # replayable from anywhere
     }  # fmt: skip
 
 

@@ -77,10 +77,17 @@ def video_scores(model, x: torch.Tensor, warmup: int, own_rule_warmup: bool = Tr
     }
 
 
+def checkpoint_of(report: dict, report_path: Path) -> Path:
+    """The checkpoint a report names: as written (relative to where its run was started), or else beside the
+    report, where ``train.py`` saves both (a run made in another folder, replayed from here)."""
+    named = Path(report["checkpoint"])
+    return named if named.is_file() else report_path.parent / named.name
+
+
 def replay_fold(row: dict, args: dict, cached: dict) -> dict:
     """One fold's test videos scored under each rule by its own checkpoint."""
     report = json.loads(Path(row["report"]).read_text())
-    ckpt = read_checkpoint(report["checkpoint"])
+    ckpt = read_checkpoint(checkpoint_of(report, Path(row["report"])))
     hp = ckpt["hyper_parameters"]
     classifier = ActionClassifier.from_hparams(hp)
     classifier.load_state_dict(ckpt["state_dict"])

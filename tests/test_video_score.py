@@ -1,9 +1,11 @@
 """benchmarks/video_score.py: its replay of a checkpoint scores a video as ``train.py test`` does, or the
 check it makes against every report would pass for the wrong reason."""
 
+from pathlib import Path
+
 import torch
 
-from benchmarks.video_score import video_scores
+from benchmarks.video_score import checkpoint_of, video_scores
 from pipeline.data.features import POSE_DIM
 from pipeline.model.classifier import ActionClassifier, masked_mean
 
@@ -24,3 +26,14 @@ def test_the_replay_scores_a_video_as_train_py_test_does():
     # the parts apart follow the run's own rule: at the share it used they give its score
     assert torch.allclose(scores["share_0.5"], scores["mix_after_warmup"], atol=1e-6)
     assert torch.allclose(video_scores(m, x, clf.hparams.warmup_frames, own_rule_warmup=False)["share_0.5"], scores["span"], atol=1e-6)
+
+
+def test_a_run_made_in_another_folder_finds_its_checkpoint_beside_its_report(tmp_path, monkeypatch):
+    run = tmp_path / "elsewhere" / "runs" / "x" / "version_0" / "checkpoints"
+    run.mkdir(parents=True)
+    (run / "best.ckpt").write_bytes(b"")
+    report = {"checkpoint": "runs/x/version_0/checkpoints/best.ckpt"}  # relative to the folder the run started in
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert checkpoint_of(report, run / "report.json") == Path("runs/x/version_0/checkpoints/best.ckpt")
+    monkeypatch.chdir(tmp_path)  # replayed from another folder
+    assert checkpoint_of(report, run / "report.json") == run / "best.ckpt"
