@@ -4,6 +4,7 @@ import torch
 from pipeline.data.features import POSE_DIM
 from pipeline.model.rnn import ActionRNN
 from pipeline.model.velocity import DECAY, carry_dim, velocity
+from pipeline.options import OptionError
 
 
 def test_a_steady_movement_reads_its_speed_and_standing_still_reads_zero():
@@ -60,5 +61,5 @@ def test_the_cell_reads_the_change_and_the_probe_does_not():
 
 
 def test_velocity_needs_the_pose_block():
-    with pytest.raises(Exception, match="--model.velocity needs the pose block"):
+    with pytest.raises(OptionError, match="--model.velocity needs the pose block"):
         ActionRNN(12, 3, velocity=True)

@@ -224,7 +224,8 @@ class ActionRNN(nn.Module):
     def embed(self, x: torch.Tensor, hidden: Hidden | None = None) -> torch.Tensor:
         """Features (B, T, D) -> the recurrent cell's input (B, T, proj_dim): normalise, with velocity append the
         change from the frames before (``hidden``: the state after them, as ``forward``'s), and project."""
-        return self.proj[-1](self._embed(self._moving(self.normalise(x), x, self._split(hidden)[2])[0]))
+        start = self._split(hidden)[2] if self.velocity_dim else None  # no copy of the state where nothing reads it
+        return self.proj[-1](self._embed(self._moving(self.normalise(x), x, start)[0]))
 
     def _moving(self, z: torch.Tensor, x: torch.Tensor, start: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``normalise``d features and the raw ones -> what the projection reads (with velocity, the change of
